@@ -1,0 +1,1 @@
+"""packlab benchmarks: each ``bench_*.py`` module measures packlab beside its peers."""

@@ -1,0 +1,24 @@
+"""packlab: right-sized Dask clusters, queues, pipelines and kernels for pack compute."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import config  # noqa: F401  (merges packlab.yaml into dask.config)
+from .clusters import PackCluster, PacklabWarning
+from .errors import PacklabError
+from .launch import launch
+from .profiles import PROFILES, Profile
+
+try:
+    __version__ = version("packlab")
+except PackageNotFoundError:  # running from a source tree without install
+    __version__ = "0+unknown"
+
+__all__ = [
+    "PROFILES",
+    "PackCluster",
+    "PacklabError",
+    "PacklabWarning",
+    "Profile",
+    "__version__",
+    "launch",
+]

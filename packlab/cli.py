@@ -1,0 +1,95 @@
+"""The ``packlab`` command line. Thin: parse, call the API, print."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+import click
+
+from . import __version__
+from .errors import PacklabError
+from .profiles import PROFILES
+
+
+class _Group(click.Group):
+    """Turn packlab's input errors into one readable line and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except PacklabError as e:
+            raise click.UsageError(str(e), ctx) from None
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="packlab")
+def main() -> None:
+    """packlab: right-sized Dask clusters for pack compute."""
+
+
+@main.command()
+def profiles() -> None:
+    """List the workload profiles (per-worker resources)."""
+    for p in PROFILES.values():
+        click.echo(f"{p.summary():<62}  {p.description}")
+
+
+@main.group()
+def cluster() -> None:
+    """Start and stop clusters."""
+
+
+@cluster.command("up")
+@click.option("--backend", default=None, help="local (default) or slurm")
+@click.option("--profile", default=None, help="workload profile (see `packlab profiles`)")
+@click.option("--workers", type=int, default=None, help="fixed number of workers")
+@click.option("--min-workers", type=int, default=None, help="adaptive minimum (0: scale to zero)")
+@click.option("--max-workers", type=int, default=None, help="adaptive maximum")
+@click.option("--cooldown", default=None, help='e.g. "60s"')
+@click.option("--spot", is_flag=True, help="preemptible SLURM partition")
+@click.option("--gpus", type=int, default=None)
+@click.option("--walltime", default=None, help='e.g. "01:00:00"')
+@click.option("--partition", default=None)
+@click.option("--account", default=None)
+@click.option("--insecure", is_flag=True, help="no TLS (not advised on shared machines)")
+def cluster_up(insecure: bool, **kwargs) -> None:
+    """Start a cluster in the foreground; Ctrl-C stops it cleanly."""
+    from .launch import launch
+
+    pc = launch(security=False if insecure else None, **kwargs)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with pc:
+        click.echo(f"scheduler: {pc.scheduler_address}")
+        click.echo(f"dashboard: {pc.dashboard_link}")
+        click.echo(f"profile:   {pc.profile.summary()}")
+        if pc.security is not None:
+            click.echo("TLS on: connect with this process's certificates only.")
+        click.echo("Ctrl-C to stop.", err=True)
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        click.echo("stopping cluster ...", err=True)
+    click.echo("stopped.", err=True)
+
+
+@main.command()
+@click.option("--size", default="2GB", show_default=True, help="data volume, e.g. 8GB")
+@click.option("--profile", default="analytics", show_default=True)
+@click.option("--workers", type=int, default=None)
+def demo(size: str, profile: str, workers: int | None) -> None:
+    """Run the main job: a chunked reduction on a local cluster, checked against NumPy."""
+    from . import demo as _demo
+
+    r = _demo.run(size=size, profile=profile, workers=workers)
+    click.echo(_demo.summary(r))
+    if not r.ok:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

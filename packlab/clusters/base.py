@@ -1,0 +1,259 @@
+"""The cluster abstractions: a validated request, a backend interface, PackCluster.
+
+A *backend* says where capacity comes from (this machine, SLURM, ...). It is a
+small class registered by name; :func:`packlab.launch` looks it up, so adding a
+backend never touches an if/elif chain.
+"""
+
+from __future__ import annotations
+
+import abc
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from distributed import Client, Security
+from distributed.deploy import Cluster
+
+from .. import config
+from ..errors import PacklabError
+from ..profiles import Profile
+from ..units import seconds
+from .adaptive import CooldownAdaptive
+
+
+class PacklabWarning(UserWarning):
+    """packlab changed what you asked for (e.g. clamped to the machine) and says so."""
+
+
+@dataclass
+class ClusterRequest:
+    """Everything :func:`packlab.launch` was asked for, validated and resolved."""
+
+    backend: str
+    profile: Profile
+    workers: int | None = None
+    min_workers: int | None = None
+    max_workers: int | None = None
+    cooldown: float = 60.0
+    spot: bool = False
+    partition: str | None = None
+    account: str | None = None
+    security: bool | Security = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def adaptive(self) -> bool:
+        return self.min_workers is not None or self.max_workers is not None
+
+    @property
+    def initial_workers(self) -> int:
+        if self.workers is not None:
+            return self.workers
+        return self.min_workers or 0
+
+
+class Backend(abc.ABC):
+    """Where workers come from. Subclasses set ``name`` and implement three methods."""
+
+    name: ClassVar[str]
+
+    def check_available(self) -> None:  # noqa: B027 - optional hook
+        """Raise :class:`~packlab.errors.BackendUnavailable` if this backend cannot run here."""
+
+    @abc.abstractmethod
+    def right_size(self, request: ClusterRequest) -> tuple[Profile, list[str]]:
+        """The per-worker profile this backend can really give, and notes on any clamping."""
+
+    @abc.abstractmethod
+    def make_cluster(
+        self, request: ClusterRequest, profile: Profile, security: Security | None
+    ) -> Cluster:
+        """Start a Dask deploy ``Cluster`` for the request, with no workers yet."""
+
+
+BACKENDS: dict[str, type[Backend]] = {}
+
+
+def register_backend(cls: type[Backend]) -> type[Backend]:
+    """Class decorator: make a backend available to ``launch(backend=cls.name)``."""
+    BACKENDS[cls.name] = cls
+    return cls
+
+
+def get_backend(name: str) -> Backend:
+    """Instantiate the backend registered as ``name``, or say which ones exist."""
+    if name not in BACKENDS:
+        raise PacklabError(
+            f"backend={name!r} is unknown: choose one of {sorted(BACKENDS)} "
+            "(local runs on this machine; slurm submits worker jobs with sbatch)."
+        )
+    return BACKENDS[name]()
+
+
+def make_security(value: bool | Security) -> Security | None:
+    """``True``: fresh temporary TLS certificates; a ``Security``: itself; ``False``: none."""
+    if isinstance(value, Security):
+        return value
+    if value:
+        return Security.temporary()
+    return None
+
+
+class PackCluster:
+    """A running Dask cluster sized from a workload profile.
+
+    Made by :func:`packlab.launch`; use it as a context manager to close it.
+
+    Examples
+    --------
+    >>> import packlab
+    >>> with packlab.launch(workers=1, cores=1, memory="1GiB") as pc:  # doctest: +SKIP
+    ...     pc.client.submit(sum, [1, 2]).result()
+    3
+    """
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        *,
+        backend: str,
+        profile: Profile,
+        security: Security | None,
+        cooldown: float,
+        notes: list[str],
+    ):
+        self.cluster = cluster
+        self.backend = backend
+        self.profile = profile
+        self.security = security
+        self.cooldown = cooldown
+        self.notes = notes
+        self._client: Client | None = None
+        self._adaptive: CooldownAdaptive | None = None
+
+    # -- access ---------------------------------------------------------------
+    @property
+    def client(self) -> Client:
+        """A ``distributed.Client`` connected to this cluster (made on first use)."""
+        if self._client is None:
+            self._client = Client(self.cluster, security=self.security)
+        return self._client
+
+    @property
+    def scheduler_address(self) -> str:
+        return self.cluster.scheduler_address
+
+    @property
+    def dashboard_link(self) -> str:
+        return self.cluster.dashboard_link
+
+    @property
+    def workers(self) -> int:
+        """Workers connected to the scheduler now."""
+        return len(self.cluster.scheduler_info.get("workers", {}))
+
+    @property
+    def adaptive(self) -> CooldownAdaptive | None:
+        """The running adaptive controller, or ``None`` for a fixed size."""
+        return self._adaptive
+
+    # -- sizing ---------------------------------------------------------------
+    def scale(self, n: int) -> None:
+        """Ask for exactly ``n`` workers (stops adaptive scaling)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise PacklabError(f"scale(n={n!r}) is invalid: expected a whole number, 0 or more.")
+        self._stop_adaptive()
+        self.cluster.scale(n)
+
+    def adapt(
+        self,
+        minimum: int = 0,
+        maximum: int | None = None,
+        cooldown: str | float | None = None,
+    ) -> CooldownAdaptive:
+        """Scale between ``minimum`` and ``maximum`` workers with Dask's ``Adaptive``.
+
+        ``minimum=0`` scales to zero when idle. ``cooldown`` (default: the one given
+        to :func:`launch`) stops a scale-down from following a scale-up too soon,
+        and the reverse.
+        """
+        lo, hi = validate_bounds(minimum, maximum)
+        cool = self.cooldown if cooldown is None else seconds(cooldown, "cooldown")
+        self._stop_adaptive()
+        self._adaptive = self.cluster.adapt(
+            Adaptive=CooldownAdaptive,
+            minimum=lo,
+            maximum=hi,
+            cooldown=cool,
+            interval=config.get("adaptive.interval"),
+            wait_count=config.get("adaptive.wait-count"),
+        )
+        self.cooldown = cool
+        return self._adaptive
+
+    def wait_for_workers(self, n: int, timeout: float | str | None = None) -> None:
+        """Block until ``n`` workers are connected (``timeout`` seconds or "1m")."""
+        self.client.wait_for_workers(n, timeout=timeout)
+
+    def _stop_adaptive(self) -> None:
+        if self._adaptive is not None:
+            self._adaptive.stop(reason="packlab-scale")
+            self._adaptive = None
+        # Dask's Cluster.adapt keeps its own reference too.
+        adaptive = getattr(self.cluster, "_adaptive", None)
+        if adaptive is not None:
+            adaptive.stop(reason="packlab-scale")
+
+    # -- lifecycle ------------------------------------------------------------
+    def close(self) -> None:
+        """Stop adaptive scaling, disconnect the client and shut the cluster down."""
+        self._stop_adaptive()
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        self.cluster.close()
+
+    def __enter__(self) -> PackCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = (
+            f"adaptive {self._adaptive.minimum}..{self._adaptive.maximum}"
+            if self._adaptive
+            else "fixed"
+        )
+        return (
+            f"<PackCluster backend={self.backend} profile={self.profile.name} "
+            f"workers={self.workers} ({mode}) {self.scheduler_address}>"
+        )
+
+
+def validate_bounds(minimum: int | None, maximum: int | None) -> tuple[int, int | float]:
+    """Check adaptive bounds: whole numbers, 0 <= minimum <= maximum, maximum >= 1.
+
+    A missing maximum is ``packlab.adaptive.maximum`` (never unbounded: on SLURM every
+    worker is a batch job).
+    """
+    lo = 0 if minimum is None else minimum
+    if isinstance(lo, bool) or not isinstance(lo, int) or lo < 0:
+        raise PacklabError(f"min_workers={minimum!r} is invalid: expected a whole number, 0 or more.")
+    if maximum is None:
+        return lo, max(lo, int(config.get("adaptive.maximum")))
+    if isinstance(maximum, bool) or not isinstance(maximum, int) or maximum < 1:
+        raise PacklabError(f"max_workers={maximum!r} is invalid: expected a whole number of at least 1.")
+    if lo > maximum:
+        raise PacklabError(
+            f"min_workers={lo} is greater than max_workers={maximum}: "
+            "set min_workers <= max_workers."
+        )
+    return lo, maximum
+
+
+def warn_notes(notes: list[str]) -> None:
+    """Tell the user, once each, what packlab changed from what they asked."""
+    for note in notes:
+        warnings.warn(note, PacklabWarning, stacklevel=3)

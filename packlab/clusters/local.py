@@ -1,0 +1,82 @@
+"""The local backend: Dask's ``LocalCluster`` (or dask-cuda's ``LocalCUDACluster``)."""
+
+from __future__ import annotations
+
+from distributed import LocalCluster, Security
+
+from .. import config
+from ..errors import PacklabError
+from ..profiles import Profile
+from ..resources import this_machine
+from ..units import format_bytes
+from .base import Backend, ClusterRequest, register_backend
+
+
+@register_backend
+class LocalBackend(Backend):
+    """Worker processes on this machine, sized from the profile and clamped to it."""
+
+    name = "local"
+
+    def right_size(self, request: ClusterRequest) -> tuple[Profile, list[str]]:
+        machine = this_machine()
+        p = request.profile
+        notes: list[str] = []
+        n = max(1, request.workers or request.max_workers or request.min_workers or 1)
+        usable = int(machine.memory * (1 - float(config.get("local.reserve-memory"))))
+
+        cores = p.cores
+        if n * cores > machine.cpus:
+            cores = max(1, machine.cpus // n)
+            notes.append(
+                f"profile {p.name!r} asks {p.cores} cores per worker x {n} workers, but this "
+                f"machine has {machine.cpus} CPUs: using {cores} thread(s) per worker."
+            )
+        memory = p.memory
+        if n * memory > usable:
+            memory = usable // n
+            notes.append(
+                f"profile {p.name!r} asks {format_bytes(p.memory)} per worker x {n} workers, but "
+                f"this machine has {format_bytes(machine.memory)}: using {format_bytes(memory)} "
+                "per worker."
+            )
+        gpus = p.gpus
+        if gpus > machine.gpus:
+            if request.extra.get("_gpus_explicit"):
+                raise PacklabError(
+                    f"gpus={gpus} is more than this machine has ({machine.gpus} NVIDIA GPU(s) "
+                    "visible): use gpus=0 here, or backend='slurm' with a GPU partition."
+                )
+            notes.append(
+                f"profile {p.name!r} asks {gpus} GPU(s) per worker but this machine has "
+                f"{machine.gpus}: running on CPU."
+            )
+            gpus = 0
+        return p.with_overrides(cores=cores, memory=memory, gpus=gpus), notes
+
+    def make_cluster(self, request: ClusterRequest, profile: Profile, security: Security | None):
+        extra = {k: v for k, v in request.extra.items() if not k.startswith("_")}
+        kwargs = dict(
+            n_workers=0,
+            threads_per_worker=profile.cores,
+            memory_limit=profile.memory,
+            dashboard_address=extra.pop("dashboard_address", ":0"),
+            security=security,
+        )
+        if security is not None:
+            kwargs["protocol"] = "tls://"
+        if profile.gpus:
+            try:
+                from dask_cuda import LocalCUDACluster
+            except ImportError:
+                raise PacklabError(
+                    "GPU workers need the gpu extra: pip install 'packlab[gpu]' "
+                    "(installs dask-cuda and CuPy for CUDA 12)."
+                ) from None
+            kwargs.pop("threads_per_worker")
+            kwargs.pop("n_workers")
+            # One worker per GPU; the GPU resource lets work be routed to them.
+            return LocalCUDACluster(
+                threads_per_worker=profile.cores, resources={"GPU": 1}, **kwargs, **extra
+            )
+        return LocalCluster(**kwargs, **extra)

@@ -1,0 +1,198 @@
+"""The SLURM backend: dask-jobqueue's ``SLURMCluster``, one worker per batch job.
+
+We only translate a profile into job directives and check the request against
+what SLURM says exists; job scripts, submission and cancellation are
+dask-jobqueue's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+
+from distributed import Security
+
+from .. import config
+from ..errors import BackendUnavailable, PacklabError
+from ..profiles import Profile
+from ..units import format_bytes, format_walltime
+from .base import Backend, ClusterRequest, register_backend
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One SLURM partition as ``sinfo`` reports it (per-node sizes)."""
+
+    name: str
+    default: bool
+    cpus: int
+    memory: int  # bytes per node
+    gpus: int
+
+
+def partitions() -> dict[str, Partition]:
+    """Ask SLURM (``sinfo``) which partitions exist and how big their nodes are."""
+    try:
+        out = subprocess.run(
+            ["sinfo", "-h", "-o", "%P|%c|%m|%G"], capture_output=True, text=True, timeout=30
+        )
+    except FileNotFoundError:
+        raise BackendUnavailable("sinfo was not found: SLURM's client commands are not on PATH.") from None
+    if out.returncode != 0:
+        raise BackendUnavailable(f"sinfo failed ({out.stderr.strip()}): is slurmctld running?")
+    found: dict[str, Partition] = {}
+    for line in out.stdout.splitlines():
+        name, cpus, mem, gres = line.split("|")
+        default = name.endswith("*")
+        name = name.rstrip("*")
+        p = Partition(
+            name=name,
+            default=default,
+            cpus=int(cpus.rstrip("+")),
+            memory=int(mem.rstrip("+")) * 2**20,
+            gpus=_gres_gpus(gres),
+        )
+        prev = found.get(name)  # several node kinds: keep the biggest
+        if prev is None or p.cpus > prev.cpus:
+            found[name] = p
+    return found
+
+
+def _gres_gpus(gres: str) -> int:
+    """GPUs per node from a gres string such as ``gpu:a100:4(S:0-1)``; 0 for ``(null)``."""
+    for item in gres.split(","):
+        parts = item.split("(")[0].split(":")
+        if parts[0] == "gpu" and parts[-1].isdigit():
+            return int(parts[-1])
+    return 0
+
+
+def worker_lifetime(walltime: int) -> tuple[int, int]:
+    """Seconds of worker lifetime and stagger so workers retire before SLURM kills them.
+
+    Examples
+    --------
+    >>> worker_lifetime(3600)
+    (3240, 180)
+    """
+    margin = max(60, int(walltime * float(config.get("slurm.lifetime-margin"))))
+    margin = min(margin, walltime // 2)
+    stagger = margin // 2
+    return walltime - margin, stagger
+
+
+@register_backend
+class SlurmBackend(Backend):
+    """Each worker is one SLURM batch job submitted by dask-jobqueue."""
+
+    name = "slurm"
+
+    def check_available(self) -> None:
+        missing = [c for c in ("sbatch", "squeue", "scancel", "sinfo") if shutil.which(c) is None]
+        if missing:
+            raise BackendUnavailable(
+                f"backend='slurm' needs SLURM's commands, but {', '.join(missing)} "
+                "is not on PATH: run on a login node of a SLURM cluster, load its module, "
+                "or use backend='local'."
+            )
+
+    def choose_partition(self, request: ClusterRequest) -> Partition:
+        known = partitions()
+        if request.spot:
+            name = config.get("slurm.spot-partition")
+            if request.partition and request.partition != name:
+                name = request.partition
+        else:
+            name = request.partition or config.get("slurm.partition")
+        if name is None:
+            default = [p for p in known.values() if p.default]
+            if not default:
+                raise PacklabError("SLURM has no default partition: pass partition=NAME.")
+            return default[0]
+        if name not in known:
+            what = "spot partition (packlab.slurm.spot-partition)" if request.spot else "partition"
+            raise PacklabError(
+                f"{what}={name!r} does not exist on this SLURM cluster; sinfo lists "
+                f"{sorted(known)}. Pass one of those."
+            )
+        return known[name]
+
+    def right_size(self, request: ClusterRequest) -> tuple[Profile, list[str]]:
+        part = self.choose_partition(request)
+        request.partition = part.name
+        p = request.profile
+        notes = []
+        cores, memory, gpus = p.cores, p.memory, p.gpus
+        if cores > part.cpus:
+            cores = part.cpus
+            notes.append(
+                f"profile {p.name!r} asks {p.cores} cores per worker; nodes of partition "
+                f"{part.name!r} have {part.cpus}: using {cores}."
+            )
+        if memory > part.memory:
+            memory = part.memory
+            notes.append(
+                f"profile {p.name!r} asks {format_bytes(p.memory)} per worker; nodes of "
+                f"partition {part.name!r} have {format_bytes(part.memory)}: using that."
+            )
+        if gpus > part.gpus:
+            if request.extra.get("_gpus_explicit"):
+                raise PacklabError(
+                    f"gpus={gpus} but nodes of partition {part.name!r} have {part.gpus} GPU(s): "
+                    "pass partition= a GPU partition (sinfo -o '%P %G' lists them) or gpus=0."
+                )
+            notes.append(
+                f"profile {p.name!r} asks {gpus} GPU(s); partition {part.name!r} has none: "
+                "running on CPU."
+            )
+            gpus = 0
+        return p.with_overrides(cores=cores, memory=memory, gpus=gpus), notes
+
+    def make_cluster(self, request: ClusterRequest, profile: Profile, security: Security | None):
+        from dask_jobqueue import SLURMCluster
+
+        shared = os.path.expanduser(
+            config.get("slurm.shared-directory") or os.path.join("~", ".packlab", "slurm")
+        )
+        os.makedirs(os.path.join(shared, "logs"), exist_ok=True)
+        lifetime, stagger = worker_lifetime(profile.walltime)
+        directives: list[str] = []
+        worker_args = ["--lifetime", f"{lifetime}s", "--lifetime-stagger", f"{stagger}s"]
+        if request.spot:
+            # SLURM may preempt and requeue the job; Dask recomputes what was lost.
+            directives.append("--requeue")
+        if profile.gpus:
+            directives.append(f"--gres=gpu:{profile.gpus}")
+            worker_args += ["--resources", f"GPU={profile.gpus}"]
+
+        extra = {k: v for k, v in request.extra.items() if not k.startswith("_")}
+        directives += list(extra.pop("job_extra_directives", []))
+        worker_args += list(extra.pop("worker_extra_args", []))
+        scheduler_options = {"dashboard_address": ":0", **extra.pop("scheduler_options", {})}
+        interface = extra.pop("interface", config.get("slurm.interface"))
+        if interface:
+            scheduler_options.setdefault("interface", interface)
+
+        kwargs = dict(
+            cores=profile.cores,
+            processes=1,
+            memory=f"{profile.memory // 2**20}MiB",
+            walltime=format_walltime(profile.walltime),
+            queue=request.partition,
+            account=request.account or config.get("slurm.account"),
+            job_extra_directives=directives,
+            worker_extra_args=worker_args,
+            interface=interface,
+            python=config.get("slurm.python") or sys.executable,
+            log_directory=os.path.join(shared, "logs"),
+            local_directory=extra.pop("local_directory", tempfile.gettempdir()),  # node-local spill
+            shared_temp_directory=shared,
+            scheduler_options=scheduler_options,
+            security=security,
+        )
+        kwargs.update(extra)
+        return SLURMCluster(**kwargs)

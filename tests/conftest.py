@@ -1,0 +1,43 @@
+"""Shared fixtures. SLURM tests need the throwaway SLURM that scripts/test starts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+
+import pytest
+
+import packlab
+
+
+def slurm_ready() -> str | None:
+    """None when a test SLURM is up, else the reason it is not."""
+    if not os.environ.get("PACKLAB_TEST_SLURM"):
+        return "PACKLAB_TEST_SLURM is unset: run the tests through scripts/test, which starts SLURM"
+    if shutil.which("sbatch") is None:
+        return "sbatch is not on PATH"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _require_slurm(request):
+    """SLURM tests skip loudly without a test SLURM, and fail instead under CI=true."""
+    if "slurm" not in request.keywords:
+        return
+    reason = slurm_ready()
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"SLURM unavailable in CI (these tests must run there): {reason}")
+    pytest.skip(f"SLURM TESTS SKIPPED: {reason}")
+
+
+@pytest.fixture
+def local_cluster():
+    """A small TLS local cluster: 2 workers x 1 thread, 1 GiB each."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", packlab.PacklabWarning)
+        pc = packlab.launch(workers=2, cores=1, memory="1GiB", wait=True)
+    with pc:
+        yield pc
