@@ -1,0 +1,293 @@
+"""``ClusterLauncher``: start, resize and stop a packlab cluster from a notebook.
+
+The widget only wires form fields and buttons to :func:`packlab.launch` and
+:class:`~packlab.clusters.PackCluster`; what the form means is in :mod:`.forms`,
+and every check is :func:`packlab.launch`'s, so errors read the same as in Python.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import threading
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as w
+
+from .. import config
+from ..clusters import BACKENDS, PackCluster, PacklabWarning
+from ..errors import PacklabError
+from ..launch import launch
+from ..profiles import PROFILES
+from .forms import launch_arguments, scale_action
+
+logger = logging.getLogger(__name__)
+
+CostSource = Callable[[PackCluster], "float | str | None"]
+
+_NO_TELEMETRY = "cost: n/a (telemetry not enabled)"
+
+
+class ClusterLauncher(w.VBox):
+    """A notebook form that launches, scales and stops one packlab cluster.
+
+    Every field is a public attribute, so code can fill the form and press the
+    buttons (``launcher.max_workers.value = 2; launcher.launch_button.click()``).
+    Launch with ``min_workers == max_workers`` starts a fixed-size cluster, otherwise
+    an adaptive one; Scale applies the two fields to the running cluster the same way.
+    Errors are shown in the widget as one readable line, never raised.
+
+    Parameters
+    ----------
+    backend, profile : str, optional
+        Initial choices (default: ``packlab.backend`` and ``packlab.profile``).
+    min_workers, max_workers : int
+        Initial worker bounds (equal: a fixed size).
+    cost_source : callable, optional
+        ``cost_source(cluster) -> float | str | None``: the cost so far, shown in the
+        status line (a float is shown as dollars). Without it the line says
+        ``cost: n/a (telemetry not enabled)``.
+    refresh_interval : float or None
+        Seconds between status refreshes while a cluster runs; ``None``: only on
+        actions and :meth:`refresh`.
+    **launch_kwargs
+        Passed to every :func:`packlab.launch` call (e.g. ``cores=1``, ``memory="1GiB"``).
+
+    Attributes
+    ----------
+    cluster : PackCluster or None
+        The running cluster, once launched.
+
+    Examples
+    --------
+    >>> from packlab.ui import ClusterLauncher
+    >>> ui = ClusterLauncher(cores=1, memory="1GiB", refresh_interval=None)
+    >>> ui.min_workers.value = ui.max_workers.value = 1
+    >>> ui.launch_button.click()
+    >>> ui.cluster.wait_for_workers(1, timeout=60)
+    >>> ui.refresh()
+    >>> "1 worker" in ui.status.value
+    True
+    >>> ui.stop_button.click()
+    >>> ui.cluster is None
+    True
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: str | None = None,
+        profile: str | None = None,
+        min_workers: int = 1,
+        max_workers: int = 1,
+        cost_source: CostSource | None = None,
+        refresh_interval: float | None = 2.0,
+        **launch_kwargs: Any,
+    ):
+        self.cost_source = cost_source
+        self.refresh_interval = refresh_interval
+        self.launch_kwargs = launch_kwargs
+        self._cluster: PackCluster | None = None
+        self._lock = threading.RLock()  # buttons and the refresh thread share the state
+        self._stop_refresh: threading.Event | None = None
+
+        self.backend = w.Dropdown(
+            options=sorted(BACKENDS), value=backend or config.get("backend"), description="Backend"
+        )
+        profile = profile or config.get("profile")
+        self.profile = w.Dropdown(options=list(PROFILES), value=profile, description="Profile")
+        self.min_workers = w.IntText(value=min_workers, description="Min workers")
+        self.max_workers = w.IntText(value=max_workers, description="Max workers")
+        self.spot = w.Checkbox(value=False, description="Spot (preemptible)")
+        self.gpus = w.IntText(value=PROFILES[profile].gpus, description="GPUs/worker")
+        self.walltime = w.Text(placeholder=self._profile_walltime(), description="Walltime")
+        self.partition = w.Text(placeholder="default partition", description="Partition")
+        self.launch_button = w.Button(description="Launch", button_style="success", icon="play")
+        self.scale_button = w.Button(description="Scale", icon="arrows-v")
+        self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop")
+        self.status = w.HTML()
+        self.notes = w.HTML()
+        self.error = w.HTML()
+
+        self.profile.observe(self._on_profile, names="value")
+        self.launch_button.on_click(lambda _: self.launch())
+        self.scale_button.on_click(lambda _: self.scale())
+        self.stop_button.on_click(lambda _: self.stop())
+
+        super().__init__(
+            [
+                w.HBox([self.backend, self.profile]),
+                w.HBox([self.min_workers, self.max_workers]),
+                w.HBox([self.gpus, self.spot]),
+                w.HBox([self.walltime, self.partition]),
+                w.HBox([self.launch_button, self.scale_button, self.stop_button]),
+                self.status,
+                self.notes,
+                self.error,
+            ]
+        )
+        self._sync_buttons()
+        self.refresh()
+
+    # -- public -----------------------------------------------------------------
+    @property
+    def cluster(self) -> PackCluster | None:
+        """The running :class:`~packlab.clusters.PackCluster`, or ``None``."""
+        return self._cluster
+
+    def values(self) -> dict[str, Any]:
+        """The form's current values, as :func:`.forms.launch_arguments` reads them."""
+        return {
+            name: getattr(self, name).value
+            for name in ("backend", "profile", "min_workers", "max_workers", "spot", "gpus",
+                         "walltime", "partition")
+        }
+
+    def launch(self) -> None:
+        """Start a cluster from the form (what the Launch button does)."""
+        with self._lock, self._reporting("launch"):
+            if self._cluster is not None:
+                raise PacklabError(
+                    "a cluster is already running: press Stop first, or Scale to resize it."
+                )
+            args = launch_arguments(self.values(), PROFILES[self.profile.value])
+            self.notes.value = ""
+            with warnings.catch_warnings():
+                # The notes are shown in the widget instead of as warnings in the log.
+                warnings.simplefilter("ignore", PacklabWarning)
+                self._cluster = launch(**args, **self.launch_kwargs)
+            if self._cluster.notes:
+                items = "".join(f"<li>{html.escape(n)}</li>" for n in self._cluster.notes)
+                self.notes.value = f"<b>packlab adjusted your request:</b><ul>{items}</ul>"
+            self._start_refresh()
+
+    def scale(self) -> None:
+        """Apply min/max workers to the running cluster (what the Scale button does)."""
+        with self._lock, self._reporting("scale"):
+            if self._cluster is None:
+                raise PacklabError("no cluster is running: press Launch first.")
+            action, kwargs = scale_action(self.min_workers.value, self.max_workers.value)
+            getattr(self._cluster, action)(**kwargs)
+
+    def stop(self) -> None:
+        """Shut the running cluster down (what the Stop button does)."""
+        with self._lock, self._reporting("stop"):
+            pc, self._cluster = self._cluster, None
+            if self._stop_refresh is not None:
+                self._stop_refresh.set()
+                self._stop_refresh = None
+            if pc is not None:
+                pc.close()
+
+    def refresh(self) -> None:
+        """Redraw the status line: backend, profile, workers, cost and dashboard link."""
+        with self._lock:
+            self.status.value = self._status_html()
+            self._sync_buttons()
+
+    # -- wiring -----------------------------------------------------------------
+    def _reporting(self, action: str) -> _Reporting:
+        return _Reporting(self, action)
+
+    def _status_html(self) -> str:
+        pc = self._cluster
+        if pc is None:
+            return "<b>No cluster running.</b> Fill in the form and press Launch."
+        try:
+            n = pc.workers
+            ad = pc.adaptive
+            mode = f"adaptive {ad.minimum}..{ad.maximum}" if ad is not None else "fixed"
+            link = html.escape(pc.dashboard_link, quote=True)
+            parts = [
+                f"<b>{html.escape(pc.backend)}</b> cluster",
+                f"profile {html.escape(pc.profile.name)}",
+                f"{n} worker{'s' if n != 1 else ''} connected ({mode})",
+                html.escape(self._cost_text(pc)),
+                f'<a href="{link}" target="_blank">dashboard</a>',
+            ]
+        except Exception as e:  # a cluster shutting down under us must not break the widget
+            logger.warning("packlab launcher: status unavailable", exc_info=True)
+            return f"cluster status unavailable: {html.escape(_one_line(e))}"
+        return " &middot; ".join(parts)
+
+    def _cost_text(self, pc: PackCluster) -> str:
+        if self.cost_source is None:
+            return _NO_TELEMETRY
+        try:
+            cost = self.cost_source(pc)
+        except Exception:
+            logger.warning("packlab launcher: cost_source failed", exc_info=True)
+            return "cost: unavailable"
+        if cost is None:
+            return "cost: n/a"
+        if isinstance(cost, (int, float)):
+            return f"cost so far: ${cost:,.2f}"
+        return f"cost so far: {cost}"
+
+    def _sync_buttons(self) -> None:
+        running = self._cluster is not None
+        self.launch_button.disabled = running
+        self.scale_button.disabled = not running
+        self.stop_button.disabled = not running
+        # These only take effect at launch; min/max stay live for Scale.
+        for field in (self.backend, self.profile, self.spot, self.gpus, self.walltime, self.partition):
+            field.disabled = running
+
+    def _on_profile(self, change: dict) -> None:
+        with self._reporting("profile"):
+            self.gpus.value = PROFILES[change["new"]].gpus
+            self.walltime.placeholder = self._profile_walltime()
+
+    def _profile_walltime(self) -> str:
+        from ..units import format_walltime
+
+        return f"profile: {format_walltime(PROFILES[self.profile.value].walltime)}"
+
+    def _start_refresh(self) -> None:
+        if not self.refresh_interval:
+            return
+        stop = self._stop_refresh = threading.Event()
+        # A plain daemon thread: it needs nothing from the cluster's event loop, and a
+        # cluster that dies only makes refresh() report it.
+        threading.Thread(
+            target=self._refresh_loop, args=(stop,), name="packlab-launcher-refresh", daemon=True
+        ).start()
+
+    def _refresh_loop(self, stop: threading.Event) -> None:
+        while not stop.wait(self.refresh_interval):
+            try:
+                self.refresh()
+            except Exception:
+                logger.warning("packlab launcher: refresh failed", exc_info=True)
+
+
+class _Reporting:
+    """Context manager: clear the error line, then show any exception there instead of raising."""
+
+    def __init__(self, ui: ClusterLauncher, action: str):
+        self.ui, self.action = ui, action
+
+    def __enter__(self) -> None:
+        self.ui.error.value = ""
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if exc is None:
+            self.ui.refresh()
+            return False
+        if not isinstance(exc, Exception):
+            return False  # KeyboardInterrupt and friends go on
+        if isinstance(exc, PacklabError):
+            message = str(exc)
+        else:
+            logger.error("packlab launcher: %s failed", self.action, exc_info=(kind, exc, tb))
+            message = f"unexpected error during {self.action}: {_one_line(exc)} (details in the log)"
+        self.ui.error.value = f'<span style="color:#b00020">&#9888; {html.escape(message)}</span>'
+        self.ui.refresh()
+        return True
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
