@@ -159,7 +159,7 @@ class ClusterLauncher(w.VBox):
                 warnings.simplefilter("ignore", PacklabWarning)
                 self._cluster = launch(**args, **self.launch_kwargs)
             if self._cluster.notes:
-                items = "".join(f"<li>{html.escape(n)}</li>" for n in self._cluster.notes)
+                items = "".join(f"<li>{html.escape(n, quote=False)}</li>" for n in self._cluster.notes)
                 self.notes.value = f"<b>packlab adjusted your request:</b><ul>{items}</ul>"
             self._start_refresh()
 
@@ -204,12 +204,12 @@ class ClusterLauncher(w.VBox):
                 f"<b>{html.escape(pc.backend)}</b> cluster",
                 f"profile {html.escape(pc.profile.name)}",
                 f"{n} worker{'s' if n != 1 else ''} connected ({mode})",
-                html.escape(self._cost_text(pc)),
+                html.escape(self._cost_text(pc), quote=False),
                 f'<a href="{link}" target="_blank">dashboard</a>',
             ]
         except Exception as e:  # a cluster shutting down under us must not break the widget
             logger.warning("packlab launcher: status unavailable", exc_info=True)
-            return f"cluster status unavailable: {html.escape(_one_line(e))}"
+            return f"cluster status unavailable: {html.escape(_one_line(e), quote=False)}"
         return " &middot; ".join(parts)
 
     def _cost_text(self, pc: PackCluster) -> str:
@@ -283,7 +283,8 @@ class _Reporting:
         else:
             logger.error("packlab launcher: %s failed", self.action, exc_info=(kind, exc, tb))
             message = f"unexpected error during {self.action}: {_one_line(exc)} (details in the log)"
-        self.ui.error.value = f'<span style="color:#b00020">&#9888; {html.escape(message)}</span>'
+        text = html.escape(message, quote=False)
+        self.ui.error.value = f'<span style="color:#b00020">&#9888; {text}</span>'
         self.ui.refresh()
         return True
 
