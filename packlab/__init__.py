@@ -5,6 +5,7 @@ from importlib.metadata import PackageNotFoundError, version
 from . import config  # noqa: F401  (merges packlab.yaml into dask.config)
 from .clusters import PackCluster, PacklabWarning
 from .errors import PacklabError
+from .kernels import kernel, mapreduce
 from .launch import launch
 from .profiles import PROFILES, Profile
 
@@ -20,5 +21,7 @@ __all__ = [
     "PacklabWarning",
     "Profile",
     "__version__",
+    "kernel",
     "launch",
+    "mapreduce",
 ]

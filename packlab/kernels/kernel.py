@@ -1,0 +1,220 @@
+"""``@packlab.kernel``: a plain scalar Python function, compiled lazily with numba.
+
+A kernel is written once, for scalars (``def anomaly(t, clim): return (t - clim) ** 2``).
+packlab compiles it with numba for the CPU (``nogil``, so Dask's threads run it in
+parallel) and, on demand, for CUDA; each dtype signature is compiled once per process.
+Kernels pickle *by identity*: a worker that already holds a kernel reuses it and its
+compiled code instead of compiling again for every task graph that mentions it.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numba
+import numpy as np
+from numba.core import types
+from numba.core.errors import NumbaError
+from numba.np.numpy_support import as_dtype, from_dtype
+
+from ..errors import PacklabError
+
+_NUMERIC_KINDS = "biuf"
+_REGISTRY: dict[str, Kernel] = {}  # uid -> kernel: unpickling returns the live one
+_LOCK = threading.Lock()
+
+
+def check_numeric(dtype: np.dtype, field: str) -> np.dtype:
+    """Accept bool, integer and real float dtypes; anything else is a clear error.
+
+    Examples
+    --------
+    >>> check_numeric(np.dtype("float32"), "arrays[0]")
+    dtype('float32')
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind not in _NUMERIC_KINDS:
+        raise PacklabError(
+            f"{field} has dtype {dtype} which is invalid: expected a real numeric dtype "
+            "(bool, integer or float). Convert it first, e.g. with .astype('float64')."
+        )
+    return dtype
+
+
+def numba_reason(err: BaseException, limit: int = 6) -> str:
+    """The useful lines of a numba error: no ANSI colours, no 'During: ...' noise."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    keep = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("During:", "File ", "^", "- Resolution failure")):
+            continue
+        if "This error may have been caused" in line or "raised from" in line:
+            continue
+        keep.append(line)
+    return " ".join(keep[:limit]) or type(err).__name__
+
+
+class Kernel:
+    """A scalar function compiled with numba for CPU and CUDA; see :func:`kernel`."""
+
+    def __init__(self, func: Callable[..., Any], uid: str | None = None):
+        if not callable(func):
+            raise PacklabError(
+                f"kernel={func!r} is invalid: expected a plain Python function of scalars."
+            )
+        self.py_func = func
+        self.name = getattr(func, "__name__", "kernel")
+        self.uid = uid or uuid.uuid4().hex
+        self.nargs = _arity(func)
+        functools.update_wrapper(self, func)
+        self._cpu = None
+        self._ufuncs: dict[tuple[np.dtype, ...], np.ufunc] = {}
+        self._cuda = None
+        self._types: dict[tuple[np.dtype, ...], np.dtype] = {}
+
+    # -- compiled forms, made on first use ---------------------------------
+    @property
+    def cpu(self):
+        """The numba CPU dispatcher (``nogil``); compiles per signature when called."""
+        if self._cpu is None:
+            with _LOCK:
+                if self._cpu is None:
+                    self._cpu = numba.njit(nogil=True)(self.py_func)
+        return self._cpu
+
+    @property
+    def cuda(self):
+        """The numba CUDA device function (imported only when a GPU path asks for it)."""
+        if self._cuda is None:
+            from numba import cuda
+
+            self._cuda = cuda.jit(device=True)(self.py_func)
+        return self._cuda
+
+    def result_dtype(self, dtypes: Sequence[np.dtype]) -> np.dtype:
+        """The dtype the kernel returns for inputs of these dtypes (compiles it once).
+
+        Errors from numba become one readable :class:`~packlab.errors.PacklabError`
+        naming the kernel, the argument types and numba's reason.
+        """
+        key = tuple(np.dtype(d) for d in dtypes)
+        if key in self._types:
+            return self._types[key]
+        if len(key) != self.nargs:
+            raise PacklabError(
+                f"kernel {self.name!r} takes {self.nargs} argument(s) but {len(key)} array(s) "
+                "were given: pass one array (or scalar) per kernel argument."
+            )
+        sig = tuple(from_dtype(d) for d in key)
+        try:
+            self.cpu.compile(sig)
+            ret = self.cpu.overloads[sig].signature.return_type
+        except NumbaError as e:
+            names = ", ".join(str(d) for d in key)
+            raise PacklabError(
+                f"kernel {self.name!r} cannot be compiled by numba for argument types "
+                f"({names}): {numba_reason(e)} Fix the kernel so that it works on scalars "
+                "of these types."
+            ) from None
+        if not isinstance(ret, (types.Boolean, types.Integer, types.Float)):
+            raise PacklabError(
+                f"kernel {self.name!r} returns {ret} for argument types "
+                f"({', '.join(map(str, key))}): expected one real number (bool, int or float) "
+                "per element."
+            )
+        out = np.dtype(as_dtype(ret))
+        self._types[key] = out
+        return out
+
+    # -- direct use on NumPy arrays ----------------------------------------
+    def ufunc(self, dtypes: Sequence[np.dtype]) -> np.ufunc:
+        """A real NumPy ufunc of the kernel for exactly these input dtypes (cached)."""
+        key = tuple(np.dtype(d) for d in dtypes)
+        uf = self._ufuncs.get(key)
+        if uf is None:
+            ret = self.result_dtype(key)  # readable compile errors first
+            sig = from_dtype(ret)(*(from_dtype(d) for d in key))
+            uf = self._ufuncs[key] = numba.vectorize([sig], nopython=True)(self.py_func)
+        return uf
+
+    def __call__(self, *args: Any) -> Any:
+        """Apply elementwise to scalars or NumPy arrays, broadcasting like a ufunc."""
+        arrays = [np.asarray(a) for a in args]
+        for i, a in enumerate(arrays):
+            check_numeric(a.dtype, f"{self.name} argument {i}")
+        return self.ufunc([a.dtype for a in arrays])(*arrays)
+
+    # -- identity across processes -----------------------------------------
+    def __reduce__(self):
+        return _restore_kernel, (self.uid, self.py_func)
+
+    def __dask_tokenize__(self) -> str:
+        return self.uid
+
+    def __repr__(self) -> str:
+        return f"<packlab.kernel {self.name}/{self.nargs}>"
+
+
+def _restore_kernel(uid: str, func: Callable[..., Any]) -> Kernel:
+    with _LOCK:
+        k = _REGISTRY.get(uid)
+        if k is None:
+            k = _REGISTRY[uid] = Kernel(func, uid=uid)
+    return k
+
+
+def _arity(func: Callable[..., Any]) -> int:
+    import inspect
+
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        raise PacklabError(f"kernel={func!r} is invalid: its signature cannot be read.") from None
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.KEYWORD_ONLY) for p in params):
+        raise PacklabError(
+            f"kernel {func.__name__!r} is invalid: expected positional arguments only "
+            "(one per input array), no *args, **kwargs or keyword-only arguments."
+        )
+    return len(params)
+
+
+def kernel(func: Callable[..., Any]) -> Kernel:
+    """Make a scalar Python function a packlab kernel, compiled with numba on first use.
+
+    The function takes one scalar per input array and returns one number. It stays
+    callable on NumPy arrays (broadcasting like a ufunc) and is what
+    :func:`packlab.mapreduce` runs fused on every chunk, on CPU or GPU.
+
+    Parameters
+    ----------
+    func : callable
+        A function numba can compile in nopython mode (arithmetic, ``math``, branches).
+
+    Returns
+    -------
+    Kernel
+        Compiles lazily, once per dtype signature and process.
+
+    Examples
+    --------
+    >>> import numpy as np, packlab
+    >>> @packlab.kernel
+    ... def anomaly(t, clim):
+    ...     return (t - clim) ** 2
+    >>> anomaly(np.array([1.0, 4.0]), 2.0)
+    array([1., 4.])
+    >>> anomaly.result_dtype([np.float32, np.float32])
+    dtype('float32')
+    """
+    if isinstance(func, Kernel):
+        return func
+    k = Kernel(func)
+    with _LOCK:
+        _REGISTRY[k.uid] = k
+    return k

@@ -1,0 +1,135 @@
+"""The fused CPU pass: one generated, numba-compiled loop nest per chunk layout.
+
+Inputs arrive as broadcast *views* of one chunk (stride 0 where broadcast). Axes are
+first collapsed where every input is contiguous across them, so the common cases
+become a 1-D contiguous loop (full reduction) or a 2-D loop (reduce the outer axis,
+keep the inner one), which LLVM vectorizes. The loop calls the kernel on each element
+and folds the value straight into the reduction's state: no temporary array. Values
+of an inner reduced axis are accumulated in locals ("reassoc" fast-math lets LLVM
+use several accumulators) and flushed once per output cell.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+import numba
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from .kernel import Kernel
+from .reductions import Reduction
+
+_LOOPS: dict[tuple, Any] = {}
+_LOCK = threading.Lock()
+
+
+def collapse(shape: tuple[int, ...], kept: tuple[bool, ...], arrays: list[Any], as_strided=as_strided):
+    """Drop length-1 axes and merge neighbours that all inputs traverse contiguously.
+
+    Returns ``(shape, kept, views)``; C-order over the kept axes is unchanged, so the
+    flat index of an output cell is the same before and after. ``as_strided`` makes
+    the views (NumPy's, or CuPy's for device arrays).
+
+    Examples
+    --------
+    >>> a = np.zeros((4, 3, 5))
+    >>> s, k, v = collapse(a.shape, (False, True, True), [a])
+    >>> s, k
+    ((4, 15), (False, True))
+    """
+    dims: list[list[Any]] = []  # [size, kept, strides]
+    for i, n in enumerate(shape):
+        if n == 1:
+            continue
+        strides = [a.strides[i] for a in arrays]
+        if dims and dims[-1][1] == kept[i] and all(
+            ps == s * n for ps, s in zip(dims[-1][2], strides, strict=True)
+        ):
+            dims[-1][0] *= n
+            dims[-1][2] = strides
+        else:
+            dims.append([n, kept[i], strides])
+    if not dims:
+        dims = [[1, False, [0] * len(arrays)]]
+    cshape = tuple(d[0] for d in dims)
+    views = [as_strided(a, cshape, tuple(d[2][j] for d in dims)) for j, a in enumerate(arrays)]
+    return cshape, tuple(d[1] for d in dims), views
+
+
+def loop_source(nin: int, kept: tuple[bool, ...], red: Reduction) -> str:
+    """Python source of the fused loop nest for this layout and reduction."""
+    nd = len(kept)
+    fields = red.state_dtype().names
+    args = [f"a{j}" for j in range(nin)] + [f"s_{f}" for f in fields] + [f"p_{p}" for p in red.params]
+    kept_axes = [i for i in range(nd) if kept[i]]
+    o_expr = " + ".join(
+        f"i{i}" + "".join(f" * n{j}" for j in kept_axes[k + 1:]) for k, i in enumerate(kept_axes)
+    ) or "0"
+    inner = nd  # first axis of the trailing reduced run, accumulated in locals
+    if red.uses_locals:
+        while inner > 0 and not kept[inner - 1]:
+            inner -= 1
+
+    def value(index: list[str]) -> str:
+        idx = ", ".join(index)
+        return "v = kern(" + ", ".join(f"a{j}[{idx}]" for j in range(nin)) + ")"
+
+    out = [f"def chunk({', '.join(args)}):"]
+    out.append("    " + "".join(f"n{i}, " for i in range(nd)) + "= a0.shape")
+    if red.needs_shift:  # per-cell shift: the value at the cell's first reduced element
+        nonempty = " and ".join(f"n{i} > 0" for i in range(nd) if not kept[i]) or "True"
+        out.append(f"    if {nonempty}:")
+        pad = "        "
+        for i in kept_axes:
+            out.append(f"{pad}for i{i} in range(n{i}):")
+            pad += "    "
+        out += [pad + f"o = {o_expr}",
+                pad + value([f"i{i}" if kept[i] else "0" for i in range(nd)]),
+                pad + "x = np.float64(v)",
+                pad + "s_k[o] = x if np.isfinite(x) else 0.0"]
+    pad = "    "
+    index = [f"i{i}" for i in range(nd)]
+    for i in range(nd):
+        if i == inner:
+            out.append(pad + f"o = {o_expr}")
+            out += [pad + x for x in red.init_locals()]
+        out.append(f"{pad}for i{i} in range(n{i}):")
+        pad += "    "
+    if inner == nd:
+        out += [pad + f"o = {o_expr}", pad + value(index)]
+        out += [pad + x for x in red.update_state()]
+    else:
+        out.append(pad + value(index))
+        out += [pad + x for x in red.update_local()]
+        pad = "    " * (inner + 1)
+        out += [pad + x for x in red.flush()]
+    return "\n".join(out) + "\n"
+
+
+def compiled_loop(kern: Kernel, nin: int, kept: tuple[bool, ...], red: Reduction):
+    """The numba dispatcher for this layout, made once per process (then per dtypes)."""
+    key = (kern.uid, nin, kept, red.key())
+    fn = _LOOPS.get(key)
+    if fn is None:
+        with _LOCK:
+            fn = _LOOPS.get(key)
+            if fn is None:
+                ns: dict[str, Any] = {"kern": kern.cpu, "np": np, **red.globals()}
+                exec(compile(loop_source(nin, kept, red), f"<packlab loop {kern.name}>", "exec"), ns)
+                fn = _LOOPS[key] = numba.njit(nogil=True, fastmath={"reassoc"})(ns["chunk"])
+    return fn
+
+
+def chunk_state(kern: Kernel, red: Reduction, blocks: list[np.ndarray], kept: tuple[bool, ...]):
+    """Run the fused pass over one chunk; return the state, one record per kept cell."""
+    shape = np.broadcast_shapes(*(b.shape for b in blocks))
+    views = [np.broadcast_to(b, shape) for b in blocks]
+    cshape, ckept, cviews = collapse(shape, kept, views)
+    cells = math.prod(n for n, k in zip(cshape, ckept, strict=True) if k)
+    state = red.init_state(cells)
+    fn = compiled_loop(kern, len(blocks), ckept, red)
+    fn(*cviews, *state.values(), *red.param_values())
+    return state

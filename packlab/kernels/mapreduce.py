@@ -1,0 +1,249 @@
+"""``packlab.mapreduce``: run a kernel fused on every chunk, combine partials in a tree.
+
+The graph has one task per chunk (the fused pass of :mod:`.loops` or :mod:`.cuda`,
+returning a small structured *partial*), then Dask's own tree reduction
+(:func:`dask.array.reduction`, ``split_every``) over the partials, then a finalize.
+Inputs stay where they live: on a cluster each chunk's task runs on the worker that
+holds the chunk and only partials travel.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from ..errors import PacklabError
+from . import cuda as _cuda
+from .kernel import Kernel, check_numeric, kernel
+from .loops import chunk_state
+from .reductions import Reduction, make_reduction
+
+
+def mapreduce(
+    kern: Kernel | Callable[..., Any],
+    *arrays: Any,
+    reduce: str | Callable[..., Any] = "sum",
+    axis: int | Sequence[int] | None = None,
+    dim: str | Sequence[str] | None = None,
+    device: str = "auto",
+    split_every: int | dict | None = None,
+    skipna: bool = False,
+    **options: Any,
+):
+    """Reduce ``kern(*arrays)`` without ever storing it: one fused pass per chunk.
+
+    Parameters
+    ----------
+    kern : Kernel or function
+        A :func:`packlab.kernel` (a plain scalar function is wrapped on the fly).
+    *arrays : NumPy arrays, dask arrays, xarray DataArrays or scalars
+        One per kernel argument; broadcast like NumPy (DataArrays: by dimension name,
+        their coordinates must agree).
+    reduce : str or function
+        ``"sum"``, ``"min"``, ``"max"``, ``"mean"``, ``"var"``, ``"std"`` (option
+        ``ddof=``), ``"count"`` (values that are non-zero: a boolean kernel is a
+        predicate), ``"histogram"`` (``bins=`` and ``range=``, or bin edges), or an
+        associative, commutative combine ``f(a, b)`` with ``identity=``.
+    axis, dim : optional
+        Axes (positions) or dims (names, DataArrays only) to reduce; default all.
+    device : {"auto", "cpu", "gpu"}
+        ``"auto"`` runs on GPU workers (Dask resource ``GPU``) when the cluster has
+        them, else on CPU. ``"gpu"`` runs the CUDA path (CuPy arrays), and fails clearly
+        where there is no GPU.
+    split_every : int or dict, optional
+        Fan-in of the tree that combines partials (Dask's default when ``None``).
+    skipna : bool
+        Ignore NaN values of the kernel (as ``np.nansum`` and friends).
+    **options
+        Options of the reduction (``bins``, ``range``, ``ddof``, ``identity``).
+
+    Returns
+    -------
+    dask.array.Array or xarray.DataArray
+        Lazy; a DataArray with the kept dims and their coordinates when any input is
+        one. Histograms add a trailing ``bin`` axis.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, packlab
+    >>> @packlab.kernel
+    ... def poly(x):
+    ...     return x * x + 2 * x
+    >>> x = da.arange(10.0, chunks=3)
+    >>> float(packlab.mapreduce(poly, x).compute())
+    375.0
+    >>> import xarray as xr
+    >>> t = xr.DataArray(np.arange(6.0).reshape(2, 3), dims=("time", "lat"),
+    ...                  coords={"lat": [10, 20, 30]})
+    >>> packlab.mapreduce(poly, t, reduce="var", dim="time").compute().values
+    array([ 20.25,  42.25,  72.25])
+    """
+    kern = kernel(kern)
+    if not arrays:
+        raise PacklabError(f"mapreduce({kern.name}) got no arrays: pass one per kernel argument.")
+    if axis is not None and dim is not None:
+        raise PacklabError("axis= and dim= were both given: pass positions (axis) or names (dim).")
+    if device not in ("auto", "cpu", "gpu"):
+        raise PacklabError(f"device={device!r} is invalid: expected 'auto', 'cpu' or 'gpu'.")
+
+    labelled = any(isinstance(a, xr.DataArray) for a in arrays)
+    dims, coords, data = _labelled(arrays) if labelled else (None, {}, [_as_dask(a) for a in arrays])
+    for i, x in enumerate(data):
+        check_numeric(x.dtype, f"arrays[{i}]")
+    try:
+        shape = np.broadcast_shapes(*(x.shape for x in data))
+    except ValueError:
+        raise PacklabError(
+            f"arrays of shapes {[tuple(x.shape) for x in data]} do not broadcast together: "
+            "make trailing dimensions equal or 1 (NumPy rules), or use DataArrays with named dims."
+        ) from None
+    if any(math.isnan(n) for n in shape):
+        raise PacklabError("arrays with unknown chunk sizes: call .compute_chunk_sizes() first.")
+    axes = _axes(axis, dim, len(shape), dims)
+
+    vtype = kern.result_dtype([x.dtype for x in data])
+    red = make_reduction(reduce, vtype, skipna, options)
+    if red.empty_error and math.prod(shape[a] for a in axes) == 0:
+        raise PacklabError(
+            f"reduce={red.name!r} over zero elements has no answer (axes {axes} of shape "
+            f"{tuple(shape)} are empty): use 'sum', 'count' or 'mean', or check the selection."
+        )
+    gpu = _cuda.resolve_device(device)
+
+    if not shape:  # all scalars: reduce one element
+        data, shape, axes = [x[None] for x in data], (1,), (0,)
+    result = _graph(kern, red, data, shape, axes, gpu, split_every)
+    if not labelled:
+        return result
+    return _to_xarray(result, kern, red, dims, coords, axes, shape)
+
+
+def _graph(kern, red, data, shape, axes, gpu, split_every):
+    nd = len(shape)
+    kept = tuple(i not in axes for i in range(nd))
+    pdt = red.partial_dtype()
+    pairs = []
+    for x in data:
+        pairs += [x, tuple(range(nd - x.ndim, nd))]
+    annotations = {"resources": {"GPU": 1}} if gpu and _cuda.cluster_has_gpus() else {}
+    with dask.annotate(**annotations):
+        partials = da.blockwise(
+            _partial_block, tuple(range(nd)), *pairs,
+            dtype=pdt, meta=np.empty((0,) * nd, pdt), align_arrays=True,
+            adjust_chunks={i: 1 for i in axes}, kern=kern, red=red, kept=kept, gpu=gpu,
+            name=f"{kern.name}-{red.name}-partial-" + dask.base.tokenize(kern, red.key(), data, kept, gpu),
+        )
+    combined = da.reduction(
+        partials, _as_is, functools.partial(_aggregate, red=red), axis=axes, keepdims=False,
+        dtype=pdt, split_every=split_every, combine=functools.partial(_combine, red=red),
+        meta=np.empty((0,) * (nd - len(axes)), pdt), name=f"{kern.name}-{red.name}",
+    )
+    extra = red.extra_shape()
+    return combined.map_blocks(
+        _finalize, red=red, dtype=red.result_dtype(),
+        new_axis=list(range(combined.ndim, combined.ndim + len(extra))) or None,
+        chunks=(*combined.chunks, *((n,) for n in extra)),
+        meta=np.empty((0,) * (combined.ndim + len(extra)), red.result_dtype()),
+    )
+
+
+def _partial_block(*blocks, kern: Kernel, red: Reduction, kept, gpu: bool) -> np.ndarray:
+    """One task per chunk: the fused pass, returning this chunk's partial."""
+    shape = np.broadcast_shapes(*(b.shape for b in blocks))
+    full = [(1,) * (len(shape) - b.ndim) + b.shape for b in blocks]
+    blocks = [b.reshape(s) for b, s in zip(blocks, full, strict=True)]
+    if gpu:
+        partial = _cuda.chunk_partial(kern, red, blocks, kept)
+    else:
+        partial = red.to_partial(chunk_state(kern, red, blocks, kept))
+    return partial.reshape(tuple(n if k else 1 for n, k in zip(shape, kept, strict=True)))
+
+
+def _as_is(x, axis=None, keepdims=True):
+    return x
+
+
+def _combine(x, axis=None, keepdims=True, red: Reduction | None = None):
+    return red.combine(x, tuple(axis))
+
+
+def _aggregate(x, axis=None, keepdims=False, red: Reduction | None = None):
+    out = red.combine(x, tuple(axis))
+    return out if keepdims else out.squeeze(axis=tuple(axis))
+
+
+def _finalize(p: np.ndarray, red: Reduction) -> np.ndarray:
+    return red.finalize(p)
+
+
+def _as_dask(x: Any) -> da.Array:
+    return x if isinstance(x, da.Array) else da.asarray(x)
+
+
+def _axes(axis, dim, nd: int, dims: list[str] | None) -> tuple[int, ...]:
+    if dim is not None:
+        if dims is None:
+            raise PacklabError(f"dim={dim!r} needs DataArray inputs; with plain arrays use axis=.")
+        names = [dim] if isinstance(dim, str) else list(dim)
+        for n in names:
+            if n not in dims:
+                raise PacklabError(f"dim={n!r} does not exist: the inputs have dims {tuple(dims)}.")
+        return tuple(sorted({dims.index(n) for n in names}))
+    if axis is None:
+        return tuple(range(nd))
+    items = [axis] if np.ndim(axis) == 0 else list(axis)
+    out = set()
+    for a in items:
+        if isinstance(a, bool) or not isinstance(a, (int, np.integer)) or not -nd <= a < max(nd, 1):
+            raise PacklabError(
+                f"axis={axis!r} is invalid: the broadcast inputs have {nd} dimension(s), so axes "
+                f"run from {-nd} to {nd - 1}."
+            )
+        out.add(int(a) % max(nd, 1))
+    return tuple(sorted(out))
+
+
+def _labelled(arrays):
+    """Align DataArrays exactly, order dims as xarray broadcasting does, expand each."""
+    das = [a for a in arrays if isinstance(a, xr.DataArray)]
+    try:
+        aligned = iter(xr.align(*das, join="exact"))
+    except ValueError as e:
+        raise PacklabError(
+            f"the DataArrays' coordinates do not match ({str(e).splitlines()[0]}): align them "
+            "first, e.g. a, b = xr.align(a, b, join='inner')."
+        ) from None
+    dims: list[str] = []
+    for a in das:
+        dims += [d for d in a.dims if d not in dims]
+    coords: dict[str, Any] = {}
+    data = []
+    for a in arrays:
+        if isinstance(a, xr.DataArray):
+            a = next(aligned)
+            for name, c in a.coords.items():
+                coords.setdefault(name, c.variable)
+            x = _as_dask(a.transpose(*[d for d in dims if d in a.dims]).data)
+            data.append(x[tuple(slice(None) if d in a.dims else None for d in dims)])
+        else:
+            data.append(_as_dask(a))
+    return dims, coords, data
+
+
+def _to_xarray(result, kern, red, dims, coords, axes, shape) -> xr.DataArray:
+    kept_dims = [d for i, d in enumerate(dims) if i not in axes]
+    keep = {n: c for n, c in coords.items() if set(c.dims) <= set(kept_dims)}
+    out_dims = list(kept_dims)
+    if red.extra_shape():
+        out_dims.append("bin")
+        edges = red.edges
+        keep["bin"] = ("bin", (edges[:-1] + edges[1:]) / 2)
+        keep["bin_lo"], keep["bin_hi"] = ("bin", edges[:-1]), ("bin", edges[1:])
+    return xr.DataArray(result, dims=out_dims, coords=keep, name=f"{kern.name}_{red.name}")
