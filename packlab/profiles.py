@@ -100,29 +100,35 @@ class _Profiles(Mapping[str, Profile]):
     immediately, as users of dask.config expect.
     """
 
-    def _all(self) -> dict[str, Profile]:
+    def _raw(self) -> Mapping[str, Any]:
         raw = config.get("profiles", {}) or {}
         if not isinstance(raw, Mapping):
             raise ConfigError(f"packlab.profiles must be a mapping of profile names, got {raw!r}.")
-        return {name: parse_profile(name, spec) for name, spec in raw.items()}
+        return raw
 
     def __getitem__(self, name: str) -> Profile:
-        profiles = self._all()
-        if name not in profiles:
+        raw = self._raw()
+        if name not in raw:
             raise PacklabError(
-                f"profile={name!r} is unknown: choose one of {sorted(profiles)}, "
+                f"profile={name!r} is unknown: choose one of {sorted(raw)}, "
                 "or define it under packlab.profiles in your dask config."
             )
-        return profiles[name]
+        # Only the profile asked for is validated: one broken entry in a user's config
+        # must not make every other profile unusable.
+        return parse_profile(name, raw[name])
+
+    def __contains__(self, name: object) -> bool:
+        # Mapping's default catches only KeyError; an unknown name is a PacklabError here.
+        return name in self._raw()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._all())
+        return iter(self._raw())
 
     def __len__(self) -> int:
-        return len(self._all())
+        return len(self._raw())
 
     def __repr__(self) -> str:
-        return "PROFILES(" + ", ".join(self._all()) + ")"
+        return "PROFILES(" + ", ".join(self._raw()) + ")"
 
 
 PROFILES: Mapping[str, Profile] = _Profiles()
