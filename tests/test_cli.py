@@ -1,0 +1,136 @@
+"""The ``packlab`` command line: CliRunner for quick commands, a real process for ``cluster up``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+
+import pytest
+from click.testing import CliRunner
+
+import packlab
+from packlab.cli import main
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def test_version(runner):
+    r = runner.invoke(main, ["--version"])
+    assert r.exit_code == 0
+    assert r.output.strip() == f"packlab, version {packlab.__version__}"
+
+
+def test_profiles_lists_all_five_with_sizes(runner):
+    r = runner.invoke(main, ["profiles"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    names = ["data-transform", "ml-training", "rendering", "analytics", "general-batch"]
+    assert [line.split(":")[0] for line in lines] == names
+    for line, name in zip(lines, names, strict=True):
+        p = packlab.PROFILES[name]
+        assert p.summary() in line and p.description in line
+
+
+def test_demo_small_matches_numpy(runner):
+    r = runner.invoke(main, ["demo", "--size", "64MB", "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    assert "matches NumPy" in r.output
+    assert "61.04 MiB of float64" in r.output  # 64 MB, in the units Dask prints
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["cluster", "up", "--profile", "nope"], "profile='nope' is unknown"),
+        (["cluster", "up", "--backend", "nope"], "backend='nope' is unknown"),
+        (["cluster", "up", "--workers", "-1"], "workers=-1 is invalid"),
+        (["cluster", "up", "--min-workers", "3", "--max-workers", "1"], "min_workers=3 is greater"),
+        (["cluster", "up", "--workers", "2", "--max-workers", "3"], "pass one or the other"),
+        (["cluster", "up", "--walltime", "soon"], "walltime='soon' is invalid"),
+        (["cluster", "up", "--spot"], "spot=True needs backend='slurm'"),
+        (["cluster", "up", "--workers", "many"], "'many' is not a valid integer"),
+        (["demo", "--size", "lots"], "size='lots' is invalid"),
+        (["demo", "--profile", "nope"], "profile='nope' is unknown"),
+    ],
+)
+def test_bad_input_exits_2_with_one_readable_line(runner, args, message):
+    r = runner.invoke(main, args)
+    assert r.exit_code == 2, r.output
+    assert message in r.output
+    assert "Traceback" not in r.output
+
+
+def _read_until(stream, prefix: str, seen: list[str], timeout: float = 120) -> str:
+    """Read lines from a subprocess pipe until one starts with ``prefix``; fail on EOF/timeout."""
+    found: list[str] = []
+
+    def read():
+        for line in stream:
+            seen.append(line)
+            if line.startswith(prefix):
+                found.append(line)
+                return
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert found, f"no {prefix!r} line; output so far: {''.join(seen)!r}"
+    return found[0].split(":", 1)[1].strip()
+
+
+@pytest.mark.parametrize("ctrl_c", ["process", "process-group"])
+def test_cluster_up_prints_address_and_dashboard_and_stops_on_ctrl_c(ctrl_c):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "packlab.cli", "cluster", "up", "--profile", "general-batch",
+           "--workers", "1"]
+    # A session of its own, so "process-group" can signal it and its workers the way a
+    # terminal's Ctrl-C does, without touching pytest.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    seen: list[str] = []
+    try:
+        address = _read_until(proc.stdout, "scheduler:", seen)
+        dashboard = _read_until(proc.stdout, "dashboard:", seen)
+        assert address.startswith("tls://127.0.0.1:")
+        # The certificates exist only in that process, so we check the dashboard instead.
+        with urllib.request.urlopen(dashboard, timeout=60) as page:
+            assert page.status == 200
+        if ctrl_c == "process":
+            proc.send_signal(signal.SIGINT)
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "stopping cluster" in err
+    assert err.rstrip().endswith("stopped.")
+    assert "Traceback" not in err
+
+
+def test_cluster_up_sigterm_also_stops_cleanly():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "packlab.cli", "cluster", "up", "--workers", "0", "--insecure"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+    )
+    seen: list[str] = []
+    try:
+        assert _read_until(proc.stdout, "scheduler:", seen).startswith("tcp://")
+        proc.terminate()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert err.rstrip().endswith("stopped.")
