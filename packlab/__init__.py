@@ -8,6 +8,7 @@ from .errors import PacklabError
 from .kernels import kernel, mapreduce
 from .launch import launch
 from .profiles import PROFILES, Profile
+from .queue import Job, JobQueue, Retry
 
 try:
     __version__ = version("packlab")
@@ -16,10 +17,13 @@ except PackageNotFoundError:  # running from a source tree without install
 
 __all__ = [
     "PROFILES",
+    "Job",
+    "JobQueue",
     "PackCluster",
     "PacklabError",
     "PacklabWarning",
     "Profile",
+    "Retry",
     "__version__",
     "kernel",
     "launch",

@@ -1,0 +1,378 @@
+"""``packlab.JobQueue``: admission, ordering, retries and persistence in front of Dask.
+
+Dask runs whatever it is given, at once. The queue decides *what* it is given and
+*when*: jobs wait in the queue's policy, at most ``max_in_flight`` are on Dask at a
+time, failed attempts wait out their backoff in the queue (never on a worker), and
+every job lives in a SQLite store so a dead driver loses nothing.
+
+Guarantees
+----------
+* A job is committed to the store before it is handed to Dask.
+* After the driver dies, ``JobQueue(cluster, store=same).resume()`` runs again every
+  job that was queued, retrying or running: execution is *at least once*. A job that
+  was running at the crash may have run (fully or partly) before.
+* A job recorded ``done`` never runs again, and submitting an idempotency ``key`` that
+  exists returns the existing job: a keyed job succeeds *at most once* in the record.
+  Side effects happen exactly once only if the function makes them idempotent on the
+  key (e.g. ``INSERT OR IGNORE``, or write to a temporary name and rename).
+
+Timeouts
+--------
+The clock starts when the queue hands the job to Dask (it includes a wait in the
+worker's queue, which ``max_in_flight`` keeps short). Past ``timeout`` the job's Dask
+future is cancelled and released and the attempt fails with :class:`JobTimeout`,
+retried like any transient error. Dask cannot stop a running thread: the function
+keeps running on its worker thread, occupying it, until it returns; its result is
+then ignored. Make long functions check a time budget if that matters.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from distributed import Client
+
+from .. import config
+from ..errors import PacklabError, bad_value
+from ..units import memory_bytes
+from . import payload as _payload
+from .admission import Admission
+from .job import QUEUED, RETRYING, RUNNING, TERMINAL, Job, deadline_epoch, priority_rank, timeout_seconds
+from .policies import Policy, get_policy
+from .retry import CircuitBreaker, Retry, RetryBudget, as_retry
+from .store import Store
+
+
+def _client_of(obj: Any) -> Client:
+    if isinstance(obj, Client):
+        return obj
+    client = getattr(obj, "client", None)  # PackCluster, or a deploy Cluster with one
+    if isinstance(client, Client):
+        return client
+    if hasattr(obj, "scheduler_address"):
+        return Client(obj, security=getattr(obj, "security", None))
+    raise bad_value("cluster_or_client", obj, "a packlab PackCluster, a Dask cluster or a distributed.Client")
+
+
+class JobQueue:
+    """A persistent job queue with policies, retries and a dead-letter queue, on Dask.
+
+    Parameters
+    ----------
+    cluster_or_client : PackCluster, Dask cluster or distributed.Client
+        Where jobs run.
+    policy : {"fifo", "priority", "fair-share", "deadline"} or Policy
+        Which queued job runs next (default ``packlab.queue.policy``). Pass an instance
+        for options, e.g. ``FairShare(weights={"alice": 2})`` or ``Priority(aging="5m")``.
+    store : str, default ``packlab.queue.store`` ("packlab.db")
+        The SQLite file (or ``sqlite:///path`` URL) holding jobs, payloads and events.
+    max_in_flight : int, optional
+        Jobs on Dask at once. Default: the cluster's worker threads times
+        ``packlab.queue.in-flight-factor``, following the cluster as it scales.
+    retry : Retry, int or False, optional
+        The default retry of every job (default from ``packlab.queue.retry``).
+    retry_budget : RetryBudget or float, optional
+        Retries may not exceed this fraction of recent submissions (default
+        ``packlab.queue.retry-budget``); a retry over budget waits, it is not dropped.
+    breaker : CircuitBreaker, optional
+        The per-function circuit breaker settings (``packlab.queue.breaker``).
+
+    Examples
+    --------
+    >>> import packlab, tempfile, os
+    >>> store = os.path.join(tempfile.mkdtemp(), "q.db")
+    >>> with packlab.launch(workers=1, cores=1, memory="1GiB", wait=True) as pc:
+    ...     with packlab.JobQueue(pc, store=store) as q:
+    ...         jobs = q.map(abs, [-1, -2, 3])
+    ...         _ = q.wait()
+    ...         [j.result() for j in jobs]
+    [1, 2, 3]
+    """
+
+    def __init__(self, cluster_or_client: Any, policy: str | Policy | None = None,
+                 store: str | None = None, max_in_flight: int | None = None,
+                 retry: Retry | int | bool | None = None, *, retry_budget: RetryBudget | float | None = None,
+                 breaker: CircuitBreaker | None = None):
+        if max_in_flight is not None and (isinstance(max_in_flight, bool)
+                                          or not isinstance(max_in_flight, int) or max_in_flight < 1):
+            raise bad_value("max_in_flight", max_in_flight,
+                            "a whole number of at least 1, or None (automatic)")
+        pol = get_policy(config.get("queue.policy") if policy is None else policy)
+        default_retry = as_retry(retry, None) or Retry.from_config()
+        if retry_budget is None or isinstance(retry_budget, (int, float)):
+            retry_budget = RetryBudget(ratio=retry_budget)
+        elif not isinstance(retry_budget, RetryBudget):
+            raise bad_value("retry_budget", retry_budget, "a RetryBudget or a fraction such as 0.2")
+        if breaker is not None and not isinstance(breaker, CircuitBreaker):
+            raise bad_value("breaker", breaker, "a packlab.queue.CircuitBreaker(threshold=, cooldown=)")
+        client = _client_of(cluster_or_client)
+        self._store = Store(config.get("queue.store") if store is None else store)
+        self._store.start_writer()
+        factor = int(config.get("queue.in-flight-factor"))
+        self._engine = Admission(client, pol, self._store, default_retry, retry_budget,
+                                 breaker or CircuitBreaker.from_config(), max_in_flight, factor,
+                                 memory_bytes(config.get("queue.result-max-bytes"), "result-max-bytes"))
+        self._seq = iter(range(self._store.next_seq(), 1 << 62))
+        self._lock = threading.Lock()
+        self._keys: dict[str, Job] = {}
+        self._closed = False
+
+    # -- submitting ----------------------------------------------------------------------
+    @property
+    def client(self) -> Client:
+        return self._engine.client
+
+    @property
+    def policy(self) -> Policy:
+        return self._engine.policy
+
+    @property
+    def store(self) -> str:
+        """The path of the SQLite store."""
+        return self._store.path
+
+    def submit(self, fn, *args, priority: str = "normal", owner: str | None = None, deadline: Any = None,
+               retry: Retry | int | bool | None = None, timeout: Any = None, key: str | None = None,
+               resources: dict[str, float] | None = None, **kwargs) -> Job:
+        """Queue ``fn(*args, **kwargs)`` and return its :class:`Job` at once.
+
+        Parameters
+        ----------
+        priority : {"high", "normal", "low"}
+            The class for the ``priority`` policy (and the order within an owner).
+        owner : str, optional
+            Who the job is for: the ``fair-share`` policy shares running time by owner.
+        deadline : datetime, timedelta or duration ("10m"), optional
+            When the job must be done (``deadline`` policy: earliest first). A job that
+            misses it is flagged ``late`` with a ``deadline-missed`` event, never dropped.
+        retry : Retry, int or False, optional
+            Overrides the queue's retry for this job.
+        timeout : float or str, optional
+            Seconds (or "5m") after which the attempt fails as a timeout (see module docs).
+        key : str, optional
+            Idempotency key: submitting an existing key returns the existing job.
+        resources : dict, optional
+            Dask worker resources, e.g. ``{"GPU": 1}``.
+
+        Examples
+        --------
+        >>> import packlab, tempfile, os
+        >>> with packlab.launch(workers=1, cores=1, memory="1GiB", wait=True) as pc:
+        ...     with packlab.JobQueue(pc, store=os.path.join(tempfile.mkdtemp(), "q.db")) as q:
+        ...         job = q.submit(pow, 2, 10, key="pow-2-10")
+        ...         job.result(timeout=60), q.submit(pow, 2, 10, key="pow-2-10") is job
+        (1024, True)
+        """
+        self._check_open()
+        if not callable(fn):
+            raise bad_value("fn", fn, "a function (callable) to run")
+        rank = priority_rank(priority)
+        t = timeout_seconds(timeout)
+        d = deadline_epoch(deadline)
+        r = as_retry(retry, self._engine.retry) if retry is not None else None
+        if owner is not None and not isinstance(owner, str):
+            raise bad_value("owner", owner, "a string naming who the job is for")
+        if key is not None and not isinstance(key, str):
+            raise bad_value("key", key, "a string (an idempotency key)")
+        if resources is not None and (not isinstance(resources, dict) or not all(
+                isinstance(k, str) and isinstance(v, (int, float)) and v > 0 for k, v in resources.items())):
+            raise bad_value("resources", resources, 'a dict of positive amounts such as {"GPU": 1}')
+        if self._store.error is not None:
+            raise PacklabError(f"store {self._store.path} failed to write: {self._store.error}")
+        with self._lock:
+            if key is not None:
+                existing = self._existing(key)
+                if existing is not None:
+                    return existing
+            blob = _payload.dumps(fn, args, kwargs)
+            job = Job(uuid.uuid4().hex[:12], next(self._seq), _payload.fn_name(fn), blob, owner=owner,
+                      rank=rank, deadline=d, timeout=t, key=key, resources=resources, retry=r,
+                      cv=self._engine.cv)
+            self._engine.jobs[job.id] = job
+            if key is not None:
+                self._keys[key] = job
+            # Dispatch only after the record committed: a job never runs unrecorded.
+            self._store.insert(job, then=lambda: self._engine.inbox.put(("push", job)))
+            self._engine.event(job, "submitted", f"owner={owner} priority={priority}", job.submitted)
+        return job
+
+    def _existing(self, key: str) -> Job | None:
+        job = self._keys.get(key)
+        if job is None:
+            jid = self._store.find_key(key)
+            if jid is not None:
+                job = self.get(jid)
+                self._keys[key] = job
+        return job
+
+    def map(self, fn, iterable: Iterable, *, keys: Iterable[str] | None = None, **submit_kwargs) -> list[Job]:
+        """Submit ``fn(item)`` for each item; ``keys`` gives each its idempotency key.
+
+        Examples
+        --------
+        >>> import packlab, tempfile, os
+        >>> with packlab.launch(workers=1, cores=1, memory="1GiB", wait=True) as pc:
+        ...     with packlab.JobQueue(pc, store=os.path.join(tempfile.mkdtemp(), "q.db")) as q:
+        ...         [j.result(timeout=60) for j in q.map(str, [1, 2], owner="ann")]
+        ['1', '2']
+        """
+        items = list(iterable)
+        ks = [None] * len(items) if keys is None else list(keys)
+        if len(ks) != len(items):
+            raise PacklabError(f"keys has {len(ks)} entries for {len(items)} items: give one key per item.")
+        return [self.submit(fn, x, key=k, **submit_kwargs) for x, k in zip(items, ks, strict=True)]
+
+    # -- waiting and looking -------------------------------------------------------------
+    def wait(self, jobs: Iterable[Job | str] | None = None, timeout: float | None = None) -> list[Job]:
+        """Block until the jobs (default: every job of this queue) are final; return them.
+
+        Raises ``TimeoutError`` if ``timeout`` seconds pass first.
+        """
+        todo = list(self._engine.jobs.values()) if jobs is None else [
+            j if isinstance(j, Job) else self.get(j) for j in jobs]
+        end = None if timeout is None else time.monotonic() + timeout
+        i = 0
+        with self._engine.cv:
+            while True:
+                while i < len(todo) and todo[i].status in TERMINAL:
+                    i += 1
+                if i == len(todo):
+                    return todo
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    n = sum(j.status not in TERMINAL for j in todo)
+                    raise TimeoutError(f"{n} of {len(todo)} jobs are not finished after {timeout} s")
+                self._engine.cv.wait(0.5 if left is None else min(0.5, left))
+
+    def get(self, job_id: str) -> Job:
+        """The job with this id (from this session or the store)."""
+        job = self._engine.jobs.get(job_id)
+        if job is not None:
+            return job
+        self._store.flush()
+        found = self._store.load([job_id], cv=self._engine.cv)
+        if not found:
+            raise PacklabError(f"job id {job_id!r} does not exist in store {self._store.path}: "
+                               "list ids with q.jobs() or `packlab queue ls`.")
+        return self._engine.jobs.setdefault(job_id, found[0])
+
+    def jobs(self, status: str | None = None) -> list[Job]:
+        """This session's jobs (optionally of one status), in submission order."""
+        js = sorted(self._engine.jobs.values(), key=lambda j: j.seq)
+        return js if status is None else [j for j in js if j.status == status]
+
+    def stats(self) -> dict[str, Any]:
+        """Counts per status, in-flight, held jobs, circuit breakers and the retry budget.
+
+        Examples
+        --------
+        >>> import packlab, tempfile, os
+        >>> with packlab.launch(workers=1, cores=1, memory="1GiB", wait=True) as pc:
+        ...     with packlab.JobQueue(pc, store=os.path.join(tempfile.mkdtemp(), "q.db")) as q:
+        ...         s = q.stats()
+        >>> s["policy"], s["in_flight"], s["breakers"], s["retry_budget"]["retries"]
+        ('fifo', 0, {}, 0)
+        """
+        e, now = self._engine, time.time()
+        with e.budget_lock:
+            budget = e.budget.stats(now)
+        counts = Counter(j.status for j in list(e.jobs.values()))
+        return {
+            "policy": e.policy.name,
+            "counts": dict(counts),
+            "queued": len(e.policy),
+            "in_flight": len(e.running),
+            "max_in_flight": e.capacity(),
+            "held": {fn: len(h) for fn, h in list(e.held.items()) if h},
+            "breakers": {fn: {"state": b.state, "failures": b.failures,
+                              "reopens_at": b.reopens_at() if b.state != "closed" else None}
+                         for fn, b in list(e.breakers.items())},
+            "retry_budget": budget,
+            "dead_letters": self._store.counts().get("dead", 0),
+        }
+
+    def dead_letters(self) -> list[Job]:
+        """Jobs in the dead-letter queue (from the store: they survive restarts), each
+        with its ``error``, ``traceback``, ``attempts``, ``owner`` and ``events``."""
+        self._store.flush()
+        return [self._engine.jobs.get(j.id, j) for j in self._store.dead_letters(cv=self._engine.cv)]
+
+    # -- acting on jobs ------------------------------------------------------------------
+    def requeue(self, job_id: str) -> Job:
+        """Give a dead, failed or cancelled job another full set of attempts."""
+        self._check_open()
+        job = self.get(job_id)
+        if job.status not in ("dead", "failed", "cancelled"):
+            raise PacklabError(f"job {job_id} is {job.status}: only dead, failed or cancelled jobs can be "
+                               "requeued.")
+        return self._engine.call(lambda now: self._engine.requeue_now(job, now))
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job; ``False`` if it was already final. A running job's thread runs
+        on until it returns (Dask cannot stop it); its result is ignored."""
+        self._check_open()
+        job = self.get(job_id)
+        if job.status in TERMINAL:
+            return False
+        return self._engine.call(lambda now: self._engine.cancel_now(job, now))
+
+    def resume(self) -> JobQueue:
+        """Run again every job of the store that had not finished (queued, retrying, or
+        running when the last driver died), and requeued ones. Returns the queue.
+
+        Examples
+        --------
+        >>> import packlab, tempfile, os
+        >>> store = os.path.join(tempfile.mkdtemp(), "q.db")
+        >>> with packlab.launch(workers=1, cores=1, memory="1GiB", wait=True) as pc:
+        ...     with packlab.JobQueue(pc, store=store).resume() as q:
+        ...         q.jobs()
+        []
+        """
+        self._check_open()
+        e = self._engine
+        for job in self._store.unfinished(cv=e.cv):
+            if job.id in e.jobs:
+                continue
+            was = job.status
+            job.status = RETRYING if was == RETRYING else QUEUED
+            e.jobs[job.id] = job
+            if job.key is not None:
+                self._keys[job.key] = job
+            if was == RUNNING:
+                e.event(job, "resumed", "was running when the last driver stopped", time.time())
+            else:
+                e.event(job, "resumed", f"was {was}", time.time())
+            self._store.update(job)
+            e.inbox.put(("push", job))
+        return self
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PacklabError("this JobQueue is closed: open a new one (with the same store to continue).")
+
+    def close(self) -> None:
+        """Stop admitting, cancel in-flight futures and commit the store. Jobs not yet
+        finished stay recorded as they are; ``resume()`` in a new queue runs them."""
+        if self._closed:
+            return
+        self._closed = True
+        self._engine.inbox.put(("stop",))
+        self._engine.thread.join(timeout=60)
+        self._store.close()
+
+    def __enter__(self) -> JobQueue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"<JobQueue policy={self._engine.policy.name} store={self._store.path} "
+                f"jobs={len(self._engine.jobs)} in_flight={len(self._engine.running)}>")
