@@ -7,6 +7,7 @@ dask-jobqueue's.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -14,7 +15,11 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
+import dask
+from dask.utils import parse_timedelta
+from dask_jobqueue import SLURMCluster
 from distributed import Security
+from distributed.core import Status
 
 from .. import config
 from ..errors import BackendUnavailable, PacklabError
@@ -85,6 +90,31 @@ def worker_lifetime(walltime: int) -> tuple[int, int]:
     return walltime - margin, stagger
 
 
+class PackSLURMCluster(SLURMCluster):
+    """dask-jobqueue's ``SLURMCluster`` that submits a new job for a worker whose job ended.
+
+    A worker job can end while the cluster runs: preempted on a spot partition, or
+    retired by ``--lifetime`` before its walltime. Dask's ``SpecCluster`` then
+    forgets the worker (and cancels its job) after
+    ``distributed.deploy.lost-worker-timeout`` but submits nothing, so a fixed-size
+    cluster would shrink for good and work waiting for it would hang.
+    The worker is still in ``worker_spec`` (what the cluster should have), so we let
+    ``SpecCluster`` restore that state. Workers removed by ``scale``/``adapt`` leave
+    ``worker_spec`` first and are not replaced.
+    """
+
+    def _update_worker_status(self, op, msg):
+        super()._update_worker_status(op, msg)
+        if op == "remove":
+            # After dask-jobqueue's own lost-worker callback (same timeout) has run.
+            delay = parse_timedelta(dask.config.get("distributed.deploy.lost-worker-timeout"))
+            asyncio.get_running_loop().call_later(delay + 0.5, self._replace_lost_workers)
+
+    def _replace_lost_workers(self) -> None:
+        if self.status == Status.running and set(self.worker_spec) - set(self.workers):
+            self._correct_state()
+
+
 @register_backend
 class SlurmBackend(Backend):
     """Each worker is one SLURM batch job submitted by dask-jobqueue."""
@@ -153,8 +183,6 @@ class SlurmBackend(Backend):
         return p.with_overrides(cores=cores, memory=memory, gpus=gpus), notes
 
     def make_cluster(self, request: ClusterRequest, profile: Profile, security: Security | None):
-        from dask_jobqueue import SLURMCluster
-
         shared = os.path.expanduser(
             config.get("slurm.shared-directory") or os.path.join("~", ".packlab", "slurm")
         )
@@ -195,4 +223,4 @@ class SlurmBackend(Backend):
             security=security,
         )
         kwargs.update(extra)
-        return SLURMCluster(**kwargs)
+        return PackSLURMCluster(**kwargs)
