@@ -94,5 +94,9 @@ def demo(size: str, profile: str, workers: int | None) -> None:
         sys.exit(1)
 
 
+from .queue.cli import queue as _queue  # noqa: E402
+
+main.add_command(_queue)
+
 if __name__ == "__main__":
     main()
