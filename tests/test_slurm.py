@@ -1,0 +1,346 @@
+"""packlab against a real single-node SLURM (scripts/slurm-up): no mocks.
+
+Every worker here is a real ``sbatch`` job; job states come from ``squeue`` and
+``scontrol``. Figures (times, job counts) are printed as ``[figure]`` lines and
+recorded as test properties, never asserted against wall-clock speed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+import warnings
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+from distributed import Client, Security, wait
+
+import packlab
+from packlab.clusters.base import ClusterRequest
+from packlab.clusters.slurm import SlurmBackend
+from packlab.errors import BackendUnavailable, PacklabError
+
+pytestmark = pytest.mark.slurm
+
+
+# -- helpers: SLURM's own view of the jobs ---------------------------------------
+def unique_name(what: str) -> str:
+    """A job name of this test only, so counts ignore every other job."""
+    return f"pl-{what}-{uuid.uuid4().hex[:6]}"
+
+
+def queued(name: str) -> dict[str, str]:
+    """Jobs of that name still in the queue (pending or running): id -> state."""
+    out = subprocess.run(
+        ["squeue", "-h", "-n", name, "-o", "%i %T"], capture_output=True, text=True, check=True
+    ).stdout
+    return dict(line.split() for line in out.splitlines())
+
+
+def job_info(job_id: str) -> dict[str, str]:
+    """``scontrol show job`` as a dict (finished jobs stay visible for MinJobAge, 300 s)."""
+    out = subprocess.run(
+        ["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, check=True
+    ).stdout
+    return dict(re.findall(r"(\w+)=(\S*)", out))
+
+
+def jobs_named(name: str) -> dict[str, dict[str, str]]:
+    """Every job of that name SLURM remembers, finished ones included: id -> fields."""
+    out = subprocess.run(
+        ["scontrol", "-o", "show", "job"], capture_output=True, text=True, check=True
+    ).stdout
+    jobs = [dict(re.findall(r"(\w+)=(\S*)", line)) for line in out.splitlines()]
+    return {j["JobId"]: j for j in jobs if j.get("JobName") == name}
+
+
+def job_ids(pc) -> list[str]:
+    """SLURM job ids of the cluster's current workers."""
+    return [job.job_id for job in pc.cluster.workers.values()]
+
+
+def poll(condition, timeout: float, what: str, every: float = 0.1):
+    """Return the first truthy ``condition()``, or fail after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > end:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+
+
+@pytest.fixture
+def figure(capsys, record_property):
+    """Print a measured figure past pytest's capture and record it in the report."""
+
+    def report(name: str, value: object, text: str) -> None:
+        record_property(name, value)
+        if text:
+            with capsys.disabled():
+                print(f"\n    [figure] {text}", end="")
+
+    return report
+
+
+def small(**kwargs):
+    """launch(backend="slurm") with 1-core, 1 GiB workers: fast where size is not the point.
+
+    Each cluster's jobs get a name of their own (dask-jobqueue names them all
+    "dask-worker"), so squeue and scontrol can tell this cluster's jobs apart.
+    """
+    return packlab.launch(backend="slurm", cores=1, memory="1GiB",
+                          job_name=unique_name("worker"), **kwargs)
+
+
+# -- the acceptance test: the default profile on real SLURM ----------------------
+def test_default_profile_gives_two_tls_workers_that_compute(figure):
+    a = np.random.default_rng(0).random((1200, 800))
+    t0 = time.perf_counter()
+    with packlab.launch(backend="slurm", workers=2, job_name=unique_name("default")) as pc:
+        pc.wait_for_workers(2, timeout=120)
+        elapsed = time.perf_counter() - t0
+        figure("seconds_to_2_workers", elapsed,
+               f"launch(backend='slurm', workers=2) to 2 connected TLS workers: {elapsed:.2f} s")
+
+        assert pc.backend == "slurm" and pc.profile.name == "general-batch"
+        assert pc.scheduler_address.startswith("tls://")
+        workers = pc.client.scheduler_info()["workers"]
+        assert len(workers) == 2
+        assert all(addr.startswith("tls://") for addr in workers)
+        # The profile's size reached the workers: 2 threads and 4 GiB each.
+        assert {w["nthreads"] for w in workers.values()} == {2}
+        assert {w["memory_limit"] for w in workers.values()} == {4 * 2**30}
+        running = queued(pc.cluster.job_name)
+        assert len(running) == 2 and set(running.values()) == {"RUNNING"}
+        for job_id in running:  # and SLURM gave each job what the profile asks
+            info = job_info(job_id)
+            assert (info["NumCPUs"], info["MinMemoryNode"], info["Partition"]) == ("2", "4G", "batch")
+
+        x = da.from_array(a, chunks=(300, 400))
+        got = pc.client.compute((x @ x.T).mean(axis=0)).result()
+        np.testing.assert_allclose(got, (a @ a.T).mean(axis=0))
+
+
+def test_client_without_the_certificates_is_refused():
+    with small(workers=0) as pc:
+        address = pc.scheduler_address
+        assert address.startswith("tls://")
+        with Client(address, security=pc.security, timeout="20s") as ok:  # the control
+            assert ok.scheduler_info()["address"] == address
+        with pytest.raises((OSError, TimeoutError)):
+            Client(address.replace("tls://", "tcp://"), timeout="3s")
+        with pytest.raises((OSError, TimeoutError)):
+            Client(address, security=Security.temporary(), timeout="3s")
+
+
+# -- the job script: the profile's directives reach sbatch ---------------------------
+def directives(script: str) -> list[str]:
+    return [line.removeprefix("#SBATCH ").strip() for line in script.splitlines()
+            if line.startswith("#SBATCH")]
+
+
+def lifetime(script: str) -> tuple[int, int]:
+    m = re.search(r"--lifetime (\d+)s --lifetime-stagger (\d+)s", script)
+    assert m, script
+    return int(m[1]), int(m[2])
+
+
+def test_job_script_carries_the_profile():
+    with packlab.launch(backend="slurm", workers=0) as pc:  # general-batch on batch
+        script = pc.cluster.job_script()
+    d = directives(script)
+    assert "-p batch" in d and "--cpus-per-task=2" in d and "--mem=4G" in d
+    assert "-t 01:00:00" in d
+    assert "--requeue" not in d and not any(x.startswith("--gres") for x in d)
+    life, stagger = lifetime(script)
+    assert life + stagger < 3600  # every worker retires before SLURM kills it
+
+    with packlab.launch(backend="slurm", profile="analytics", spot=True, workers=0,
+                        walltime="00:30:00") as pc:
+        script = pc.cluster.job_script()
+    d = directives(script)
+    assert "-p spot" in d and "--requeue" in d and "--cpus-per-task=4" in d
+    assert "-t 00:30:00" in d
+    life, stagger = lifetime(script)
+    assert life + stagger < 1800
+
+
+def test_gpu_profile_on_cpu_partition_warns_and_drops_gpus():
+    with pytest.warns(packlab.PacklabWarning, match="running on CPU"):
+        pc = packlab.launch(backend="slurm", profile="ml-training", workers=0)
+    with pc:
+        assert pc.profile.gpus == 0
+        assert "--gres" not in pc.cluster.job_script()
+
+
+def test_gpu_directives_when_the_partition_has_gpus():
+    # The test SLURM has no GPUs, so ask the backend directly for a cluster of a GPU
+    # profile (what right_size returns on a GPU partition); nothing is submitted.
+    profile = packlab.PROFILES["ml-training"]
+    request = ClusterRequest(backend="slurm", profile=profile, partition="batch")
+    cluster = SlurmBackend().make_cluster(request, profile, None)
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert "--gres=gpu:1" in directives(script)
+    assert "--resources GPU=1" in script
+    assert "-t 08:00:00" in directives(script)
+
+
+# -- adaptive scaling with cooldown -------------------------------------------------
+def test_adapt_scales_to_zero_jobs_after_cooldown(figure):
+    a = np.arange(4_000_000, dtype="f8").reshape(2000, 2000)
+    with small(workers=0) as pc:
+        adaptive = pc.adapt(minimum=0, maximum=2, cooldown="3s")
+        name = pc.cluster.job_name
+        x = da.arange(4_000_000, dtype="f8", chunks=250_000).reshape(2000, 2000)
+        assert pc.client.compute((x * 2).sum()).result(timeout=120) == (a * 2).sum()
+        assert adaptive.scale_ups >= 1
+        idle = time.monotonic()
+        poll(lambda: not queued(name) and pc.workers == 0, 90, "zero jobs in squeue")
+        back = time.monotonic() - idle
+        figure("seconds_back_to_zero_jobs", back,
+               f"adapt(0, 2, cooldown=3s): idle to zero jobs in squeue: {back:.2f} s")
+        assert adaptive.scale_downs >= 1
+        # The guarantee the cooldown gives: no scale-down within 3 s of a scale-up.
+        assert adaptive.last_down - adaptive.last_up >= 3.0
+
+
+def bursts(pc, n: int, gap) -> None:
+    """``n`` bursts of 8 x 0.3 s tasks; ``gap()`` runs between them (the idle time)."""
+
+    def slow_square(x: int) -> int:  # nested: pickled by value, workers can't import tests
+        time.sleep(0.3)
+        return x * x
+
+    for i in range(n):
+        futures = pc.client.map(slow_square, range(8), key=[f"burst-{i}-{k}" for k in range(8)])
+        assert pc.client.gather(futures) == [k * k for k in range(8)]
+        del futures
+        if i < n - 1:
+            gap()
+
+
+def test_bursty_workload_submits_a_bounded_number_of_jobs(figure):
+    n = 4
+    # Faster adaptive decisions (3 votes 0.5 s apart) keep this test short.
+    with dask.config.set({"packlab.adaptive.interval": "0.5s"}):
+        # cooldown=0: every idle gap ends with no jobs, so every burst submits new ones.
+        gaps: list[float] = []
+
+        def until_no_jobs():
+            t = time.monotonic()
+            poll(lambda: not queued(pc.cluster.job_name), 90, "scale-down to zero jobs")
+            gaps.append(time.monotonic() - t)
+
+        with small(workers=0) as pc:
+            pc.adapt(minimum=0, maximum=2, cooldown=0)
+            bursts(pc, n, until_no_jobs)
+            name = pc.cluster.job_name
+        without = len(jobs_named(name))
+        gap = max(gaps)
+
+        # The same bursts and gaps (as long as the longest one above), with a cooldown
+        # longer than a gap but shorter than the whole workload: the workers stay,
+        # because the cooldown counts from the last time the cluster was busy.
+        cooldown = 2 * gap + 3
+        with small(workers=0) as pc:
+            adaptive = pc.adapt(minimum=0, maximum=2, cooldown=cooldown)
+            bursts(pc, n, lambda: time.sleep(gap))
+            name = pc.cluster.job_name
+            scale_downs = adaptive.scale_downs
+        with_cooldown = len(jobs_named(name))
+
+    figure("jobs_bursty_cooldown_0", without,
+           f"{n} bursts, idle gaps {gap:.1f} s: {without} jobs with cooldown=0, "
+           f"{with_cooldown} with cooldown={cooldown:.1f}s")
+    figure("jobs_bursty_cooldown", with_cooldown, "")
+    assert without >= n
+    assert scale_downs == 0
+    assert 1 <= with_cooldown <= 2  # never more than maximum: no job was resubmitted
+    assert with_cooldown < without
+
+
+# -- spot: a real preemption -----------------------------------------------------------
+def test_spot_worker_preempted_by_batch_job_and_work_recomputed(figure):
+    a = np.random.default_rng(1).random((1000, 1000))
+    b = a * 2 + 1
+    # Dask forgets a vanished worker after this timeout (15 s by default); packlab
+    # then submits a replacement job.
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}), \
+            small(spot=True, workers=1) as pc:
+        pc.wait_for_workers(1, timeout=120)
+        # Job ids only: distributed's close() fails on a Job object still referenced.
+        (spot_id,) = job_ids(pc)
+        assert queued(pc.cluster.job_name) == {spot_id: "RUNNING"}
+        assert job_info(spot_id)["Partition"] == "spot"
+
+        # Intermediate results live only on the spot worker.
+        y = pc.client.persist(da.from_array(a, chunks=250) * 2 + 1)
+        wait(y)
+        (only,) = pc.client.scheduler_info()["workers"]
+        assert all(holders == (only,) for holders in pc.client.who_has(y).values())
+
+        # A batch job that needs every CPU of the node: SLURM preempts the spot job.
+        cpus = int(subprocess.run(["sinfo", "-h", "-o", "%c", "-p", "batch"], capture_output=True,
+                                  text=True, check=True).stdout.split()[0].rstrip("+"))
+        t0 = time.monotonic()
+        hog = subprocess.run(
+            ["sbatch", "--parsable", "-p", "batch", "-c", str(cpus), "--mem=1G",
+             "-J", f"{pc.cluster.job_name}-hog", "-o", os.devnull, "--wrap", "sleep 3"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip().split(";")[0]
+        poll(lambda: pc.workers == 0, 60, "the spot worker to leave")
+        lost = time.monotonic() - t0
+
+        total = pc.client.compute((y @ y.T).sum())
+        got = total.result(timeout=180)
+        recovered = time.monotonic() - t0
+        np.testing.assert_allclose(got, (b @ b.T).sum())
+
+        preempted = job_info(spot_id)
+        (new_id,) = job_ids(pc)
+        assert int(preempted["Restarts"]) >= 1, preempted  # requeued by preemption
+        # The replacement could only start once the batch job had left the CPUs.
+        assert job_info(hog)["JobState"] in {"COMPLETING", "COMPLETED"}
+        assert new_id != spot_id
+        assert job_info(new_id)["Partition"] == "spot"
+    figure("spot_seconds_to_recover", recovered,
+           f"spot: worker lost {lost:.2f} s after the batch job was submitted; spot job "
+           f"{spot_id} {preempted['JobState']} Restarts={preempted['Restarts']}; replacement "
+           f"job {new_id}; right answer {recovered:.2f} s after preemption")
+
+
+# -- errors that name the field, the value and the fix ----------------------------
+def test_unknown_partition_lists_the_real_ones():
+    with pytest.raises(PacklabError, match=r"partition='nope'.*\['batch', 'spot'\]"):
+        packlab.launch(backend="slurm", partition="nope", workers=0)
+    with dask.config.set({"packlab.slurm.spot-partition": "preemptible"}), \
+            pytest.raises(PacklabError, match=r"spot-partition.*'preemptible'.*\['batch', 'spot'\]"):
+        packlab.launch(backend="slurm", spot=True, workers=0)
+
+
+def test_missing_sbatch_is_a_clear_error(tmp_path, monkeypatch):
+    # A real PATH holding SLURM's other commands but not sbatch (no mock).
+    for cmd in ("sinfo", "squeue", "scancel"):
+        (tmp_path / cmd).symlink_to(subprocess.run(
+            ["which", cmd], capture_output=True, text=True, check=True).stdout.strip())
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.path.dirname(sys.executable)}")
+    with pytest.raises(BackendUnavailable, match=r"sbatch is not on PATH.*backend='local'"):
+        packlab.launch(backend="slurm", workers=0)
+
+
+def test_gpus_on_a_partition_without_gpus_is_an_error():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an error, not a warning and a CPU fallback
+        with pytest.raises(PacklabError, match=r"gpus=1.*'batch' have 0 GPU.*gpus=0"):
+            packlab.launch(backend="slurm", gpus=1, workers=0)
