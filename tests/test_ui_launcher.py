@@ -7,6 +7,7 @@ import time
 import urllib.request
 
 import pytest
+from distributed.deploy.spec import SpecCluster
 
 import packlab
 from packlab.clusters import BACKENDS
@@ -21,6 +22,10 @@ def ui():
     launcher = ClusterLauncher(refresh_interval=None, **SMALL)
     yield launcher
     launcher.stop()  # never leave a cluster behind, whatever the test did
+
+
+def running_clusters() -> int:
+    return sum(1 for c in list(SpecCluster._instances) if c.status.name == "running")
 
 
 def wait_until(predicate, timeout=60.0, what="condition"):
@@ -152,10 +157,12 @@ def test_cost_source_hook_is_shown_and_its_failure_is_contained():
 def test_bad_input_is_a_readable_message_and_no_cluster(ui, fill, field, monkeypatch):
     if fill.get("backend") == "slurm":
         monkeypatch.setenv("PATH", "/nonexistent")  # SLURM's commands are missing here
+    before = running_clusters()
     for name, value in fill.items():
         getattr(ui, name).value = value
     ui.launch_button.click()  # must not raise
     assert ui.cluster is None
+    assert running_clusters() == before
     assert field in ui.error.value
     assert "Traceback" not in ui.error.value
     assert not ui.launch_button.disabled
@@ -181,13 +188,38 @@ def test_error_clears_on_next_success(ui):
 
 
 def test_launch_twice_does_not_leak_a_cluster(ui):
+    before = running_clusters()
     ui.min_workers.value = ui.max_workers.value = 0
     ui.launch_button.click()
     first = ui.cluster
     ui.launch_button.click()  # disabled in the browser, but code can still click it
     assert ui.cluster is first
+    assert running_clusters() == before + 1
     assert "already running" in ui.error.value
     assert first.cluster.status.name == "running"
+
+
+def test_cluster_closed_from_code_frees_the_form(ui):
+    ui.min_workers.value = ui.max_workers.value = 0
+    ui.launch_button.click()
+    ui.cluster.close()
+    ui.refresh()
+    assert ui.cluster is None
+    assert "No cluster running" in ui.status.value
+    assert not ui.launch_button.disabled and ui.stop_button.disabled
+    ui.launch_button.click()
+    assert ui.error.value == "" and ui.cluster is not None
+
+
+@pytest.mark.slurm
+def test_unknown_partition_on_real_slurm_lists_the_real_ones(ui):
+    before = running_clusters()
+    ui.backend.value = "slurm"
+    ui.partition.value = "no-such-partition"
+    ui.launch_button.click()
+    assert "partition='no-such-partition' does not exist" in ui.error.value
+    assert "sinfo lists" in ui.error.value
+    assert ui.cluster is None and running_clusters() == before
 
 
 def test_scale_bad_bounds_and_scale_without_cluster(ui):

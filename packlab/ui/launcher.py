@@ -174,16 +174,17 @@ class ClusterLauncher(w.VBox):
     def stop(self) -> None:
         """Shut the running cluster down (what the Stop button does)."""
         with self._lock, self._reporting("stop"):
-            pc, self._cluster = self._cluster, None
-            if self._stop_refresh is not None:
-                self._stop_refresh.set()
-                self._stop_refresh = None
+            pc = self._forget_cluster()
             if pc is not None:
                 pc.close()
 
     def refresh(self) -> None:
         """Redraw the status line: backend, profile, workers, cost and dashboard link."""
         with self._lock:
+            pc = self._cluster
+            if pc is not None and pc.cluster.status.name in ("closing", "closed", "failed"):
+                # Closed from code (ui.cluster.close()) or died: let the form launch again.
+                self._forget_cluster()
             self.status.value = self._status_html()
             self._sync_buttons()
 
@@ -244,6 +245,13 @@ class ClusterLauncher(w.VBox):
         from ..units import format_walltime
 
         return f"profile: {format_walltime(PROFILES[self.profile.value].walltime)}"
+
+    def _forget_cluster(self) -> PackCluster | None:
+        pc, self._cluster = self._cluster, None
+        if self._stop_refresh is not None:
+            self._stop_refresh.set()
+            self._stop_refresh = None
+        return pc
 
     def _start_refresh(self) -> None:
         if not self.refresh_interval:
