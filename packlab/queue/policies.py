@@ -151,10 +151,11 @@ class Priority(Policy):
         self._heap: list = []
 
     def _push(self, job, token):
-        heapq.heappush(self._heap, (job.submitted + job.rank * self.aging, job.seq, token, job))
+        heapq.heappush(self._heap, (job.submitted + job.rank * self.aging, job.rank, job.submitted,
+                                    job.seq, token, job))
 
     def _pop_entry(self, now):
-        _, _, token, job = heapq.heappop(self._heap)
+        *_, token, job = heapq.heappop(self._heap)
         return job if job._pq == token else None
 
 
