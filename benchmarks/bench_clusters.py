@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 import warnings
 
@@ -30,6 +31,27 @@ def _packlab_local(security: bool) -> float:
     return dt
 
 
+def _bare_slurm_scale2() -> float:
+    """dask-jobqueue's SLURMCluster alone, same worker size and TLS: the baseline."""
+    import os
+
+    from dask_jobqueue import SLURMCluster
+    from distributed import Security
+
+    shared = packlab.config.get("slurm.shared-directory") or os.path.expanduser("~/.packlab/slurm")
+    interface = packlab.config.get("slurm.interface")
+    sec = Security.temporary()
+    with SLURMCluster(cores=1, processes=1, memory="1GiB", walltime="01:00:00", queue="batch",
+                      interface=interface, scheduler_options={"dashboard_address": ":0"},
+                      python=sys.executable, security=sec, shared_temp_directory=shared,
+                      log_directory=os.path.join(shared, "logs")) as cluster, \
+            Client(cluster, security=sec) as client:
+        t0 = time.perf_counter()
+        cluster.scale(2)
+        client.wait_for_workers(2, timeout=60)
+        return time.perf_counter() - t0
+
+
 def _slurm_scale2() -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", packlab.PacklabWarning)
@@ -52,7 +74,11 @@ def run(quick: bool = False) -> list[Row]:
             "s", higher_is_better=False),
     ]
     if shutil.which("sbatch"):
-        rows.append(Row("SLURM: scale(2) to 2 connected TLS workers", "packlab slurm",
-                        min(_slurm_scale2() for _ in range(n)), "s", baseline=True,
-                        higher_is_better=False))
+        g = "SLURM: scale(2) to 2 connected TLS workers"
+        rows += [
+            Row(g, "bare dask-jobqueue SLURMCluster", min(_bare_slurm_scale2() for _ in range(n)),
+                "s", baseline=True, higher_is_better=False),
+            Row(g, "packlab slurm", min(_slurm_scale2() for _ in range(n)), "s",
+                higher_is_better=False),
+        ]
     return rows
