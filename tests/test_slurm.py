@@ -320,6 +320,25 @@ def test_spot_worker_preempted_by_batch_job_and_work_recomputed(figure):
            f"job {new_id}; right answer {recovered:.2f} s after preemption")
 
 
+def test_worker_retired_at_lifetime_gets_a_new_job(figure):
+    # walltime 60 s: --lifetime 30 s +- 15 s, so the worker retires by itself within
+    # 45 s and a fixed-size cluster must submit a new job rather than shrink to zero.
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}), \
+            small(workers=1, walltime="00:01:00") as pc:
+        pc.wait_for_workers(1, timeout=120)
+        (first,) = job_ids(pc)
+        t0 = time.monotonic()
+        second = poll(lambda: [j for j in job_ids(pc) if j != first], 120, "a replacement job")[0]
+        pc.wait_for_workers(1, timeout=120)
+        replaced = time.monotonic() - t0
+        assert pc.client.submit(sum, [1, 2]).result(timeout=60) == 3
+        jobs = queued(pc.cluster.job_name)
+        assert jobs.get(first) in {None, "COMPLETING"} and jobs[second] == "RUNNING"
+    figure("lifetime_replaced_after", replaced,
+           f"walltime 60 s: job {first} retired at --lifetime, job {second} replaced it "
+           f"{replaced:.1f} s after the first worker connected")
+
+
 # -- errors that name the field, the value and the fix ----------------------------
 def test_unknown_partition_lists_the_real_ones():
     with pytest.raises(PacklabError, match=r"partition='nope'.*\['batch', 'spot'\]"):
