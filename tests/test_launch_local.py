@@ -14,7 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import packlab
+from packlab.clusters import ClusterRequest
 from packlab.clusters.adaptive import cooldown_decision
+from packlab.clusters.local import LocalBackend
 from packlab.errors import ConfigError, PacklabError
 from packlab.resources import this_machine
 
@@ -119,6 +121,17 @@ def test_more_memory_than_the_machine_is_clamped_with_a_note():
     with pc:
         reserve = float(packlab.config.get("local.reserve-memory"))
         assert pc.profile.memory == int(total * (1 - reserve))
+
+
+def test_one_thread_per_worker_cannot_shrink_and_the_note_says_they_share():
+    cpus = this_machine().cpus
+    one = packlab.PROFILES["general-batch"].with_overrides(cores=1, memory=2**28)
+    sized, notes = LocalBackend().right_size(ClusterRequest("local", one, workers=cpus + 1))
+    assert sized.cores == 1
+    assert notes == [
+        f"profile 'general-batch' asks 1 cores per worker x {cpus + 1} workers, but this machine "
+        f"has {cpus} CPUs: the workers will share the CPUs."
+    ]
 
 
 def test_sizes_that_fit_are_not_changed():

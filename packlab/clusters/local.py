@@ -28,9 +28,14 @@ class LocalBackend(Backend):
         cores = p.cores
         if n * cores > machine.cpus:
             cores = max(1, machine.cpus // n)
+            # At one thread per worker there is nothing left to clamp: say what it means.
+            outcome = (
+                f"using {cores} thread(s) per worker" if cores < p.cores
+                else "the workers will share the CPUs"
+            )
             notes.append(
                 f"profile {p.name!r} asks {p.cores} cores per worker x {n} workers, but this "
-                f"machine has {machine.cpus} CPUs: using {cores} thread(s) per worker."
+                f"machine has {machine.cpus} CPUs: {outcome}."
             )
         memory = p.memory
         if n * memory > usable:
