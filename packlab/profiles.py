@@ -121,6 +121,9 @@ class _Profiles(Mapping[str, Profile]):
         # Mapping's default catches only KeyError; an unknown name is a PacklabError here.
         return name in self._raw()
 
+    def get(self, name: str, default: Any = None) -> Any:
+        return self[name] if name in self else default
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._raw())
 

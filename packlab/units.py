@@ -44,12 +44,16 @@ def seconds(value: str | int | float, field: str = "duration", allow_zero: bool 
     """
     if isinstance(value, bool):
         raise bad_value(field, value, 'a duration such as "60s" or "5m"')
+    positive = "a positive duration" if not allow_zero else "a duration of 0 or more"
+    # Dask cannot parse a negative duration at all; say what is wrong with it.
+    if str(value).strip().startswith("-"):
+        raise bad_value(field, value, positive)
     try:
         s = float(parse_timedelta(value, default="seconds"))
     except (ValueError, TypeError, KeyError):
         raise bad_value(field, value, 'a duration such as "60s" or "5m"') from None
     if s < 0 or (s == 0 and not allow_zero):
-        raise bad_value(field, value, "a positive duration")
+        raise bad_value(field, value, positive)
     return s
 
 

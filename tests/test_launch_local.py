@@ -65,7 +65,8 @@ BAD_INPUT = [
     ({"spot": True}, "spot=True"),
     ({"spot": "yes"}, "spot='yes'"),
     ({"gpus": -1}, "gpus=-1"),
-    ({"cooldown": "-5s"}, "cooldown='-5s'"),
+    ({"cooldown": "-5s"}, "cooldown='-5s' is invalid: expected a duration of 0 or more"),
+    ({"cooldown": -5}, "cooldown=-5 is invalid: expected a duration of 0 or more"),
     ({"cooldown": "soon"}, "cooldown='soon'"),
 ]
 
@@ -154,6 +155,12 @@ def test_user_profile_from_dask_config_is_used():
             info = pc.client.scheduler_info()["workers"]
             assert [w["memory_limit"] for w in info.values()] == [2**29]
     assert "mine" not in packlab.PROFILES
+
+
+def test_profiles_get_and_in_do_not_raise_for_unknown_names():
+    assert "nope" not in packlab.PROFILES
+    assert packlab.PROFILES.get("nope") is None
+    assert packlab.PROFILES.get("analytics").cores == 4
 
 
 def test_built_in_profile_can_be_overridden():
