@@ -7,7 +7,8 @@ every job lives in a SQLite store so a dead driver loses nothing.
 
 Guarantees
 ----------
-* A job is committed to the store before it is handed to Dask.
+* A job is committed to the store before it is handed to Dask; it is durable once
+  committed (``map`` and ``flush`` wait for that, ``submit`` does not).
 * After the driver dies, ``JobQueue(cluster, store=same).resume()`` runs again every
   job that was queued, retrying or running: execution is *at least once*. A job that
   was running at the crash may have run (fully or partly) before.
@@ -212,6 +213,7 @@ class JobQueue:
 
     def map(self, fn, iterable: Iterable, *, keys: Iterable[str] | None = None, **submit_kwargs) -> list[Job]:
         """Submit ``fn(item)`` for each item; ``keys`` gives each its idempotency key.
+        Returns once every job is committed to the store.
 
         Examples
         --------
@@ -225,7 +227,14 @@ class JobQueue:
         ks = [None] * len(items) if keys is None else list(keys)
         if len(ks) != len(items):
             raise PacklabError(f"keys has {len(ks)} entries for {len(items)} items: give one key per item.")
-        return [self.submit(fn, x, key=k, **submit_kwargs) for x, k in zip(items, ks, strict=True)]
+        jobs = [self.submit(fn, x, key=k, **submit_kwargs) for x, k in zip(items, ks, strict=True)]
+        self.flush()
+        return jobs
+
+    def flush(self) -> None:
+        """Block until every job submitted so far is committed to the store (``submit``
+        returns before its record commits, within milliseconds; ``map`` flushes)."""
+        self._store.flush()
 
     # -- waiting and looking -------------------------------------------------------------
     def wait(self, jobs: Iterable[Job | str] | None = None, timeout: float | None = None) -> list[Job]:
