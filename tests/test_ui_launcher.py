@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 import urllib.request
 
@@ -116,12 +117,16 @@ def test_periodic_refresh_shows_workers_without_refresh_call():
     try:
         ui.launch_button.click()
         assert ui.error.value == ""
+        assert len(refresh_threads()) == 1
         wait_until(lambda: "1 worker connected" in ui.status.value, what="the refresh thread")
     finally:
         ui.stop_button.click()
     assert "No cluster running" in ui.status.value
-    time.sleep(0.5)  # a refresh thread still running would overwrite the line
-    assert "No cluster running" in ui.status.value
+    wait_until(lambda: not refresh_threads(), timeout=10, what="the refresh thread to end")
+
+
+def refresh_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "packlab-launcher-refresh"]
 
 
 def test_cost_source_hook_is_shown_and_its_failure_is_contained():
