@@ -21,6 +21,7 @@ from ..clusters import BACKENDS, PackCluster, PacklabWarning
 from ..errors import PacklabError
 from ..launch import launch
 from ..profiles import PROFILES
+from ..units import format_walltime
 from .forms import launch_arguments, scale_action
 
 logger = logging.getLogger(__name__)
@@ -242,8 +243,6 @@ class ClusterLauncher(w.VBox):
             self.walltime.placeholder = self._profile_walltime()
 
     def _profile_walltime(self) -> str:
-        from ..units import format_walltime
-
         return f"profile: {format_walltime(PROFILES[self.profile.value].walltime)}"
 
     def _forget_cluster(self) -> PackCluster | None:
