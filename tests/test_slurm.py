@@ -321,10 +321,10 @@ def test_spot_worker_preempted_by_batch_job_and_work_recomputed(figure):
 
 
 def test_worker_retired_at_lifetime_gets_a_new_job(figure):
-    # walltime 60 s: --lifetime 30 s +- 15 s, so the worker retires by itself within
-    # 45 s and a fixed-size cluster must submit a new job rather than shrink to zero.
+    # walltime 30 s: --lifetime 15 s +- 7 s, so the worker retires by itself within
+    # 22 s and a fixed-size cluster must submit a new job rather than shrink to zero.
     with dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}), \
-            small(workers=1, walltime="00:01:00") as pc:
+            small(workers=1, walltime="00:00:30") as pc:
         pc.wait_for_workers(1, timeout=120)
         (first,) = job_ids(pc)
         t0 = time.monotonic()
@@ -335,7 +335,7 @@ def test_worker_retired_at_lifetime_gets_a_new_job(figure):
         jobs = queued(pc.cluster.job_name)
         assert jobs.get(first) in {None, "COMPLETING"} and jobs[second] == "RUNNING"
     figure("lifetime_replaced_after", replaced,
-           f"walltime 60 s: job {first} retired at --lifetime, job {second} replaced it "
+           f"walltime 30 s: job {first} retired at --lifetime, job {second} replaced it "
            f"{replaced:.1f} s after the first worker connected")
 
 
