@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import cloudpickle
 import numba
 import numpy as np
 from numba.core import types
@@ -46,18 +47,26 @@ def check_numeric(dtype: np.dtype, field: str) -> np.dtype:
     return dtype
 
 
-def numba_reason(err: BaseException, limit: int = 6) -> str:
-    """The useful lines of a numba error: no ANSI colours, no 'During: ...' noise."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
-    keep = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith(("During:", "File ", "^", "- Resolution failure")):
-            continue
-        if "This error may have been caused" in line or "raised from" in line:
-            continue
-        keep.append(line)
-    return " ".join(keep[:limit]) or type(err).__name__
+def numba_reason(err: BaseException) -> str:
+    """numba's reason in one line: the first message, the failing call and source line.
+
+    Examples
+    --------
+    >>> numba_reason(ValueError("Failed in nopython mode pipeline (step: x)\\nUnknown attribute 'y'"))
+    "Unknown attribute 'y'"
+    """
+    lines = [x.strip() for x in re.sub(r"\x1b\[[0-9;]*m", "", str(err)).splitlines()]
+    lines = [x for x in lines if x and not x.startswith(("Failed in", "During:"))]
+    if not lines:
+        return type(err).__name__
+    parts = [lines[0].rstrip(":")]
+    parts += [x.lstrip("> ") for x in lines[1:] if x.startswith(">>>")][:1]
+    for i, x in enumerate(lines[:-1]):
+        if x.startswith('File "'):
+            code = lines[i + 1]
+            parts.append(x.rstrip(":") + ("" if code.startswith("<source") else f": {code}"))
+            break
+    return "; ".join(parts)
 
 
 class Kernel:
@@ -119,7 +128,7 @@ class Kernel:
             names = ", ".join(str(d) for d in key)
             raise PacklabError(
                 f"kernel {self.name!r} cannot be compiled by numba for argument types "
-                f"({names}): {numba_reason(e)} Fix the kernel so that it works on scalars "
+                f"({names}): {numba_reason(e)}. Fix the kernel so that it works on scalars "
                 "of these types."
             ) from None
         if not isinstance(ret, (types.Boolean, types.Integer, types.Float)):
@@ -152,7 +161,9 @@ class Kernel:
 
     # -- identity across processes -----------------------------------------
     def __reduce__(self):
-        return _restore_kernel, (self.uid, self.py_func)
+        # By value: the module attribute of a decorated function is this Kernel, so
+        # pickling the function by reference would fail.
+        return _restore_kernel, (self.uid, cloudpickle.dumps(self.py_func))
 
     def __dask_tokenize__(self) -> str:
         return self.uid
@@ -161,11 +172,11 @@ class Kernel:
         return f"<packlab.kernel {self.name}/{self.nargs}>"
 
 
-def _restore_kernel(uid: str, func: Callable[..., Any]) -> Kernel:
+def _restore_kernel(uid: str, func: bytes) -> Kernel:
     with _LOCK:
         k = _REGISTRY.get(uid)
         if k is None:
-            k = _REGISTRY[uid] = Kernel(func, uid=uid)
+            k = _REGISTRY[uid] = Kernel(cloudpickle.loads(func), uid=uid)
     return k
 
 

@@ -1,0 +1,165 @@
+"""Map-reduce kernels: packlab.mapreduce beside plain dask, xarray and the machine's ceiling.
+
+Workload A: ``sum(x*x + 2x)`` over float64 (3 GB; 64 MB with ``--quick``). Workload B:
+per-cell variance over time of a 3-D (time, lat, lon) DataArray. Data are generated on
+the workers and persisted before timing; each figure is the input bytes divided by
+the best of 3 wall times of the reduction alone, after one warm-up run (which is where
+numba compiles, once per worker process). The ceiling is a numba ``prange`` pass over
+one in-memory NumPy array of the same size on all cores: the memory bandwidth.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+import dask
+import dask.array as da
+import numba
+import numpy as np
+import xarray as xr
+
+import packlab
+
+from .table import Row, best_of
+
+CHUNK = 2**24  # elements per chunk: 128 MiB of float64
+
+
+@packlab.kernel
+def poly(x):
+    return x * x + 2 * x
+
+
+@packlab.kernel
+def ident(x):
+    return x
+
+
+@numba.njit(parallel=True, fastmath=True)
+def _ceiling_pass(a):
+    acc = 0.0
+    for i in numba.prange(a.shape[0]):
+        acc += a[i] * a[i] + 2 * a[i]
+    return acc
+
+
+@numba.njit(nogil=True)
+def _naive_block(a):
+    return a * a + 2 * a
+
+
+def _gbps(nbytes: int, fn) -> float:
+    fn()  # warm-up: compile on every worker, fault pages in
+    return nbytes / best_of(fn, 3) / 1e9
+
+
+def _ceiling(n: int) -> tuple[float, float]:
+    a = np.random.default_rng(0).random(n)
+    return _gbps(a.nbytes, lambda: _ceiling_pass(a)), float(_ceiling_pass(a))
+
+
+def _sum_rows(n: int, chunk: int, group: str) -> list[Row]:
+    nbytes = n * 8
+    ceiling, ref = _ceiling(n)
+    rows = [Row(group, "ceiling: numba prange, one in-memory array", ceiling, "GB/s", baseline=True,
+                note=f"{numba.get_num_threads()} threads")]
+
+    with dask.config.set(scheduler="threads"):
+        x = da.random.default_rng(0).random(n, chunks=chunk).persist()
+        res = packlab.mapreduce(poly, x)
+        _check(float(res.compute()), float((x * x + 2 * x).sum().compute()))
+        note = f"threads, {os.cpu_count()} workers, chunk {chunk * 8 >> 20} MiB"
+        rows.append(Row(group, "packlab.mapreduce (threads)", _gbps(nbytes, res.compute), "GB/s", note=note))
+        rows.append(Row(group, "dask (x**2 + 2*x).sum() (threads)",
+                        _gbps(nbytes, (x**2 + 2 * x).sum().compute), "GB/s", note=note))
+        xa = xr.DataArray(x, dims=("i",))
+        rows.append(Row(group, "xarray (x**2 + 2*x).sum() (threads)",
+                        _gbps(nbytes, (xa**2 + 2 * xa).sum().compute), "GB/s", note=note))
+        rows.append(Row(group, "naive map_blocks(numba).sum() (threads)",
+                        _gbps(nbytes, x.map_blocks(_naive_block).sum().compute), "GB/s", note=note))
+        del x, xa, res
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", packlab.PacklabWarning)
+        pc = packlab.launch(workers=2, cores=1, memory=f"{max(2, nbytes // 2**30 + 2)}GiB", wait=True)
+    with pc:
+        client = pc.client
+        x = client.persist(da.random.default_rng(0).random(n, chunks=chunk))
+        client.wait_for_workers(2)
+        res = packlab.mapreduce(poly, x)
+        _check(float(res.compute()), ref, rtol=1e-2)  # same size, other random draws
+        note = f"process LocalCluster 2 workers x 1 thread (TLS), chunk {chunk * 8 >> 20} MiB"
+        rows.append(Row(group, "packlab.mapreduce (processes)", _gbps(nbytes, res.compute), "GB/s",
+                        note=note))
+        rows.append(Row(group, "naive map_blocks(numba).sum() (processes)",
+                        _gbps(nbytes, x.map_blocks(_naive_block).sum().compute), "GB/s", note=note))
+        rows.append(Row(group, "dask (x**2 + 2*x).sum() (processes)",
+                        _gbps(nbytes, (x**2 + 2 * x).sum().compute), "GB/s", note=note))
+        del x, res
+    return rows
+
+
+def _var_rows(shape: tuple[int, int, int], group: str) -> list[Row]:
+    nbytes = int(np.prod(shape)) * 8
+    chunks = (max(1, CHUNK // (shape[1] * shape[2])), shape[1], shape[2])
+    rows = []
+    with dask.config.set(scheduler="threads"):
+        t = xr.DataArray(da.random.default_rng(1).random(shape, chunks=chunks) * 30 + 270,
+                         dims=("time", "lat", "lon"), name="t").persist()
+        res = packlab.mapreduce(ident, t, reduce="var", dim="time")
+        _check(res.values[0, 0], float(t.var("time").values[0, 0]))
+        note = f"threads, chunk {chunks}"
+        rows.append(Row(group, "xarray t.var('time') (threads)", _gbps(nbytes, t.var("time").compute),
+                        "GB/s", baseline=True, note=note))
+        rows.append(Row(group, "packlab.mapreduce var, dim='time' (threads)",
+                        _gbps(nbytes, res.compute), "GB/s", note=note))
+    return rows
+
+
+def _gpu_rows(n: int, group: str) -> list[Row]:
+    from packlab.kernels.cuda import local_gpu, simulator
+
+    try:
+        import cupy
+    except ImportError:
+        cupy = None
+    if cupy is None or simulator() or not local_gpu():
+        reason = "no CuPy" if cupy is None else "simulator" if simulator() else "no CUDA device"
+        print(f"bench_kernels: GPU rows SKIPPED ({reason})", file=sys.stderr)
+        return [Row(group, "GPU rows skipped", 0.0, "GB/s", baseline=True, note=f"skipped: {reason}")]
+    a = cupy.random.random(n)
+    b = cupy.empty_like(a)
+
+    def copy():
+        b[...] = a
+        cupy.cuda.Device().synchronize()
+
+    copy_bw = 2 * a.nbytes / best_of(copy, 5) / 1e9  # read + write
+    chunk = max(1, n // 8)
+    with dask.config.set(scheduler="threads"):
+        x = da.from_array(a, chunks=chunk, asarray=False)
+        res = packlab.mapreduce(poly, x, device="gpu")
+        _check(float(res.compute()), float((a * a + 2 * a).sum()))
+        gbps = _gbps(a.nbytes, res.compute)
+    name = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    return [Row(group, "device copy bandwidth (CuPy b[...] = a)", copy_bw, "GB/s", baseline=True, note=name),
+            Row(group, "packlab.mapreduce device='gpu' (threads)", gbps, "GB/s",
+                note=f"chunk {chunk * 8 >> 20} MiB")]
+
+
+def _check(got: float, want: float, rtol: float = 1e-9) -> None:
+    if not np.isclose(got, want, rtol=rtol):
+        raise AssertionError(f"benchmark result {got!r} differs from the reference {want!r}")
+
+
+def run(quick: bool = False) -> list[Row]:
+    n = 2**23 if quick else 3 * 10**9 // 8
+    chunk = 2**20 if quick else CHUNK
+    gb = f"{n * 8 / 1e9:.2f} GB"
+    rows = _sum_rows(n, chunk, f"sum(x*x + 2x) over {gb} float64")
+    shape = (64, 128, 128) if quick else (2048, 256, 384)
+    rows += _var_rows(shape, f"per-cell variance over time, {shape} float64 DataArray")
+    rows += _gpu_rows(n, f"GPU: sum(x*x + 2x) over {gb} float64")
+    return rows

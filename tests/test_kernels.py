@@ -1,0 +1,132 @@
+"""@packlab.kernel: compiled lazily per dtype, callable on NumPy, clear errors, pickles by identity."""
+
+from __future__ import annotations
+
+import pickle
+import re
+import sys
+
+import cloudpickle
+import numpy as np
+import pytest
+
+import packlab
+from packlab.errors import PacklabError
+from packlab.kernels.kernel import Kernel
+from packlab.kernels.loops import collapse, loop_source
+from packlab.kernels.reductions import REDUCTIONS, make_reduction
+
+
+@packlab.kernel
+def anomaly(t, clim):
+    return (t - clim) ** 2
+
+
+def test_kernel_is_callable_on_numpy_with_broadcasting():
+    t = np.arange(6.0).reshape(2, 3)
+    clim = np.array([1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(anomaly(t, clim), (t - clim) ** 2)
+    assert anomaly(3.0, 1.0) == 4.0
+
+
+def test_compiles_once_per_dtype_signature():
+    @packlab.kernel
+    def f(x):
+        return x * x
+
+    assert f.result_dtype([np.float32]) == np.float32
+    assert f.result_dtype([np.int64]) == np.int64
+    assert len(f.cpu.overloads) == 2
+    f.result_dtype([np.float32])
+    f(np.zeros(3, np.float32))
+    assert len(f.cpu.overloads) == 2
+
+
+def test_kernel_of_a_kernel_is_itself_and_plain_functions_are_wrapped():
+    assert packlab.kernel(anomaly) is anomaly
+    assert isinstance(packlab.kernel(lambda x: x), Kernel)
+
+
+def test_pickles_by_identity_in_process_and_by_value_across():
+    assert pickle.loads(pickle.dumps(anomaly)) is anomaly
+    # A fresh process has no registry entry: simulate by clearing it.
+    mod = sys.modules["packlab.kernels.kernel"]
+
+    blob = cloudpickle.dumps(anomaly)
+    saved = mod._REGISTRY.pop(anomaly.uid)
+    try:
+        k = pickle.loads(blob)
+        assert k is not anomaly and k.uid == anomaly.uid
+        assert k(3.0, 1.0) == 4.0
+        assert pickle.loads(blob) is k  # later unpickles reuse it and its compiled code
+    finally:
+        mod._REGISTRY[anomaly.uid] = saved
+
+
+def test_compile_error_names_kernel_types_and_reason():
+    @packlab.kernel
+    def bad(x):
+        return x.no_such_attribute
+
+    with pytest.raises(PacklabError) as e:
+        bad(np.zeros(3))
+    msg = str(e.value)
+    assert "'bad'" in msg and "float64" in msg and "no_such_attribute" in msg
+    assert "\x1b[" not in msg and len(msg.splitlines()) == 1
+
+
+def test_non_scalar_result_is_rejected():
+    @packlab.kernel
+    def pair(x):
+        return (x, x)
+
+    with pytest.raises(PacklabError, match=r"returns.*expected one real number"):
+        pair.result_dtype([np.float64])
+
+
+@pytest.mark.parametrize("bad", [
+    lambda *xs: 0, lambda x, *, y: 0, lambda **kw: 0,
+])
+def test_variadic_signatures_are_rejected(bad):
+    with pytest.raises(PacklabError, match="positional arguments only"):
+        packlab.kernel(bad)
+
+
+def test_not_callable_is_rejected():
+    with pytest.raises(PacklabError, match="plain Python function"):
+        packlab.kernel(3)
+
+
+@pytest.mark.parametrize("dtype", ["U3", "datetime64[s]", "complex128", "O"])
+def test_non_numeric_input_is_a_clear_error(dtype):
+    name = re.escape(str(np.dtype(dtype)))
+    with pytest.raises(PacklabError, match=f"dtype {name} .*expected a real numeric"):
+        anomaly(np.zeros(2, dtype), 1.0)
+
+
+def test_wrong_number_of_arguments():
+    with pytest.raises(PacklabError, match="takes 2 argument"):
+        anomaly.result_dtype([np.float64])
+
+
+def test_collapse_merges_contiguous_axes_and_keeps_broadcast_ones_apart():
+    a = np.zeros((4, 3, 5))
+    clim = np.broadcast_to(np.zeros((3, 5)), (4, 3, 5))
+    shape, kept, views = collapse(a.shape, (False, False, False), [a])
+    assert shape == (60,) and views[0].flags.c_contiguous
+    shape, kept, views = collapse(a.shape, (False, True, True), [a, clim])
+    assert shape == (4, 15) and kept == (False, True)
+    assert views[1].strides == (0, 8)
+    shape, kept, _ = collapse((1, 1), (True, False), [np.zeros((1, 1))])
+    assert shape == (1,) and kept == (False,)
+
+
+def test_loop_accumulates_inner_reduced_axes_in_locals():
+    src = loop_source(1, (True, False), make_reduction("sum", np.dtype("f8"), False, {}))
+    assert "l_s += v" in src and "s_s[o] += l_s" in src
+    src = loop_source(1, (False, True), make_reduction("sum", np.dtype("f8"), False, {}))
+    assert "s_s[o] += v" in src and "l_s" not in src
+
+
+def test_registry_lists_the_documented_reductions():
+    assert {"sum", "min", "max", "mean", "var", "std", "count", "histogram"} <= set(REDUCTIONS)

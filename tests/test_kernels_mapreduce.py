@@ -1,0 +1,308 @@
+"""packlab.mapreduce against NumPy/xarray references: properties over dtypes, NaN,
+empty and size-1 arrays, uneven chunks, several axes, broadcasting; xarray in/out;
+clear errors; a real TLS LocalCluster where only partials travel."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import packlab
+from packlab.errors import PacklabError
+
+REDUCTIONS = ["sum", "mean", "var", "std", "min", "max", "count"]
+PLAIN = {"sum": np.sum, "mean": np.mean, "var": np.var, "std": np.std, "min": np.min, "max": np.max}
+NAN = {"sum": np.nansum, "mean": np.nanmean, "var": np.nanvar, "std": np.nanstd,
+       "min": np.nanmin, "max": np.nanmax}
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@packlab.kernel
+def poly(x):
+    return x * x + 2 * x
+
+
+@packlab.kernel
+def anomaly(t, clim):
+    return (t - clim) ** 2
+
+
+@packlab.kernel
+def ident(x):
+    return x
+
+
+def reference(v: np.ndarray, red: str, axis, skipna: bool):
+    """What NumPy says (nan-functions when skipna), in float64 for floats."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        nan = skipna and v.dtype.kind == "f"
+        if red == "count":
+            return np.count_nonzero(np.where(np.isnan(v), 0, v) if nan else v, axis=axis)
+        w = v.astype(np.float64) if v.dtype.kind == "f" else v
+        return (NAN if nan else PLAIN)[red](w, axis=axis)
+
+
+def assert_matches(got, want, v):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape
+    if want.dtype.kind in "iub" and got.dtype.kind in "iub":
+        np.testing.assert_array_equal(got, want)
+        return
+    finite = np.abs(v[np.isfinite(v)]) if v.dtype.kind == "f" else np.abs(v)
+    scale = float(finite.max()) if finite.size else 1.0
+    np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-9 * (scale + 1) ** 2 * max(v.size, 1))
+
+
+@st.composite
+def chunking(draw, n: int):
+    if n == 0:
+        return (0,)
+    cuts = draw(st.lists(st.integers(1, n - 1), unique=True, max_size=3)) if n > 1 else []
+    edges = [0, *sorted(cuts), n]
+    return tuple(b - a for a, b in itertools.pairwise(edges))
+
+
+@st.composite
+def cases(draw):
+    dtype = np.dtype(draw(st.sampled_from(["float64", "float32", "int32", "int64"])))
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=6))
+    elements = (st.floats(-100, 100, width=32) if dtype.kind == "f" else st.integers(-50, 50))
+    x = draw(hnp.arrays(dtype, shape, elements=elements))
+    if dtype.kind == "f" and draw(st.booleans()):
+        x[draw(hnp.arrays(np.bool_, shape))] = np.nan
+    chunks = tuple(draw(chunking(n)) for n in shape)
+    axis = draw(st.none() | st.lists(st.integers(0, len(shape) - 1), unique=True, min_size=1,
+                                     max_size=len(shape)).map(lambda a: tuple(sorted(a))))
+    return x, chunks, axis, draw(st.sampled_from(REDUCTIONS)), draw(st.booleans())
+
+
+@SETTINGS
+@given(cases())
+def test_matches_numpy(case):
+    x, chunks, axis, red, skipna = case
+    v = poly(x)
+    n_reduced = np.prod([x.shape[a] for a in (axis if axis is not None else range(x.ndim))])
+    run = lambda: packlab.mapreduce(poly, da.from_array(x, chunks=chunks), reduce=red,  # noqa: E731
+                                    axis=axis, skipna=skipna)
+    if red in ("min", "max") and n_reduced == 0:
+        with pytest.raises(PacklabError, match="over zero elements"):
+            run()
+        return
+    result = run()
+    with dask.config.set(scheduler="sync"):
+        got = result.compute()
+    assert_matches(got, reference(v, red, axis, skipna), v)
+
+
+def test_min_max_of_nothing_is_an_error():
+    with pytest.raises(PacklabError, match="over zero elements"):
+        packlab.mapreduce(poly, np.zeros((0, 3)), reduce="max", axis=0)
+    assert packlab.mapreduce(poly, np.zeros((3, 0)), reduce="max", axis=0).compute().shape == (0,)
+
+
+@SETTINGS
+@given(hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, max_side=5),
+       st.sampled_from(["sum", "var", "max", "count"]), st.data())
+def test_broadcasts_several_inputs_like_numpy(shapes, red, data):
+    s1, s2 = shapes.input_shapes
+    rng = np.random.default_rng(0)
+    t, c = rng.normal(size=s1), rng.normal(size=s2)
+    nd = len(shapes.result_shape)
+    axis = data.draw(st.none() | st.integers(0, max(nd - 1, 0))) if nd else None
+    if red == "max" and np.prod([shapes.result_shape[a] for a in ([axis] if axis is not None
+                                                                   else range(nd))]) == 0:
+        return
+    chunks1 = tuple(max(1, n // 2) for n in s1)
+    got = packlab.mapreduce(anomaly, da.from_array(t, chunks=chunks1) if s1 else t, c,
+                            reduce=red, axis=axis).compute()
+    v = anomaly(t, c)
+    assert_matches(got, reference(np.asarray(v, dtype=float), red, axis, False), np.asarray(v))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 12), st.floats(-3, 0), st.floats(0.1, 4), st.booleans())
+def test_histogram_matches_numpy(bins, lo, width, per_cell):
+    x = np.random.default_rng(bins).normal(size=(40, 3))
+    x[3, 1] = np.nan
+    x[5, 0] = lo + width  # exactly on the last edge: counted, as numpy does
+    rng = (lo, lo + width)
+    got = packlab.mapreduce(ident, da.from_array(x, chunks=(7, 2)), reduce="histogram", bins=bins,
+                            range=rng, axis=0 if per_cell else None).compute()
+    finite = [c[~np.isnan(c)] for c in x.T]
+    if per_cell:
+        want = np.stack([np.histogram(c, bins, rng)[0] for c in finite])
+    else:
+        want = np.histogram(x[~np.isnan(x)], bins, rng)[0]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_histogram_with_edges():
+    x = np.random.default_rng(1).exponential(size=1000)
+    edges = [0.0, 0.1, 0.5, 1.0, 3.0, 3.5]
+    got = packlab.mapreduce(ident, da.from_array(x, chunks=300), reduce="histogram", bins=edges)
+    np.testing.assert_array_equal(got.compute(), np.histogram(x, edges)[0])
+
+
+def test_variance_is_stable_on_ill_conditioned_data():
+    rng = np.random.default_rng(2)
+    x = 1e9 + rng.random(200_000)  # spread 1/12, mean 1e9: E[x^2]-E[x]^2 is all rounding
+    naive = np.mean(x * x) - np.mean(x) ** 2
+    assert abs(naive - np.var(x)) / np.var(x) > 1  # the trap is real
+    got = packlab.mapreduce(ident, da.from_array(x, chunks=12_345), reduce="var").compute()
+    np.testing.assert_allclose(got, np.var(x), rtol=1e-6)
+    # per cell, with cells whose means differ by many orders of magnitude
+    cells = x.reshape(-1, 4) + np.array([0.0, 1e6, 1e12, -1e9])
+    got = packlab.mapreduce(ident, da.from_array(cells, chunks=(777, 3)), reduce="std", axis=0)
+    # reference on contiguous rows: NumPy only sums pairwise along contiguous memory
+    np.testing.assert_allclose(got.compute(), np.std(np.ascontiguousarray(cells.T), axis=1), rtol=1e-5)
+
+
+def test_ddof():
+    x = np.arange(10.0)
+    np.testing.assert_allclose(packlab.mapreduce(ident, x, reduce="var", ddof=1).compute(),
+                               np.var(x, ddof=1))
+
+
+def test_user_combine():
+    x = np.random.default_rng(3).normal(size=(50, 4))
+
+    def maxabs(a, b):
+        return max(a, abs(b))
+
+    got = packlab.mapreduce(ident, da.from_array(x, chunks=(9, 3)), reduce=maxabs, identity=0.0,
+                            axis=0, split_every=2)
+    np.testing.assert_allclose(got.compute(), np.abs(x).max(axis=0))
+    ints = np.arange(1, 25).reshape(4, 6)
+    got = packlab.mapreduce(ident, da.from_array(ints, chunks=2), reduce=lambda a, b: a * b,
+                            identity=1).compute()
+    assert got == np.prod(ints.astype(np.int64))
+
+
+def test_empty_size_one_and_scalar_inputs():
+    assert packlab.mapreduce(poly, np.zeros(0)).compute() == 0.0
+    assert np.isnan(packlab.mapreduce(poly, np.zeros(0), reduce="mean").compute())
+    assert packlab.mapreduce(poly, np.array([3.0]), reduce="max").compute() == 15.0
+    assert packlab.mapreduce(poly, 2.0).compute() == 8.0
+    assert packlab.mapreduce(anomaly, 5, 2, reduce="count").compute() == 1
+
+
+def test_split_every_changes_the_tree_not_the_answer():
+    x = da.from_array(np.arange(1000.0), chunks=10)
+    a = packlab.mapreduce(poly, x, split_every=2)
+    b = packlab.mapreduce(poly, x, split_every=32)
+    assert len(a.__dask_graph__()) > len(b.__dask_graph__())
+    assert a.compute() == b.compute() == reference(poly(np.arange(1000.0)), "sum", None, False)
+
+
+def test_chunk_tasks_return_partials_not_the_mapped_array():
+    x = da.ones((40, 30), chunks=(10, 10))
+    r = packlab.mapreduce(poly, x, reduce="var", axis=0)
+    partial = next(layer for name, layer in r.__dask_graph__().layers.items() if "partial" in name)
+    outs = dask.get(r.__dask_graph__(), list(partial.get_output_keys()))
+    assert all(o.shape == (1, 10) and o.dtype.names == ("n", "mean", "m2") for o in outs)
+
+
+# -- xarray ------------------------------------------------------------------
+def _field(chunked: bool = True):
+    rng = np.random.default_rng(4)
+    t = xr.DataArray(rng.normal(280, 5, size=(12, 4, 5)), dims=("time", "lat", "lon"),
+                     coords={"time": np.arange(12), "lat": np.linspace(-60, 60, 4),
+                             "lon": np.arange(0, 360, 72), "label": ("lat", list("abcd"))})
+    return t.chunk({"time": 5, "lon": 2}) if chunked else t
+
+
+def test_xarray_in_xarray_out_with_kept_coords():
+    t = _field()
+    clim = t.mean("time").transpose("lon", "lat").compute()  # other dim order, NumPy-backed
+    out = packlab.mapreduce(anomaly, t, clim, reduce="mean", dim="time")
+    assert isinstance(out, xr.DataArray) and out.dims == ("lat", "lon") and out.name == "anomaly_mean"
+    assert list(out.coords) == ["lat", "lon", "label"] or set(out.coords) == {"lat", "lon", "label"}
+    xr.testing.assert_allclose(out.compute(), ((t - clim) ** 2).mean("time").compute())
+    both = packlab.mapreduce(ident, t, reduce="max", dim=["time", "lon"])
+    xr.testing.assert_allclose(both.compute(), t.max(["time", "lon"]).compute())
+
+
+def test_xarray_histogram_has_bin_coords():
+    t = _field()
+    h = packlab.mapreduce(ident, t, reduce="histogram", bins=4, range=(270, 290), dim="time")
+    assert h.dims == ("lat", "lon", "bin")
+    np.testing.assert_allclose(h.bin_lo, [270, 275, 280, 285])
+    assert int(h.sum()) == int(((t >= 270) & (t <= 290)).sum())
+
+
+def test_xarray_scalar_and_axis():
+    t = _field(chunked=False)
+    out = packlab.mapreduce(anomaly, t, 280.0, reduce="sum", axis=0)
+    assert out.dims == ("lat", "lon")
+    xr.testing.assert_allclose(out.compute(), ((t - 280.0) ** 2).sum("time"))
+
+
+# -- errors --------------------------------------------------------------------
+@pytest.mark.parametrize("call, match", [
+    (lambda: packlab.mapreduce(poly, np.array(["a"])), "dtype <U1 which is invalid"),
+    (lambda: packlab.mapreduce(anomaly, np.zeros((3, 2)), np.zeros(3)), "do not broadcast"),
+    (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="median"), "reduce='median' is unknown"),
+    (lambda: packlab.mapreduce(poly, np.zeros(3), axis=1), "axis=1 is invalid.*1 dimension"),
+    (lambda: packlab.mapreduce(poly, _field(), dim="depth"), "dim='depth' does not exist"),
+    (lambda: packlab.mapreduce(poly, np.zeros(3), dim="x"), "needs DataArray inputs"),
+    (lambda: packlab.mapreduce(poly, np.zeros(3), axis=0, dim="x"), "both given"),
+    (lambda: packlab.mapreduce(poly, np.zeros(3), device="tpu"), "device='tpu' is invalid"),
+    (lambda: packlab.mapreduce(poly, np.zeros(3), device="gpu"), "device='gpu' but no CUDA"),
+    (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="histogram"), "needs bins="),
+    (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="histogram", bins=3), "range=None"),
+    (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="sum", bins=3), "bins= is not an option"),
+    (lambda: packlab.mapreduce(poly, np.zeros(3), reduce=max), "needs identity="),
+    (lambda: packlab.mapreduce(poly), "got no arrays"),
+    (lambda: packlab.mapreduce(anomaly, np.zeros(3)), "takes 2 argument"),
+    (lambda: packlab.mapreduce(poly, _field(), _field().isel(lat=slice(1, None))), "coordinates"),
+])
+def test_bad_input_is_a_clear_error(call, match):
+    with pytest.raises(PacklabError, match=match):
+        call()
+
+
+def test_uncompilable_kernel_error_names_kernel_types_reason():
+    @packlab.kernel
+    def needs_str(x):
+        return x + "1"
+
+    with pytest.raises(PacklabError) as e:
+        packlab.mapreduce(needs_str, da.zeros(4, dtype=np.int32, chunks=2))
+    msg = str(e.value)
+    assert "'needs_str'" in msg and "(int32)" in msg and "add(int32, Literal[str]" in msg
+
+
+# -- on a real cluster ------------------------------------------------------------
+def test_on_local_cluster_only_partials_travel(local_cluster):
+    client = local_cluster.client
+    x = client.persist(da.random.default_rng(5).random((400, 5000), chunks=(50, 5000)))
+    nbytes = x.nbytes
+
+    def sent(dask_worker):
+        return sum(t.get("total", 0) for t in dask_worker.transfer_outgoing_log)
+
+    want = np.var(poly(x.compute()), axis=0)
+    before = sum(client.run(sent).values())
+    out = packlab.mapreduce(poly, x, reduce="var", axis=0).compute()
+    moved = sum(client.run(sent).values()) - before
+    np.testing.assert_allclose(out, want, rtol=1e-9)
+    assert moved < nbytes / 8, f"{moved} bytes moved between workers for {nbytes} bytes of data"
+
+
+def test_device_auto_is_cpu_and_gpu_is_refused_on_a_cpu_cluster(local_cluster):
+    from packlab.kernels.cuda import resolve_device
+
+    local_cluster.client  # noqa: B018 - make it the default client
+    assert resolve_device("auto") is False
+    with pytest.raises(PacklabError, match="no worker with the 'GPU' resource"):
+        packlab.mapreduce(poly, np.zeros(3), device="gpu")
