@@ -238,11 +238,14 @@ class FairShare(Policy):
                      "half_life", allow_zero=False)
         self._rate = math.log(2) / hl
         self._t0: float | None = None
+        self._scale_at, self._scale_value = math.nan, 1.0
         self._owners: dict[Any, _Owner] = {}
         self._heap: list = []  # (usage/weight, owner order, version, owner name)
         self._mean = 1.0  # runtime estimate before anything finished
 
     def _scale(self, now: float) -> float:
+        if now == self._scale_at:
+            return self._scale_value
         if self._t0 is None:
             self._t0 = now
         x = self._rate * (now - self._t0)
@@ -252,7 +255,8 @@ class FairShare(Policy):
                 o.usage *= f
                 self._reheap(o)
             self._t0, x = now, 0.0
-        return math.exp(x)
+        self._scale_at, self._scale_value = now, math.exp(x)
+        return self._scale_value
 
     def _reheap(self, o: _Owner) -> None:
         o.version += 1
@@ -276,36 +280,49 @@ class FairShare(Policy):
             self._reheap(o)
 
     def _pop_entry(self, now):
-        while self._heap:
-            _, _, version, name = self._heap[0]
+        scale = self._scale(now)  # first: a rebase re-pushes every owner
+        heap = self._heap
+        while heap:
+            key, order, version, name = heap[0]
             o = self._owners[name]
             if version != o.version:
-                heapq.heappop(self._heap)
+                heapq.heappop(heap)
+                continue
+            cur = o.usage / o.weight
+            if cur > key:  # usage grew since this entry was made (see finished): re-sift
+                heapq.heapreplace(heap, (cur, order, version, name))
                 continue
             *_, token, job = heapq.heappop(o.heap)
             if job._pq != token:
                 if not o.heap:
-                    heapq.heappop(self._heap)
+                    heapq.heappop(heap)
                     o.in_heap = False
                     o.version += 1
                 return None
             job._charge = o.est
-            o.usage += o.est * self._scale(now)
+            o.usage += o.est * scale
             o.running += 1
-            heapq.heappop(self._heap)
-            self._reheap(o)
+            o.version += 1
+            if o.heap:  # replace this owner's entry: one sift instead of pop + push
+                heapq.heapreplace(heap, (o.usage / o.weight, order, o.version, name))
+            else:
+                heapq.heappop(heap)
+                o.in_heap = False
             return job
         raise IndexError("pop from an empty fair-share policy")  # _n out of sync: a bug
 
     def finished(self, job, runtime, now):
         o = self._owner(job.owner)
         o.running = max(0, o.running - 1)
-        o.usage = max(0.0, o.usage + (runtime - job._charge) * self._scale(now))
+        delta = runtime - job._charge
+        o.usage = max(0.0, o.usage + delta * self._scale(now))
         job._charge = 0.0
         if runtime > 0:
             o.est = 0.8 * o.est + 0.2 * runtime
             self._mean = 0.9 * self._mean + 0.1 * runtime
-        if o.in_heap:
+        # A key that grew is fixed lazily when its entry reaches the top (pop re-sifts
+        # it); one that shrank must move up now, or this owner would wait too long.
+        if delta < 0 and o.in_heap:
             self._reheap(o)
 
     def usage(self, now: float) -> dict[Any, float]:
