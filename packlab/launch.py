@@ -101,6 +101,9 @@ def launch(
         notes=notes,
     )
     try:
+        # Connect now: the client becomes Dask's default, so a plain .compute() right
+        # after launch() runs on this cluster rather than on local threads.
+        pc.client  # noqa: B018
         if request.adaptive:
             pc.adapt(request.min_workers or 0, request.max_workers)
         else:

@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 
 import dask
 from dask.utils import parse_timedelta
-from dask_jobqueue import SLURMCluster
 from distributed import Security
 from distributed.core import Status
 
@@ -26,6 +27,25 @@ from ..errors import BackendUnavailable, PacklabError
 from ..profiles import Profile
 from ..units import format_bytes, format_walltime
 from .base import Backend, ClusterRequest, register_backend
+
+
+def _import_slurm_cluster():
+    """Import dask-jobqueue's SLURMCluster without letting it replace our Ctrl-C handler.
+
+    ``dask_jobqueue.runner`` installs ``SIGINT -> sys.exit()`` at import, which would turn
+    every Ctrl-C in a program that merely imports packlab into SystemExit and skip its
+    ``except KeyboardInterrupt`` clean-ups.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    from dask_jobqueue import SLURMCluster
+
+    if main and previous is not None:
+        signal.signal(signal.SIGINT, previous)
+    return SLURMCluster
+
+
+SLURMCluster = _import_slurm_cluster()
 
 
 @dataclass(frozen=True)
@@ -210,6 +230,7 @@ class SlurmBackend(Backend):
             processes=1,
             memory=f"{profile.memory // 2**20}MiB",
             walltime=format_walltime(profile.walltime),
+            job_name=f"packlab-{profile.name}",  # tells packlab's jobs apart in squeue
             queue=request.partition,
             account=request.account or config.get("slurm.account"),
             job_extra_directives=directives,
