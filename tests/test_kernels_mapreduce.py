@@ -9,6 +9,7 @@ import warnings
 
 import dask
 import dask.array as da
+import distributed
 import numpy as np
 import pytest
 import xarray as xr
@@ -306,3 +307,25 @@ def test_device_auto_is_cpu_and_gpu_is_refused_on_a_cpu_cluster(local_cluster):
     assert resolve_device("auto") is False
     with pytest.raises(PacklabError, match="no worker with the 'GPU' resource"):
         packlab.mapreduce(poly, np.zeros(3), device="gpu")
+
+
+def test_persisted_data_are_reduced_by_one_task_per_worker_thread(local_cluster):
+    client = local_cluster.client
+    t = client.persist(da.random.default_rng(6).normal(size=(60, 8, 10), chunks=(5, 4, 10)))
+    distributed.wait(t)  # in worker memory: packlab asks the scheduler where each chunk is
+    clim = np.linspace(0, 1, 10)
+    r = packlab.mapreduce(anomaly, t, clim, reduce="var", axis=0)
+    layers = r.__dask_graph__().layers
+    groups = [layer for name, layer in layers.items() if name.startswith("group-partial")]
+    assert groups, list(layers)
+    threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
+    assert len(groups[0]) <= 2 * threads < t.npartitions  # 2 kept blocks, 24 chunks
+    np.testing.assert_allclose(r.compute(), np.var(anomaly(t.compute(), clim), axis=0), rtol=1e-9)
+
+
+def test_data_not_yet_on_the_cluster_keep_one_task_per_chunk(local_cluster):
+    local_cluster.client  # noqa: B018 - make it the default client
+    x = da.random.default_rng(7).random((60, 10), chunks=(5, 10))
+    r = packlab.mapreduce(poly, x, reduce="mean")
+    assert not any(name.startswith("group-partial") for name in r.__dask_graph__().layers)
+    np.testing.assert_allclose(r.compute(), np.mean(poly(x.compute())))

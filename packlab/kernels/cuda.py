@@ -164,15 +164,29 @@ def chunk_partial(kern: Kernel, red: Reduction, blocks: list[np.ndarray], kept: 
     reduced = math.prod(n for n, k in zip(cshape, ckept, strict=True) if not k)
     threads, blocks_n = (8, 2) if simulator() else (THREADS, _grid(reduced * cells))
     rows = max(1, (threads * blocks_n) // max(cells, 1))
-    state = red.init_state(rows * cells)
-    dev = {f: cuda.to_device(a.reshape((rows, cells, *a.shape[1:]))) for f, a in state.items()}
+    dt = red.state_dtype()
+    if red.uses_locals:  # each thread writes its (row, cell) slots once: no init, no upload
+        dev = {f: cuda.device_array((rows, cells, *dt[f].shape), dt[f].base) for f in dt.names}
+    else:
+        state = red.init_state(rows * cells)
+        dev = {f: cuda.to_device(a.reshape((rows, cells, *a.shape[1:]))) for f, a in state.items()}
     if cells:
         fn = compiled_kernel(kern, len(views), ckept, red)
         with _SIM_LOCK if simulator() else contextlib.nullcontext():  # the simulator runs one at a time
             fn[blocks_n, threads](*views, *dev.values(), *red.param_values(), cells, reduced, rows)
-    host = {f: d.copy_to_host().reshape(state[f].shape) for f, d in dev.items()}
+    if red.additive:  # sum the per-thread rows on the device; only one row per cell comes back
+        return red.device_partial({f: _row_sum(d) for f, d in dev.items()}).reshape(cells)
+    host = {f: d.copy_to_host().reshape((rows * cells, *dt[f].shape)) for f, d in dev.items()}
     per_thread = red.device_partial(host).reshape(rows, cells)
     return red.combine(per_thread, (0,)).reshape(cells)
+
+
+def _row_sum(d) -> np.ndarray:
+    if simulator():
+        return d.copy_to_host().sum(axis=0)
+    import cupy
+
+    return cupy.asarray(d).sum(axis=0).get()
 
 
 def _grid(n: int) -> int:

@@ -16,7 +16,6 @@ Names the snippets may use: ``v`` (the kernel's value), ``o`` (the output cell),
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -46,6 +45,7 @@ class Reduction:
     needs_shift: ClassVar[bool] = False  # var: s_k[o] set by a pre-pass
     uses_locals: ClassVar[bool] = True  # may accumulate an inner loop in locals
     empty_error: ClassVar[bool] = False  # min/max of nothing has no answer
+    additive: ClassVar[bool] = False  # partial states combine by adding every field
 
     def __init__(self, vtype: np.dtype, skipna: bool = False, **options: Any):
         if options:
@@ -158,6 +158,7 @@ def _squeezed(shape: tuple[int, ...], axis: tuple[int, ...]) -> tuple[int, ...]:
 @register_reduction
 class Sum(Reduction):
     name = "sum"
+    additive = True
     fields = ("s",)
 
     def update_local(self):
@@ -177,6 +178,7 @@ class Count(Reduction):
 
     name = "count"
     fields = ("n",)
+    additive = True
 
     def state_dtype(self):
         return np.dtype([("n", "i8")])
@@ -197,6 +199,7 @@ class Count(Reduction):
 @register_reduction
 class Mean(Reduction):
     name = "mean"
+    additive = True
     fields = ("s", "n")
 
     def state_dtype(self):
@@ -370,162 +373,6 @@ class Max(_Extremum):
     params = ("maxid",)
 
 
-@register_reduction
-class Histogram(Reduction):
-    """Counts per bin, as :func:`numpy.histogram` (last bin closed, NaN and values
-    outside the range ignored); ``bins`` is a count with ``range=``, or the edges."""
-
-    name = "histogram"
-    fields = ("c",)
-    params = ("edges", "lo", "hi", "norm", "nb", "uniform")
-    uses_locals = False
-
-    def __init__(self, vtype, skipna=False, bins=None, range=None, **options):
-        super().__init__(vtype, skipna, **options)
-        self.edges, self.uniform = _edges(bins, range)
-        self.nb = len(self.edges) - 1
-
-    def key(self):
-        return (*super().key(), self.nb, self.uniform)
-
-    def state_dtype(self):
-        return np.dtype([("c", "i8", (self.nb,))])
-
-    def update_state(self):
-        return [
-            "x = float(v)",
-            "if x >= p_lo and x <= p_hi:",
-            "    if p_uniform:",
-            "        b = int((x - p_lo) * p_norm)",
-            "        if b >= p_nb:",
-            "            b = p_nb - 1",
-            "        if x < p_edges[b]:",
-            "            b -= 1",
-            "        elif b != p_nb - 1 and x >= p_edges[b + 1]:",
-            "            b += 1",
-            "    else:",
-            "        b = 0",  # bisect by hand: the CUDA target has no searchsorted
-            "        hi = p_nb",
-            "        while hi - b > 1:",
-            "            mid = (b + hi) // 2",
-            "            if p_edges[mid] <= x:",
-            "                b = mid",
-            "            else:",
-            "                hi = mid",
-            "    s_c[o, b] += 1",
-        ]
-
-    def param_values(self):
-        lo, hi = float(self.edges[0]), float(self.edges[-1])
-        return (self.edges, lo, hi, self.nb / (hi - lo), self.nb, self.uniform)
-
-    def extra_shape(self):
-        return (self.nb,)
-
-    def result_dtype(self):
-        return np.dtype("i8")
-
-    def finalize(self, p):
-        return p["c"].copy()
-
-
-def _edges(bins: Any, range_: Any) -> tuple[np.ndarray, bool]:
-    if bins is None:
-        raise PacklabError(
-            "reduce='histogram' needs bins=: a number of bins with range=(lo, hi), "
-            "or an increasing array of bin edges."
-        )
-    if np.ndim(bins) == 0:
-        if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
-            raise PacklabError(f"bins={bins!r} is invalid: expected a whole number, 1 or more.")
-        if range_ is None or np.shape(range_) != (2,):
-            raise PacklabError(
-                f"range={range_!r} is invalid: expected (lo, hi) with bins={bins}. packlab does "
-                "not scan the data first to find it; give the range of interest."
-            )
-        lo, hi = (float(r) for r in range_)
-        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-            raise PacklabError(f"range={range_!r} is invalid: expected finite lo < hi.")
-        return np.linspace(lo, hi, int(bins) + 1), True
-    edges = np.asarray(bins, dtype=np.float64)
-    if edges.ndim != 1 or edges.size < 2 or not np.all(np.diff(edges) > 0):
-        raise PacklabError(
-            f"bins={bins!r} is invalid: expected an increasing 1-D array of at least 2 edges."
-        )
-    if range_ is not None:
-        raise PacklabError("range= is only used with a number of bins; remove it or pass bins=N.")
-    return edges, False
-
-
-class Custom(Reduction):
-    """A user-supplied associative, commutative combine ``f(a, b)`` with an identity."""
-
-    name = "custom"
-    fields = ("a",)
-    params = ("ident",)
-
-    def __init__(self, vtype, skipna=False, combine: Callable | None = None,
-                 identity: Any = None, **options):
-        super().__init__(vtype, skipna, **options)
-        from .kernel import kernel
-
-        if identity is None:
-            raise PacklabError(
-                "a custom combine needs identity=: the value x with f(x, v) == v "
-                "(0 for a sum, -inf for a max)."
-            )
-        self.func = kernel(combine)
-        self.identity = identity
-        adt = np.result_type(np.asarray(identity).dtype, acc_dtype(self.vtype))
-        self.adt = np.dtype(adt)
-        rt = self.func.result_dtype([self.adt, self.vtype])
-        if rt.kind not in "biuf":
-            raise PacklabError(f"combine {self.func.name!r} must return a number, not {rt}.")
-
-    def key(self):
-        return (*super().key(), self.func.uid)
-
-    def state_dtype(self):
-        return np.dtype([("a", self.adt)])
-
-    def globals(self):
-        return {"comb": self.func.cpu}
-
-    def device_globals(self):
-        return {"comb": self.func.cuda}
-
-    def init_locals(self):
-        return ["l_a = p_ident"]
-
-    def update_local(self):
-        return self.guarded(["l_a = comb(l_a, v)"])
-
-    def flush(self):
-        return ["s_a[o] = comb(s_a[o], l_a)"]
-
-    def param_values(self):
-        return (np.array(self.identity, self.adt)[()],)
-
-    def init_state(self, cells):
-        return {"a": np.full(cells, self.identity, self.adt)}
-
-    def combine_field(self, field, x, axis):
-        x = np.moveaxis(x, axis, tuple(range(-len(axis), 0)))
-        lead = x.shape[: x.ndim - len(axis)]
-        flat = x.reshape((*lead, -1))
-        acc = np.full(lead, self.identity, self.adt)
-        uf = self.func.ufunc([self.adt, self.adt])
-        for j in range(flat.shape[-1]):
-            acc = uf(acc, flat[..., j]).astype(self.adt)
-        return np.expand_dims(acc, axis)
-
-    def result_dtype(self):
-        return self.adt
-
-    def finalize(self, p):
-        return p["a"].copy()
-
-
 def make_reduction(reduce: Any, vtype: np.dtype, skipna: bool, options: dict[str, Any]) -> Reduction:
     """Resolve ``reduce=`` (a name, or a combine function with ``identity=``).
 
@@ -534,6 +381,8 @@ def make_reduction(reduce: Any, vtype: np.dtype, skipna: bool, options: dict[str
     >>> make_reduction("sum", np.dtype("float32"), False, {}).result_dtype()
     dtype('float32')
     """
+    from . import histogram  # noqa: F401  (registers "histogram")
+
     if isinstance(reduce, str):
         if reduce not in REDUCTIONS:
             raise PacklabError(
@@ -542,6 +391,8 @@ def make_reduction(reduce: Any, vtype: np.dtype, skipna: bool, options: dict[str
             )
         return REDUCTIONS[reduce](vtype, skipna, **options)
     if callable(reduce):
+        from .combine import Custom
+
         return Custom(vtype, skipna, combine=reduce, **options)
     raise PacklabError(
         f"reduce={reduce!r} is invalid: expected a reduction name such as 'sum', or a "

@@ -1,0 +1,80 @@
+"""A user-supplied combine ``f(a, b)`` with an identity, as a reduction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..errors import PacklabError
+from .reductions import Reduction, acc_dtype
+
+
+class Custom(Reduction):
+    """A user-supplied associative, commutative combine ``f(a, b)`` with an identity."""
+
+    name = "custom"
+    fields = ("a",)
+    params = ("ident",)
+
+    def __init__(self, vtype, skipna=False, combine: Callable | None = None,
+                 identity: Any = None, **options):
+        super().__init__(vtype, skipna, **options)
+        from .kernel import kernel
+
+        if identity is None:
+            raise PacklabError(
+                "a custom combine needs identity=: the value x with f(x, v) == v "
+                "(0 for a sum, -inf for a max)."
+            )
+        self.func = kernel(combine)
+        self.identity = identity
+        adt = np.result_type(np.asarray(identity).dtype, acc_dtype(self.vtype))
+        self.adt = np.dtype(adt)
+        rt = self.func.result_dtype([self.adt, self.vtype])
+        if rt.kind not in "biuf":
+            raise PacklabError(f"combine {self.func.name!r} must return a number, not {rt}.")
+
+    def key(self):
+        return (*super().key(), self.func.uid)
+
+    def state_dtype(self):
+        return np.dtype([("a", self.adt)])
+
+    def globals(self):
+        return {"comb": self.func.cpu}
+
+    def device_globals(self):
+        return {"comb": self.func.cuda}
+
+    def init_locals(self):
+        return ["l_a = p_ident"]
+
+    def update_local(self):
+        return self.guarded(["l_a = comb(l_a, v)"])
+
+    def flush(self):
+        return ["s_a[o] = comb(s_a[o], l_a)"]
+
+    def param_values(self):
+        return (np.array(self.identity, self.adt)[()],)
+
+    def init_state(self, cells):
+        return {"a": np.full(cells, self.identity, self.adt)}
+
+    def combine_field(self, field, x, axis):
+        x = np.moveaxis(x, axis, tuple(range(-len(axis), 0)))
+        lead = x.shape[: x.ndim - len(axis)]
+        flat = x.reshape((*lead, -1))
+        acc = np.full(lead, self.identity, self.adt)
+        uf = self.func.ufunc([self.adt, self.adt])
+        for j in range(flat.shape[-1]):
+            acc = uf(acc, flat[..., j]).astype(self.adt)
+        return np.expand_dims(acc, axis)
+
+    def result_dtype(self):
+        return self.adt
+
+    def finalize(self, p):
+        return p["a"].copy()
