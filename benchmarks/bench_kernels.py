@@ -16,6 +16,7 @@ import warnings
 
 import dask
 import dask.array as da
+import distributed
 import numba
 import numpy as np
 import xarray as xr
@@ -87,7 +88,7 @@ def _sum_rows(n: int, chunk: int, group: str) -> list[Row]:
     with pc:
         client = pc.client
         x = client.persist(da.random.default_rng(0).random(n, chunks=chunk))
-        client.wait_for_workers(2)
+        distributed.wait(x)  # on the workers before timing
         res = packlab.mapreduce(poly, x)
         _check(float(res.compute()), ref, rtol=1e-2)  # same size, other random draws
         note = f"process LocalCluster 2 workers x 1 thread (TLS), chunk {chunk * 8 >> 20} MiB"
@@ -103,18 +104,39 @@ def _sum_rows(n: int, chunk: int, group: str) -> list[Row]:
 
 def _var_rows(shape: tuple[int, int, int], group: str) -> list[Row]:
     nbytes = int(np.prod(shape)) * 8
-    chunks = (max(1, CHUNK // (shape[1] * shape[2])), shape[1], shape[2])
+    chunks = (min(shape[0], max(1, CHUNK // (shape[1] * shape[2]))), shape[1], shape[2])
     rows = []
+
+    def field():
+        return xr.DataArray(da.random.default_rng(1).random(shape, chunks=chunks) * 30 + 270,
+                            dims=("time", "lat", "lon"), name="t")
+
     with dask.config.set(scheduler="threads"):
-        t = xr.DataArray(da.random.default_rng(1).random(shape, chunks=chunks) * 30 + 270,
-                         dims=("time", "lat", "lon"), name="t").persist()
+        t = field().persist()
         res = packlab.mapreduce(ident, t, reduce="var", dim="time")
-        _check(res.values[0, 0], float(t.var("time").values[0, 0]))
+        want = float(t.var("time").values[0, 0])
+        _check(res.values[0, 0], want)
         note = f"threads, chunk {chunks}"
         rows.append(Row(group, "xarray t.var('time') (threads)", _gbps(nbytes, t.var("time").compute),
                         "GB/s", baseline=True, note=note))
+        rows.append(Row(group, "dask t.data.var(axis=0) (threads)",
+                        _gbps(nbytes, t.data.var(axis=0).compute), "GB/s", note=note))
         rows.append(Row(group, "packlab.mapreduce var, dim='time' (threads)",
                         _gbps(nbytes, res.compute), "GB/s", note=note))
+        del t, res
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", packlab.PacklabWarning)
+        pc = packlab.launch(workers=2, cores=1, memory=f"{max(2, nbytes // 2**30 + 2)}GiB", wait=True)
+    with pc:
+        t = field().persist()
+        distributed.wait(t)
+        res = packlab.mapreduce(ident, t, reduce="var", dim="time")
+        _check(res.values[0, 0], want)
+        note = f"process LocalCluster 2 workers x 1 thread (TLS), chunk {chunks}"
+        rows.append(Row(group, "packlab.mapreduce var, dim='time' (processes)",
+                        _gbps(nbytes, res.compute), "GB/s", note=note))
+        rows.append(Row(group, "xarray t.var('time') (processes)", _gbps(nbytes, t.var("time").compute),
+                        "GB/s", note=note))
     return rows
 
 
