@@ -5,6 +5,7 @@ clear errors; a real TLS LocalCluster where only partials travel."""
 from __future__ import annotations
 
 import itertools
+import uuid
 import warnings
 
 import dask
@@ -329,3 +330,17 @@ def test_data_not_yet_on_the_cluster_keep_one_task_per_chunk(local_cluster):
     r = packlab.mapreduce(poly, x, reduce="mean")
     assert not any(name.startswith("group-partial") for name in r.__dask_graph__().layers)
     np.testing.assert_allclose(r.compute(), np.mean(poly(x.compute())))
+
+
+@pytest.mark.slurm
+def test_on_slurm_workers():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", packlab.PacklabWarning)
+        pc = packlab.launch(backend="slurm", workers=2, cores=1, memory="1GiB", wait=True,
+                            job_name=f"packlab-kernels-{uuid.uuid4().hex[:6]}")
+    with pc:
+        x = pc.client.persist(da.random.default_rng(8).random((80, 500), chunks=(10, 500)))
+        distributed.wait(x)
+        want = np.std(poly(x.compute()), axis=0)
+        got = packlab.mapreduce(poly, x, reduce="std", axis=0).compute()
+    np.testing.assert_allclose(got, want, rtol=1e-9)

@@ -26,7 +26,20 @@ REDUCTIONS: dict[str, type[Reduction]] = {}
 
 
 def register_reduction(cls: type[Reduction]) -> type[Reduction]:
-    """Class decorator: make ``reduce=cls.name`` available to :func:`packlab.mapreduce`."""
+    """Class decorator: make ``reduce=cls.name`` available to :func:`packlab.mapreduce`.
+
+    Examples
+    --------
+    >>> @register_reduction
+    ... class SumAbs(Sum):
+    ...     name = "sumabs"
+    ...
+    ...     def update_local(self):
+    ...         return self.guarded(["l_s += abs(v)"])
+    >>> import packlab
+    >>> int(packlab.mapreduce(lambda x: x, np.array([-1, 2, -3]), reduce="sumabs").compute())
+    6
+    """
     REDUCTIONS[cls.name] = cls
     return cls
 
