@@ -9,6 +9,7 @@ around job state; users block on one condition variable.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import logging
@@ -17,10 +18,17 @@ import threading
 import time
 import traceback
 from collections import defaultdict, deque
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import cloudpickle
 from distributed.client import FutureCancelledError
+
+try:  # the coroutine behind Future.add_done_callback; batched here (see Admission._watch)
+    from distributed.client import done_callback as _done_callback
+except ImportError:  # pragma: no cover - a future distributed without it
+    _done_callback = None
 
 from .job import CANCELLED, DEAD, DONE, FAILED, QUEUED, RETRYING, RUNNING, Job, JobTimeout
 from .payload import run as _run_payload
@@ -51,6 +59,9 @@ class Admission:
         self._dispatched = 0
         self._cap = (0.0, factor)
         self.error: BaseException | None = None
+        self._fetcher = ThreadPoolExecutor(1, thread_name_prefix="packlab-queue-fetch")
+        self._to_fetch: list[Job] = []
+        self._fetching = False
         self.thread = threading.Thread(target=self._loop, name="packlab-queue", daemon=True)
         self.thread.start()
 
@@ -74,7 +85,7 @@ class Admission:
                     self._fire_timers(time.time())
                     self._admit(time.time())  # refill the freed slots before fetching results
                     if ok:
-                        self._gathered(ok, time.time())
+                        self._fetch(ok)
             except Exception as e:  # a bug must not silently kill the queue: keep serving
                 self.error = e
                 log.exception("packlab queue loop error")
@@ -103,6 +114,10 @@ class Admission:
                 except BaseException as e:
                     box.append(e)
                 ev.set()
+            elif kind == "results":
+                self._fetching = False
+                self._gathered(msg[1], msg[2], now)
+                self._fetch([])
             elif kind == "stop":
                 self._stop()
                 return True, []
@@ -110,6 +125,7 @@ class Admission:
 
     def _stop(self) -> None:
         # Records of in-flight jobs stay "running": resume() runs them again.
+        self._fetcher.shutdown(wait=False)
         futs = [j._future for j in self.running.values() if j._future is not None]
         if futs:
             try:
@@ -147,7 +163,10 @@ class Admission:
         return cap
 
     def _admit(self, now: float) -> None:
-        room = self.capacity(now) - len(self.running)
+        cap = self.capacity(now)
+        room = cap - len(self.running)
+        if self.running and room < cap // 4:
+            return  # refill in batches: one client.map per quarter of the slots, not per slot
         batch: list[Job] = []
         while len(batch) < room:
             job = self.policy.pop(now)
@@ -195,13 +214,24 @@ class Admission:
             return
         for job, fut in zip(jobs, futs, strict=True):
             job._future = fut
-            fut.add_done_callback(lambda _f, j=job, t=job._token: self.inbox.put(("done", j, t)))
+            if _done_callback is None:
+                fut.add_done_callback(lambda _f, j=job, t=job._token: self.inbox.put(("done", j, t)))
             if job.timeout:
                 self._timer(now + job.timeout, "timeout", job, job._token)
             if job.deadline is not None and now > job.deadline:
                 self._late(job, "started after its deadline", now)
             self.event(job, "running", f"attempt {job.attempts}", now)
             self.store.update(job)
+        if _done_callback is not None:
+            self.client.loop.add_callback(self._watch, [(j, j._token, j._future) for j in jobs])
+
+    async def _watch(self, batch: list) -> None:
+        # Runs on the client's event loop: one wake-up per batch instead of one per future
+        # (what Future.add_done_callback costs), and no hop through Dask's callback thread.
+        def post(_fut, job, tok):
+            self.inbox.put(("done", job, tok))
+
+        await asyncio.gather(*(_done_callback(f, partial(post, job=j, tok=t)) for j, t, f in batch))
 
     # -- outcomes ------------------------------------------------------------------------
     def _completed(self, items: list, now: float) -> list[Job]:
@@ -222,13 +252,25 @@ class Admission:
                 self._failed(job, FutureCancelledError(fut.key, reason="lost by the scheduler"), "", now)
         return ok
 
-    def _gathered(self, ok: list[Job], now: float) -> None:
+    def _fetch(self, ok: list[Job]) -> None:
+        # Fetch results off the loop thread (a blocking gather would leave freed slots
+        # empty for a round trip), one gather at a time: what finishes meanwhile is
+        # fetched together next, so under load a gather carries many results.
+        self._to_fetch.extend(ok)
+        if self._fetching or not self._to_fetch:
+            return
+        batch, self._to_fetch = self._to_fetch, []
+        self._fetching = True
+        f = self._fetcher.submit(self.client.gather, [j._future for j in batch])
+        f.add_done_callback(lambda f: self.inbox.put(("results", batch, f)))
+
+    def _gathered(self, ok: list[Job], fetched, now: float) -> None:
         try:  # one round trip for the whole batch
-            results = self.client.gather([j._future for j in ok])
+            results = fetched.result()
         except Exception:
             results = None
         for i, job in enumerate(ok):
-            if job.status != RUNNING:
+            if job.status != RUNNING or job._future is None:
                 continue  # cancelled meanwhile
             if results is not None:
                 self._succeeded(job, results[i], now)
@@ -254,6 +296,7 @@ class Admission:
             if was != CLOSED:
                 self._release(job.fn_name, now)
         job._result, job._has_result, job.status = result, True, DONE
+        job._payload = None  # a done job never runs again (its payload stays in the store)
         blob = None
         try:
             blob = cloudpickle.dumps(result)
