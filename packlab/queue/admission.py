@@ -14,6 +14,7 @@ import heapq
 import itertools
 import logging
 import queue
+import re
 import threading
 import time
 import traceback
@@ -31,12 +32,18 @@ except ImportError:  # pragma: no cover - a future distributed without it
     _done_callback = None
 
 from .job import CANCELLED, DEAD, DONE, FAILED, QUEUED, RETRYING, RUNNING, Job, JobTimeout
+from .payload import Payload
 from .payload import run as _run_payload
 from .policies import Policy
 from .retry import CLOSED, OPEN, CircuitBreaker, Retry, RetryBudget
 from .store import Store
 
 log = logging.getLogger("packlab.queue")
+
+
+def _short(fn_name: str) -> str:
+    """The dashboard's task name: the function's own name, Dask-key safe."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", fn_name.rsplit(".", 1)[-1]) or "job"
 
 
 class Admission:
@@ -203,8 +210,8 @@ class Admission:
         try:
             # Dask's priority follows packlab's order: an earlier batch runs first, and
             # Dask keeps submission order within a batch.
-            futs = self.client.map(_run_payload, [j._payload for j in jobs],
-                                   key=[f"packlab-{j.id}-{j._token}" for j in jobs],
+            futs = self.client.map(_run_payload, [Payload(j._payload) for j in jobs],
+                                   key=[f"{_short(j.fn_name)}-packlab-{j.id}-{j._token}" for j in jobs],
                                    priority=-self._dispatched, pure=False, resources=jobs[0].resources,
                                    retries=0)
         except Exception as e:

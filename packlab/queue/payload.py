@@ -26,6 +26,24 @@ def fn_name(fn: Any) -> str:
     return f"{mod}.{name}"
 
 
+class Payload(bytes):
+    """Pickled call bytes with a short repr: Dask logs a failed task with its arguments.
+
+    Examples
+    --------
+    >>> Payload(b"abc")
+    <packlab job payload, 3 bytes>
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"<packlab job payload, {len(self)} bytes>"
+
+    def __reduce__(self):
+        return Payload, (bytes(self),)
+
+
 def dumps(fn: Any, args: tuple, kwargs: dict) -> bytes:
     """Pickle a call, or raise a PacklabError that names what cannot be pickled.
 
