@@ -130,3 +130,20 @@ def test_loop_accumulates_inner_reduced_axes_in_locals():
 
 def test_registry_lists_the_documented_reductions():
     assert {"sum", "min", "max", "mean", "var", "std", "count", "histogram"} <= set(REDUCTIONS)
+
+
+def test_fused_pass_allocates_no_temporary_of_the_chunk_size():
+    import tracemalloc
+
+    from packlab.kernels.loops import chunk_state
+
+    t = np.random.default_rng(0).normal(size=(200, 50, 40))  # 3.2 MB
+    clim = t.mean(axis=0)
+    for red, kept in (("var", (False, True, True)), ("sum", (False, False, False))):
+        r = make_reduction(red, np.dtype("f8"), True, {})
+        chunk_state(anomaly, r, [t, clim], kept)  # compile outside the measurement
+        tracemalloc.start()
+        chunk_state(anomaly, r, [t, clim], kept)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < t.nbytes / 20, f"{red}: {peak} bytes allocated for a {t.nbytes}-byte chunk"
