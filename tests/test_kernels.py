@@ -147,3 +147,19 @@ def test_fused_pass_allocates_no_temporary_of_the_chunk_size():
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert peak < t.nbytes / 20, f"{red}: {peak} bytes allocated for a {t.nbytes}-byte chunk"
+
+
+@pytest.mark.parametrize("red", ["var", "max", "histogram", "mean"])
+def test_state_carries_across_chunks_like_one_pass(red):
+    from packlab.kernels.loops import chunk_state
+
+    x = 1e6 + np.random.default_rng(1).normal(size=(90, 7))
+    x[:30, 2] = np.nan  # cell 2 has nothing in the first chunk (skipna)
+    options = {"bins": 5, "range": (1e6 - 2, 1e6 + 2)} if red == "histogram" else {}
+    r = make_reduction(red, np.dtype("f8"), True, options)
+    state = None
+    for part in np.split(x, [30, 31, 60]):
+        state = chunk_state(anomaly, r, [part, np.array(1e6)], (False, True), state)
+    whole = r.to_partial(chunk_state(anomaly, r, [x, np.array(1e6)], (False, True)))
+    np.testing.assert_allclose(r.finalize(r.to_partial(state)).astype(float),
+                               r.finalize(whole).astype(float), rtol=1e-9)

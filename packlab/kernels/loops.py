@@ -87,9 +87,10 @@ def loop_source(nin: int, kept: tuple[bool, ...], red: Reduction) -> str:
             out.append(f"{pad}for i{i} in range(n{i}):")
             pad += "    "
         out += [pad + f"o = {o_expr}",
-                pad + value([f"i{i}" if kept[i] else "0" for i in range(nd)]),
-                pad + "x = np.float64(v)",
-                pad + "s_k[o] = x if np.isfinite(x) else 0.0"]
+                pad + "if s_n[o] == 0:",  # a state carried over from earlier chunks keeps its shift
+                pad + "    " + value([f"i{i}" if kept[i] else "0" for i in range(nd)]),
+                pad + "    x = np.float64(v)",
+                pad + "    s_k[o] = x if np.isfinite(x) else 0.0"]
     pad = "    "
     index = [f"i{i}" for i in range(nd)]
     for i in range(nd):
@@ -123,13 +124,18 @@ def compiled_loop(kern: Kernel, nin: int, kept: tuple[bool, ...], red: Reduction
     return fn
 
 
-def chunk_state(kern: Kernel, red: Reduction, blocks: list[np.ndarray], kept: tuple[bool, ...]):
-    """Run the fused pass over one chunk; return the state, one record per kept cell."""
+def chunk_state(kern: Kernel, red: Reduction, blocks: list[np.ndarray], kept: tuple[bool, ...],
+                state: dict[str, np.ndarray] | None = None):
+    """Run the fused pass over one chunk; return the state, one record per kept cell.
+
+    Given the ``state`` of earlier chunks with the same kept cells, folds into it.
+    """
     shape = np.broadcast_shapes(*(b.shape for b in blocks))
     views = [np.broadcast_to(b, shape) for b in blocks]
     cshape, ckept, cviews = collapse(shape, kept, views)
     cells = math.prod(n for n, k in zip(cshape, ckept, strict=True) if k)
-    state = red.init_state(cells)
+    if state is None:
+        state = red.init_state(cells)
     fn = compiled_loop(kern, len(blocks), ckept, red)
     fn(*cviews, *state.values(), *red.param_values())
     return state

@@ -131,12 +131,13 @@ def _graph(kern, red, data, shape, axes, gpu, split_every):
     kept = tuple(i not in axes for i in range(nd))
     pdt = red.partial_dtype()
     task = functools.partial(_partial_block, kern=kern, red=red, kept=kept, gpu=gpu)
+    many = functools.partial(partial_of_chunks, kern=kern, red=red, kept=kept, gpu=gpu)
     annotations = {"resources": {"GPU": 1}} if gpu and _cuda.cluster_has_gpus() else {}
     client = placement.active_client()
     partials = None
     with dask.annotate(**annotations):
         if client is not None:
-            partials = placement.grouped_partials(client, task, pdt, data, shape, axes)
+            partials = placement.grouped_partials(client, many, red, data, shape, axes)
         if partials is not None:
             raxes = (partials.ndim - 1,)  # kept dims, then one axis of groups
         else:
@@ -167,13 +168,24 @@ def _graph(kern, red, data, shape, axes, gpu, split_every):
 
 def _partial_block(*blocks, kern: Kernel, red: Reduction, kept, gpu: bool) -> np.ndarray:
     """One task per chunk: the fused pass, returning this chunk's partial."""
-    shape = np.broadcast_shapes(*(b.shape for b in blocks))
-    full = [(1,) * (len(shape) - b.ndim) + b.shape for b in blocks]
-    blocks = [b.reshape(s) for b, s in zip(blocks, full, strict=True)]
-    if gpu:
-        partial = _cuda.chunk_partial(kern, red, blocks, kept)
-    else:
-        partial = red.to_partial(chunk_state(kern, red, blocks, kept))
+    return partial_of_chunks([blocks], kern=kern, red=red, kept=kept, gpu=gpu)
+
+
+def partial_of_chunks(chunks, *, kern: Kernel, red: Reduction, kept, gpu: bool) -> np.ndarray:
+    """The fused pass over chunks that share their kept cells, into one partial.
+
+    On CPU every chunk folds into the same state arrays: a worker reducing many chunks
+    allocates them once (fresh memory is slow to fault in on some VMs).
+    """
+    state, parts, shape = None, [], ()
+    for blocks in chunks:
+        shape = np.broadcast_shapes(*(b.shape for b in blocks))
+        blocks = [b.reshape((1,) * (len(shape) - b.ndim) + b.shape) for b in blocks]
+        if gpu:
+            parts.append(_cuda.chunk_partial(kern, red, blocks, kept))
+        else:
+            state = chunk_state(kern, red, blocks, kept, state)
+    partial = red.combine(np.stack(parts), (0,))[0] if gpu else red.to_partial(state)
     return partial.reshape(tuple(n if k else 1 for n, k in zip(shape, kept, strict=True)))
 
 

@@ -35,13 +35,14 @@ def active_client():
     return client if getattr(sched, "__self__", None) is client else None
 
 
-def grouped_partials(client, task, pdt: np.dtype, data: list[da.Array], shape, axes) -> da.Array | None:
+def grouped_partials(client, many, red, data: list[da.Array], shape, axes) -> da.Array | None:
     """Partials with one task per worker thread (kept dims, then a group axis), or
     ``None`` when grouping would not help or the data are not on the workers yet.
 
-    ``task(*blocks)`` is the per-chunk pass returning a partial shaped like the chunk
-    with reduced axes of length 1.
+    ``many(chunks)`` is the fused pass over a list of chunks (each a list of input
+    blocks) that share their kept cells, returning one partial.
     """
+    pdt = red.partial_dtype()
     nd = len(shape)
     pairs: list[Any] = []
     for x in data:
@@ -83,11 +84,11 @@ def grouped_partials(client, task, pdt: np.dtype, data: list[da.Array], shape, a
         plan[kidx] = groups
     n_groups = max(len(g) for g in plan.values())
 
-    name = "group-partial-" + dask.base.tokenize(task, *[a.name for a in arrays], n_groups)
+    name = "group-partial-" + dask.base.tokenize(many, *[a.name for a in arrays], n_groups)
     dsk = {}
     for kidx, groups in plan.items():
         cells = tuple(chunkss[d][kidx[n]] for n, d in enumerate(kept_dims))
-        fn = functools.partial(_group, task=task, pdt=pdt, cells=cells)
+        fn = functools.partial(_group, many=many, red=red, cells=cells)
         for g in range(n_groups):
             dsk[(name, *kidx, g)] = (fn, groups[g] if g < len(groups) else [])
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=arrays)
@@ -95,10 +96,8 @@ def grouped_partials(client, task, pdt: np.dtype, data: list[da.Array], shape, a
     return da.Array(graph, name, chunks=chunks, dtype=pdt, meta=np.empty((0,) * len(chunks), pdt))
 
 
-def _group(chunks: list[list[np.ndarray]], task, pdt: np.dtype, cells: tuple[int, ...]) -> np.ndarray:
-    """Run the fused pass over each chunk of a group and combine into one partial."""
-    red = task.keywords["red"]
+def _group(chunks: list[list[np.ndarray]], many, red, cells: tuple[int, ...]) -> np.ndarray:
+    """One group's partial; a group with no chunks (padding) gives the identity."""
     if not chunks:
         return red.to_partial(red.init_state(math.prod(cells))).reshape((*cells, 1))
-    parts = np.stack([task(*blocks).reshape(-1) for blocks in chunks])
-    return red.combine(parts, (0,)).reshape((*cells, 1))
+    return many(chunks).reshape((*cells, 1))
