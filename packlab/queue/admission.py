@@ -39,6 +39,7 @@ from .retry import CLOSED, OPEN, CircuitBreaker, Retry, RetryBudget
 from .store import Store
 
 log = logging.getLogger("packlab.queue")
+_FETCH_WAIT = 0.02  # s: results wait at most this long to share a gather
 
 
 def _short(fn_name: str) -> str:
@@ -68,6 +69,7 @@ class Admission:
         self.error: BaseException | None = None
         self._fetcher = ThreadPoolExecutor(1, thread_name_prefix="packlab-queue-fetch")
         self._to_fetch: list[Job] = []
+        self._fetch_since = 0.0
         self._fetching = False
         self.thread = threading.Thread(target=self._loop, name="packlab-queue", daemon=True)
         self.thread.start()
@@ -172,8 +174,10 @@ class Admission:
     def _admit(self, now: float) -> None:
         cap = self.capacity(now)
         room = cap - len(self.running)
-        if self.running and room < cap // 4:
-            return  # refill in batches: one client.map per quarter of the slots, not per slot
+        if self.running and room < cap // 2:
+            # Refill in batches, one client.map per half of the slots: each call costs
+            # the scheduler a graph update, and half the slots still keep workers busy.
+            return
         batch: list[Job] = []
         while len(batch) < room:
             job = self.policy.pop(now)
@@ -263,9 +267,15 @@ class Admission:
         # Fetch results off the loop thread (a blocking gather would leave freed slots
         # empty for a round trip), one gather at a time: what finishes meanwhile is
         # fetched together next, so under load a gather carries many results.
+        now = time.time()
+        if ok and not self._to_fetch:
+            self._fetch_since = now
+            self._timer(now + _FETCH_WAIT, "fetch", None, 0)
         self._to_fetch.extend(ok)
         if self._fetching or not self._to_fetch:
             return
+        if len(self._to_fetch) < self.capacity(now) // 2 and now < self._fetch_since + _FETCH_WAIT:
+            return  # a few more milliseconds make one gather out of several
         batch, self._to_fetch = self._to_fetch, []
         self._fetching = True
         f = self._fetcher.submit(self.client.gather, [j._future for j in batch])
@@ -377,6 +387,8 @@ class Admission:
                     self._late(what, "deadline passed before the job finished", now)
             elif kind == "breaker":
                 self._probe(what, now)
+            elif kind == "fetch":
+                self._fetch([])
 
     def _timeout(self, job: Job, now: float) -> None:
         # Dask cannot stop a running thread: the future is cancelled and released, the
