@@ -429,3 +429,13 @@ def _slow_first(path, seconds):
     if calls(path) == 1:
         time.sleep(seconds)
     return "fast"
+
+
+def test_waiting_on_a_job_of_a_closed_queue_says_so(queue, tmp_path):
+    q = queue(max_in_flight=1)
+    _blocked(q, 0.5, tmp_path)
+    waiting = q.submit(nap, 0.01)
+    q.close()
+    assert waiting.status == "queued"
+    with pytest.raises(PacklabError, match=r"its queue is closed: open .*resume"):
+        waiting.result(timeout=10)

@@ -56,6 +56,7 @@ class Admission:
         self.budget, self._breaker_template = budget, breaker
         self.fixed_cap, self.factor, self.result_max = max_in_flight, factor, result_max
         self.cv = threading.Condition()
+        self.cv.closed = False  # read by Job.result(): a closed queue finishes nothing more
         self.budget_lock = threading.Lock()
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.jobs: dict[str, Job] = {}
@@ -134,6 +135,7 @@ class Admission:
 
     def _stop(self) -> None:
         # Records of in-flight jobs stay "running": resume() runs them again.
+        self.cv.closed = True
         self._fetcher.shutdown(wait=False)
         futs = [j._future for j in self.running.values() if j._future is not None]
         if futs:

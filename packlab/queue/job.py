@@ -118,6 +118,11 @@ class Job:
         end = None if timeout is None else time.monotonic() + timeout
         with self._cv:
             while self.status not in TERMINAL:
+                if getattr(self._cv, "closed", False):
+                    raise PacklabError(
+                        f"job {self.id} is {self.status} and its queue is closed: open "
+                        "packlab.JobQueue(cluster, store=same).resume() to run it."
+                    )
                 left = None if end is None else end - time.monotonic()
                 if left is not None and left <= 0:
                     raise TimeoutError(f"job {self.id} is still {self.status} after {timeout} s")
