@@ -197,9 +197,9 @@ class JobQueue:
             self._engine.jobs[job.id] = job
             if key is not None:
                 self._keys[key] = job
+            self._engine.event(job, "submitted", f"owner={owner} priority={priority}", job.submitted)
             # Dispatch only after the record committed: a job never runs unrecorded.
             self._store.insert(job, then=lambda: self._engine.inbox.put(("push", job)))
-            self._engine.event(job, "submitted", f"owner={owner} priority={priority}", job.submitted)
         return job
 
     def _existing(self, key: str) -> Job | None:
