@@ -23,7 +23,7 @@ import warnings
 import packlab
 from packlab.queue import Job, JobQueue, get_policy
 
-from .table import Row
+from .table import Row, best_of
 
 
 def _inc(x):
@@ -50,15 +50,15 @@ def _throughput(n: int) -> list[Row]:
                 q.wait()
                 return q.stats()["max_in_flight"]
 
-        t_raw = _best(raw_map)
+        t_raw = best_of(raw_map, repeat=2)
         rows.append(Row(g, "raw client.map", n / t_raw, "jobs/s", baseline=True))
         cap = queue()
-        t_q = _best(queue)
+        t_q = best_of(queue, repeat=2)
         rows.append(Row(g, "JobQueue fifo, SQLite on", n / t_q, "jobs/s",
                         note=f"max_in_flight={cap} (auto); target >= 0.5x, aim 0.8x"))
-        t_big = _best(lambda: queue(256, "big"), repeat=1)
+        t_big = best_of(lambda: queue(256, "big"), repeat=1)
         rows.append(Row(g, "JobQueue fifo, max_in_flight=256", n / t_big, "jobs/s"))
-        t_fs = _best(lambda: _queue_policy(pc, d, n, "fair-share"), repeat=1)
+        t_fs = best_of(lambda: _queue_policy(pc, d, n, "fair-share"), repeat=1)
         rows.append(Row(g, "JobQueue fair-share, SQLite on", n / t_fs, "jobs/s"))
     return rows
 
@@ -68,15 +68,6 @@ def _queue_policy(pc, d, n, policy):
         for i in range(n):
             q.submit(_inc, i, owner=f"u{i % 4}")
         q.wait()
-
-
-def _best(fn, repeat=2) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def _jobs(n: int, seed: int = 0) -> list[Job]:
