@@ -30,3 +30,21 @@ def bad_value(field: str, value: object, expected: str, fix: str | None = None) 
     if fix:
         msg += f" {fix}"
     return PacklabError(msg)
+
+
+def whole_number(value: object, field: str, minimum: int = 0) -> int:
+    """``value`` if it is an int (not a bool) of at least ``minimum``, else a clear error.
+
+    Examples
+    --------
+    >>> whole_number(3, "workers")
+    3
+    >>> whole_number(0, "cores", minimum=1)
+    Traceback (most recent call last):
+    ...
+    packlab.errors.PacklabError: cores=0 is invalid: expected a whole number of at least 1.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        expected = "a whole number, 0 or more" if minimum == 0 else f"a whole number of at least {minimum}"
+        raise bad_value(field, value, expected)
+    return value

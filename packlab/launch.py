@@ -9,8 +9,8 @@ from distributed import Security
 from . import config
 from .clusters import ClusterRequest, PackCluster
 from .clusters.base import get_backend, make_security, validate_bounds, warn_notes
-from .errors import PacklabError
-from .profiles import PROFILES, non_negative_int, positive_int
+from .errors import PacklabError, whole_number
+from .profiles import PROFILES
 from .units import memory_bytes, seconds, walltime_seconds
 
 
@@ -122,11 +122,11 @@ def _request(*, backend, profile, workers, min_workers, max_workers, cooldown, s
     base = PROFILES[profile]
     overrides: dict[str, Any] = {}
     if cores is not None:
-        overrides["cores"] = positive_int(cores, "cores")
+        overrides["cores"] = whole_number(cores, "cores", minimum=1)
     if memory is not None:
         overrides["memory"] = memory_bytes(memory, "memory")
     if gpus is not None:
-        overrides["gpus"] = non_negative_int(gpus, "gpus")
+        overrides["gpus"] = whole_number(gpus, "gpus")
         extra = {**extra, "_gpus_explicit": overrides["gpus"] > 0}
     if walltime is not None:
         overrides["walltime"] = walltime_seconds(walltime, "walltime")

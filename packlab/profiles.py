@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from . import config
-from .errors import ConfigError, PacklabError
+from .errors import ConfigError, PacklabError, whole_number
 from .units import format_bytes, format_walltime, memory_bytes, walltime_seconds
 
 _FIELDS = {"description", "cores", "memory", "gpus", "walltime"}
@@ -69,28 +69,14 @@ def parse_profile(name: str, spec: Mapping[str, Any]) -> Profile:
     try:
         return Profile(
             name=name,
-            cores=positive_int(spec["cores"], f"{where}.cores"),
+            cores=whole_number(spec["cores"], f"{where}.cores", minimum=1),
             memory=memory_bytes(spec["memory"], f"{where}.memory"),
-            gpus=non_negative_int(spec.get("gpus", 0), f"{where}.gpus"),
+            gpus=whole_number(spec.get("gpus", 0), f"{where}.gpus"),
             walltime=walltime_seconds(spec.get("walltime", "01:00:00"), f"{where}.walltime"),
             description=str(spec.get("description", "")),
         )
     except PacklabError as e:
         raise ConfigError(f"In your dask config: {e}") from None
-
-
-def positive_int(value: Any, field: str) -> int:
-    """``value`` as an int >= 1, or a clear error naming ``field``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise PacklabError(f"{field}={value!r} is invalid: expected a whole number of at least 1.")
-    return value
-
-
-def non_negative_int(value: Any, field: str) -> int:
-    """``value`` as an int >= 0, or a clear error naming ``field``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise PacklabError(f"{field}={value!r} is invalid: expected a whole number, 0 or more.")
-    return value
 
 
 class _Profiles(Mapping[str, Profile]):
