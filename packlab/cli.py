@@ -61,9 +61,6 @@ def cluster_up(insecure: bool, **kwargs) -> None:
     pc = launch(security=False if insecure else None, **kwargs)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    # Importing dask_jobqueue swaps Python's Ctrl-C handler for a bare sys.exit(), which
-    # would skip the messages below: put the standard KeyboardInterrupt back.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     with pc:
         click.echo(f"scheduler: {pc.scheduler_address}")
         click.echo(f"dashboard: {pc.dashboard_link}")

@@ -127,7 +127,6 @@ def _request(*, backend, profile, workers, min_workers, max_workers, cooldown, s
         overrides["memory"] = memory_bytes(memory, "memory")
     if gpus is not None:
         overrides["gpus"] = whole_number(gpus, "gpus")
-        extra = {**extra, "_gpus_explicit": overrides["gpus"] > 0}
     if walltime is not None:
         overrides["walltime"] = walltime_seconds(walltime, "walltime")
 
@@ -137,8 +136,7 @@ def _request(*, backend, profile, workers, min_workers, max_workers, cooldown, s
                 "workers= (a fixed size) and min_workers=/max_workers= (adaptive) were both "
                 "given: pass one or the other."
             )
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-            raise PacklabError(f"workers={workers!r} is invalid: expected a whole number, 0 or more.")
+        whole_number(workers, "workers")
     elif min_workers is not None or max_workers is not None:
         min_workers, max_workers = validate_bounds(min_workers, max_workers)
     else:
@@ -162,5 +160,6 @@ def _request(*, backend, profile, workers, min_workers, max_workers, cooldown, s
         partition=partition,
         account=account,
         security=security,
+        gpus_explicit=bool(overrides.get("gpus")),
         extra=extra,
     )

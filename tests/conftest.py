@@ -41,3 +41,17 @@ def local_cluster():
         pc = packlab.launch(workers=2, cores=1, memory="1GiB", wait=True)
     with pc:
         yield pc
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_client_config():
+    """A Client dropped without close() leaves dask's scheduler set to a client that is
+    gone, and every later plain .compute() fails. Reset it so one leak stays one failure
+    and say where it was noticed."""
+    yield
+    import dask
+    from distributed.client import _get_global_client
+
+    if dask.config.get("scheduler", None) == "dask.distributed" and _get_global_client() is None:
+        dask.config.set(scheduler=None)
+        warnings.warn("a distributed.Client was left unclosed by this or an earlier test", stacklevel=1)

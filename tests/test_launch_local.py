@@ -197,15 +197,17 @@ def test_a_broken_user_profile_does_not_break_the_others():
 
 # -- TLS ------------------------------------------------------------------------------
 def test_tls_refuses_clients_without_the_certificates(local_cluster):
+    # set_as_default=False: a Client that fails to connect would otherwise leave dask's
+    # scheduler setting pointing at it.
     addr = local_cluster.scheduler_address
     assert addr.startswith("tls://")
     assert local_cluster.client.submit(sum, [1, 2]).result() == 3  # our own client works
     with pytest.raises((OSError, TimeoutError)):
-        Client(addr.replace("tls://", "tcp://"), timeout="5s")  # plain TCP
+        Client(addr.replace("tls://", "tcp://"), timeout="5s", set_as_default=False)  # plain TCP
     with pytest.raises((OSError, TimeoutError), match="certificate"):
-        Client(addr, security=Security.temporary(), timeout="5s")  # someone else's certificates
+        Client(addr, security=Security.temporary(), timeout="5s", set_as_default=False)  # other certs
     with pytest.raises(TypeError, match="TLS"):
-        Client(addr, timeout="5s")  # TLS with no certificates at all
+        Client(addr, timeout="5s", set_as_default=False)  # TLS with no certificates at all
 
 
 def test_security_false_is_plain_tcp():
@@ -251,7 +253,7 @@ def test_adapt_rejects_bad_bounds(local_cluster):
         local_cluster.adapt(minimum=3, maximum=1)
     with pytest.raises(PacklabError, match="cooldown='later'"):
         local_cluster.adapt(minimum=0, maximum=2, cooldown="later")
-    with pytest.raises(PacklabError, match=r"scale\(n=-1\)"):
+    with pytest.raises(PacklabError, match=r"scale\(n\)=-1"):
         local_cluster.scale(-1)
     assert local_cluster.adaptive is None
 

@@ -136,9 +136,9 @@ def test_client_without_the_certificates_is_refused():
         with Client(address, security=pc.security, timeout="20s") as ok:  # the control
             assert ok.scheduler_info()["address"] == address
         with pytest.raises((OSError, TimeoutError)):
-            Client(address.replace("tls://", "tcp://"), timeout="3s")
+            Client(address.replace("tls://", "tcp://"), timeout="3s", set_as_default=False)
         with pytest.raises((OSError, TimeoutError)):
-            Client(address, security=Security.temporary(), timeout="3s")
+            Client(address, security=Security.temporary(), timeout="3s", set_as_default=False)
 
 
 # -- the job script: the profile's directives reach sbatch ---------------------------
@@ -361,5 +361,6 @@ def test_missing_sbatch_is_a_clear_error(tmp_path, monkeypatch):
 def test_gpus_on_a_partition_without_gpus_is_an_error():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an error, not a warning and a CPU fallback
-        with pytest.raises(PacklabError, match=r"gpus=1.*'batch' have 0 GPU.*gpus=0"):
+        with pytest.raises(PacklabError,
+                           match=r"gpus=1 is more than a node of partition 'batch' has \(0 GPU.*gpus=0"):
             packlab.launch(backend="slurm", gpus=1, workers=0)

@@ -16,7 +16,7 @@ from distributed import Client, Security
 from distributed.deploy import Cluster
 
 from .. import config
-from ..errors import PacklabError
+from ..errors import PacklabError, whole_number
 from ..profiles import Profile
 from ..units import seconds
 from .adaptive import CooldownAdaptive
@@ -40,6 +40,7 @@ class ClusterRequest:
     partition: str | None = None
     account: str | None = None
     security: bool | Security = True
+    gpus_explicit: bool = False  # gpus= given by the user (an error if unmet), not by the profile
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -70,6 +71,21 @@ class Backend(abc.ABC):
         self, request: ClusterRequest, profile: Profile, security: Security | None
     ) -> Cluster:
         """Start a Dask deploy ``Cluster`` for the request, with no workers yet."""
+
+
+def clamp_gpus(request: ClusterRequest, available: int, where: str, fix: str) -> tuple[int, list[str]]:
+    """GPUs per worker given ``available`` per machine/node.
+
+    A profile's GPUs that are not there are dropped with a note (the work runs on CPU);
+    GPUs the user asked for explicitly are an error naming ``where`` and the ``fix``.
+    """
+    p = request.profile
+    if p.gpus <= available:
+        return p.gpus, []
+    if request.gpus_explicit:
+        raise PacklabError(f"gpus={p.gpus} is more than {where} has ({available} GPU(s)): {fix}")
+    return 0, [f"profile {p.name!r} asks {p.gpus} GPU(s) per worker; {where} has {available}: "
+               "running on CPU."]
 
 
 BACKENDS: dict[str, type[Backend]] = {}
@@ -154,6 +170,11 @@ class PackCluster:
         return len(self.cluster.scheduler_info.get("workers", {}))
 
     @property
+    def closed(self) -> bool:
+        """True once the cluster is closing, closed or failed (closed from code, or died)."""
+        return self.cluster.status.name in ("closing", "closed", "failed")
+
+    @property
     def adaptive(self) -> CooldownAdaptive | None:
         """The running adaptive controller, or ``None`` for a fixed size."""
         return self._adaptive
@@ -161,8 +182,7 @@ class PackCluster:
     # -- sizing ---------------------------------------------------------------
     def scale(self, n: int) -> None:
         """Ask for exactly ``n`` workers (stops adaptive scaling)."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise PacklabError(f"scale(n={n!r}) is invalid: expected a whole number, 0 or more.")
+        whole_number(n, "scale(n)")
         self._stop_adaptive()
         self.cluster.scale(n)
 
@@ -239,12 +259,10 @@ def validate_bounds(minimum: int | None, maximum: int | None) -> tuple[int, int 
     worker is a batch job).
     """
     lo = 0 if minimum is None else minimum
-    if isinstance(lo, bool) or not isinstance(lo, int) or lo < 0:
-        raise PacklabError(f"min_workers={minimum!r} is invalid: expected a whole number, 0 or more.")
+    whole_number(lo, "min_workers")
     if maximum is None:
         return lo, max(lo, int(config.get("adaptive.maximum")))
-    if isinstance(maximum, bool) or not isinstance(maximum, int) or maximum < 1:
-        raise PacklabError(f"max_workers={maximum!r} is invalid: expected a whole number of at least 1.")
+    whole_number(maximum, "max_workers", minimum=1)
     if lo > maximum:
         raise PacklabError(
             f"min_workers={lo} is greater than max_workers={maximum}: "

@@ -9,7 +9,7 @@ from ..errors import PacklabError
 from ..profiles import Profile
 from ..resources import this_machine
 from ..units import format_bytes
-from .base import Backend, ClusterRequest, register_backend
+from .base import Backend, ClusterRequest, clamp_gpus, register_backend
 
 
 @register_backend
@@ -45,22 +45,15 @@ class LocalBackend(Backend):
                 f"this machine has {format_bytes(machine.memory)}: using {format_bytes(memory)} "
                 "per worker."
             )
-        gpus = p.gpus
-        if gpus > machine.gpus:
-            if request.extra.get("_gpus_explicit"):
-                raise PacklabError(
-                    f"gpus={gpus} is more than this machine has ({machine.gpus} NVIDIA GPU(s) "
-                    "visible): use gpus=0 here, or backend='slurm' with a GPU partition."
-                )
-            notes.append(
-                f"profile {p.name!r} asks {gpus} GPU(s) per worker but this machine has "
-                f"{machine.gpus}: running on CPU."
-            )
-            gpus = 0
+        gpus, gpu_notes = clamp_gpus(
+            request, machine.gpus, "this machine",
+            "use gpus=0 here, or backend='slurm' with a GPU partition.",
+        )
+        notes += gpu_notes
         return p.with_overrides(cores=cores, memory=memory, gpus=gpus), notes
 
     def make_cluster(self, request: ClusterRequest, profile: Profile, security: Security | None):
-        extra = {k: v for k, v in request.extra.items() if not k.startswith("_")}
+        extra = dict(request.extra)
         kwargs = dict(
             n_workers=0,
             threads_per_worker=profile.cores,

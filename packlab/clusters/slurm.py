@@ -26,7 +26,7 @@ from .. import config
 from ..errors import BackendUnavailable, PacklabError
 from ..profiles import Profile
 from ..units import format_bytes, format_walltime
-from .base import Backend, ClusterRequest, register_backend
+from .base import Backend, ClusterRequest, clamp_gpus, register_backend
 
 
 def _import_slurm_cluster():
@@ -189,17 +189,11 @@ class SlurmBackend(Backend):
                 f"profile {p.name!r} asks {format_bytes(p.memory)} per worker; nodes of "
                 f"partition {part.name!r} have {format_bytes(part.memory)}: using that."
             )
-        if gpus > part.gpus:
-            if request.extra.get("_gpus_explicit"):
-                raise PacklabError(
-                    f"gpus={gpus} but nodes of partition {part.name!r} have {part.gpus} GPU(s): "
-                    "pass partition= a GPU partition (sinfo -o '%P %G' lists them) or gpus=0."
-                )
-            notes.append(
-                f"profile {p.name!r} asks {gpus} GPU(s); partition {part.name!r} has none: "
-                "running on CPU."
-            )
-            gpus = 0
+        gpus, gpu_notes = clamp_gpus(
+            request, part.gpus, f"a node of partition {part.name!r}",
+            "pass partition= a GPU partition (sinfo -o '%P %G' lists them) or gpus=0.",
+        )
+        notes += gpu_notes
         return p.with_overrides(cores=cores, memory=memory, gpus=gpus), notes
 
     def make_cluster(self, request: ClusterRequest, profile: Profile, security: Security | None):
@@ -217,7 +211,7 @@ class SlurmBackend(Backend):
             directives.append(f"--gres=gpu:{profile.gpus}")
             worker_args += ["--resources", f"GPU={profile.gpus}"]
 
-        extra = {k: v for k, v in request.extra.items() if not k.startswith("_")}
+        extra = dict(request.extra)
         directives += list(extra.pop("job_extra_directives", []))
         worker_args += list(extra.pop("worker_extra_args", []))
         scheduler_options = {"dashboard_address": ":0", **extra.pop("scheduler_options", {})}

@@ -183,9 +183,11 @@ class ClusterLauncher(w.VBox):
         """Redraw the status line: backend, profile, workers, cost and dashboard link."""
         with self._lock:
             pc = self._cluster
-            if pc is not None and pc.cluster.status.name in ("closing", "closed", "failed"):
-                # Closed from code (ui.cluster.close()) or died: let the form launch again.
+            if pc is not None and pc.closed:
+                # Closed from code (ui.cluster.close()) or died: let the form launch again,
+                # and release the client (closing twice is harmless).
                 self._forget_cluster()
+                pc.close()
             self.status.value = self._status_html()
             self._sync_buttons()
 
