@@ -1,15 +1,20 @@
-"""The admission loop: one background thread that owns the queue's state.
+"""The admission loop: one background thread that owns the queue's running state.
 
 It keeps at most ``max_in_flight`` futures on Dask, pops the next job from the policy,
-handles completions (Dask's done-callbacks only post a message here), timeouts,
-deadlines, backoff timers and circuit breakers. Nothing ever sleeps on a worker:
-a retry waits in the timer heap. Only this thread mutates jobs, so there are no locks
-around job state; users block on one condition variable.
+handles completions (Dask's callbacks only post a message here), timeouts, deadlines,
+backoff timers and circuit breakers (:mod:`.breakers`); results are fetched off this
+thread (:mod:`.fetch`). Nothing ever sleeps on a worker: a retry waits in the timer heap.
+
+Threads: the thread that creates a job (``submit``) or loads it (``resume``, ``get``)
+fills it in before handing it over; from the ``push`` or ``resume`` message on, only
+this thread changes it, so there are no locks around job state. Users block on the
+queue's :class:`~.job.Signal`. One failing message is logged and recorded in
+``Signal.error`` (raised by ``submit``/``wait``, shown by ``stats``); the others of its
+batch are still handled.
 """
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
 import logging
@@ -18,28 +23,34 @@ import re
 import threading
 import time
 import traceback
-from collections import defaultdict, deque
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any
 
 import cloudpickle
 from distributed.client import FutureCancelledError
 
-try:  # the coroutine behind Future.add_done_callback; batched here (see Admission._watch)
-    from distributed.client import done_callback as _done_callback
-except ImportError:  # pragma: no cover - a future distributed without it
-    _done_callback = None
-
-from .job import CANCELLED, DEAD, DONE, FAILED, QUEUED, RETRYING, RUNNING, Job, JobTimeout
+from ..errors import PacklabError
+from .breakers import Breakers
+from .fetch import Fetcher, watch
+from .job import (
+    CANCELLED,
+    DEAD,
+    DONE,
+    FAILED,
+    QUEUED,
+    RETRYING,
+    RUNNING,
+    Job,
+    JobTimeout,
+    Signal,
+    check_requeueable,
+)
 from .payload import Payload
 from .payload import run as _run_payload
 from .policies import Policy
-from .retry import CLOSED, OPEN, CircuitBreaker, Retry, RetryBudget
+from .retry import CircuitBreaker, Retry, RetryBudget
 from .store import Store
 
 log = logging.getLogger("packlab.queue")
-_FETCH_WAIT = 0.02  # s: results wait at most this long to share a gather
 
 
 def _short(fn_name: str) -> str:
@@ -53,25 +64,19 @@ class Admission:
     def __init__(self, client, policy: Policy, store: Store, retry: Retry, budget: RetryBudget,
                  breaker: CircuitBreaker, max_in_flight: int | None, factor: int, result_max: int):
         self.client, self.policy, self.store, self.retry = client, policy, store, retry
-        self.budget, self._breaker_template = budget, breaker
+        self.budget = budget
         self.fixed_cap, self.factor, self.result_max = max_in_flight, factor, result_max
-        self.cv = threading.Condition()
-        self.cv.closed = False  # read by Job.result(): a closed queue finishes nothing more
+        self.signal = Signal()
         self.budget_lock = threading.Lock()
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.jobs: dict[str, Job] = {}
         self.running: dict[str, Job] = {}
-        self.breakers: dict[str, CircuitBreaker] = {}
-        self.held: dict[str, deque] = defaultdict(deque)
+        self.breakers = Breakers(breaker)
         self._timers: list = []
         self._tn = itertools.count()
         self._dispatched = 0
         self._cap = (0.0, factor)
-        self.error: BaseException | None = None
-        self._fetcher = ThreadPoolExecutor(1, thread_name_prefix="packlab-queue-fetch")
-        self._to_fetch: list[Job] = []
-        self._fetch_since = 0.0
-        self._fetching = False
+        self.fetcher = Fetcher(client, lambda batch, f: self.inbox.put(("results", batch, f)))
         self.thread = threading.Thread(target=self._loop, name="packlab-queue", daemon=True)
         self.thread.start()
 
@@ -89,54 +94,94 @@ class Admission:
                     msgs.append(self.inbox.get_nowait())
             except queue.Empty:
                 pass
-            try:
-                stop, ok = self._handle(msgs)
-                if not stop:
-                    self._fire_timers(time.time())
-                    self._admit(time.time())  # refill the freed slots before fetching results
-                    if ok:
-                        self._fetch(ok)
-            except Exception as e:  # a bug must not silently kill the queue: keep serving
-                self.error = e
-                log.exception("packlab queue loop error")
-            with self.cv:
-                self.cv.notify_all()
+            stop = self._handle(msgs)
+            if not stop:
+                self._guard("timers", self._fire_timers, time.time())
+                self._guard("admission", self._admit, time.time())  # refill freed slots first
+                self._guard("fetch", self.fetcher.kick, time.time(), self.capacity() // 2)
+            self.signal.notify()
 
-    def _handle(self, msgs: list) -> tuple[bool, list[Job]]:
+    def _guard(self, what: str, fn, *args) -> Any:
+        """Run one step; a bug in it is logged and surfaced, and the loop serves on."""
+        try:
+            return fn(*args)
+        except Exception as e:
+            if self.signal.error is None:
+                self.signal.error = f"{what}: {type(e).__name__}: {e}"
+            log.exception("packlab queue loop error (%s)", what)
+            return None
+
+    def _handle(self, msgs: list) -> bool:
         now = time.time()
         finished = []
         for msg in msgs:
             kind = msg[0]
             if kind == "done":
                 finished.append(msg[1:])
-            elif kind == "push":
-                job = msg[1]
-                if job.status in (QUEUED, RETRYING):
-                    self.policy.push(job)
-                    with self.budget_lock:
-                        self.budget.submitted(now)
-                    if job.deadline is not None:
-                        self._timer(job.deadline, "deadline", job, 0)
-            elif kind == "call":  # run fn in the loop thread (cancel, requeue), report back
-                _, fn, box, ev = msg
-                try:
-                    box.append(fn(now))
-                except BaseException as e:
-                    box.append(e)
-                ev.set()
-            elif kind == "results":
-                self._fetching = False
-                self._gathered(msg[1], msg[2], now)
-                self._fetch([])
             elif kind == "stop":
                 self._stop()
-                return True, []
-        return False, (self._completed(finished, now) if finished else [])
+                return True
+            else:
+                self._guard(kind, getattr(self, f"_on_{kind}"), *msg[1:], now)
+        for job, tok in finished:
+            self._guard("done", self._completed, job, tok, now)
+        return False
+
+    def _on_push(self, job: Job, now: float) -> None:
+        if job.status in (QUEUED, RETRYING):
+            self.policy.push(job)
+            with self.budget_lock:
+                self.budget.submitted(now)
+            if job.deadline is not None:
+                self._timer(job.deadline, "deadline", job, 0)
+
+    def _on_resume(self, job: Job, now: float) -> None:
+        """Take over a job loaded from the store (resume(), or its key submitted again)."""
+        was = job.status
+        job._cv = self.signal
+        if job.done:
+            return
+        job.status = RETRYING if was == RETRYING else QUEUED
+        why = "was running when the last driver stopped" if was == RUNNING else f"was {was}"
+        self.event(job, "resumed", why, now)
+        self.store.update(job)
+        self._on_push(job, now)
+
+    def _on_rejected(self, job: Job, error: BaseException, now: float) -> None:
+        """The store refused the job's record (its key exists): it never runs."""
+        if job.status != QUEUED:
+            return
+        msg = (f"job {job.id} was not recorded, so it never runs: {error}. Another process "
+               f"submitted key={job.key!r} first; submit the key again to get that job.")
+        job.status, job.error, job._exc = FAILED, msg, PacklabError(msg)
+        job.events.append((now, "rejected", msg))
+
+    def _on_call(self, fn, box: list, ev: threading.Event, now: float) -> None:
+        # Run fn in the loop thread (cancel, requeue) and report back.
+        try:
+            box.append(fn(now))
+        except BaseException as e:
+            box.append(e)
+        ev.set()
+
+    def _on_results(self, batch: list, fetched, now: float) -> None:
+        self.fetcher.finished()
+        try:
+            outcomes = fetched.result()
+        except Exception as e:  # the fetch itself broke: every attempt of the batch failed
+            outcomes = [(False, e, traceback.format_exc())] * len(batch)
+        for (job, tok, _), (ok, value, tb) in zip(batch, outcomes, strict=True):
+            if tok != job._token or job.status != RUNNING:
+                continue  # cancelled (or cancelled and requeued) meanwhile
+            if ok:
+                self._guard("result", self._succeeded, job, value, now)
+            else:
+                self._guard("result", self._failed, job, value, tb, now)
 
     def _stop(self) -> None:
         # Records of in-flight jobs stay "running": resume() runs them again.
-        self.cv.closed = True
-        self._fetcher.shutdown(wait=False)
+        self.signal.closed = True
+        self.fetcher.shutdown()
         futs = [j._future for j in self.running.values() if j._future is not None]
         if futs:
             try:
@@ -185,11 +230,9 @@ class Admission:
             job = self.policy.pop(now)
             if job is None:
                 break
-            br = self.breakers.get(job.fn_name)
-            if br is not None and not br.allow(now):
+            if not self.breakers.allow(job, now):
                 self.policy.finished(job, 0.0, now)
-                self.held[job.fn_name].append(job)
-                self.event(job, "held", f"circuit {br.state} for {job.fn_name}", now)
+                self.event(job, "held", f"circuit {self.breakers.state(job.fn_name)} for {job.fn_name}", now)
                 continue
             batch.append(job)
         if batch:
@@ -227,77 +270,35 @@ class Admission:
             return
         for job, fut in zip(jobs, futs, strict=True):
             job._future = fut
-            if _done_callback is None:
-                fut.add_done_callback(lambda _f, j=job, t=job._token: self.inbox.put(("done", j, t)))
             if job.timeout:
                 self._timer(now + job.timeout, "timeout", job, job._token)
             if job.deadline is not None and now > job.deadline:
                 self._late(job, "started after its deadline", now)
             self.event(job, "running", f"attempt {job.attempts}", now)
             self.store.update(job)
-        if _done_callback is not None:
-            self.client.loop.add_callback(self._watch, [(j, j._token, j._future) for j in jobs])
-
-    async def _watch(self, batch: list) -> None:
-        # Runs on the client's event loop: one wake-up per batch instead of one per future
-        # (what Future.add_done_callback costs), and no hop through Dask's callback thread.
-        def post(_fut, job, tok):
-            self.inbox.put(("done", job, tok))
-
-        await asyncio.gather(*(_done_callback(f, partial(post, job=j, tok=t)) for j, t, f in batch))
+        watch(self.client, [(j, j._token, j._future) for j in jobs],
+              lambda job, tok: self.inbox.put(("done", job, tok)))
 
     # -- outcomes ------------------------------------------------------------------------
-    def _completed(self, items: list, now: float) -> list[Job]:
-        """Handle failed attempts; return the succeeded jobs, their slots already freed."""
-        ok = []
-        for job, tok in items:
-            if tok != job._token or job.status != RUNNING or job._future is None:
-                continue  # an attempt that timed out or was cancelled: its end is ignored
-            fut = job._future
-            if fut.status == "finished":
-                ok.append(job)
-                self.running.pop(job.id, None)
-            elif fut.status == "error":
-                exc = fut.exception()
-                tb = "".join(traceback.format_exception(type(exc), exc, fut.traceback()))
-                self._failed(job, exc, tb, now)
-            else:
-                self._failed(job, FutureCancelledError(fut.key, reason="lost by the scheduler"), "", now)
-        return ok
-
-    def _fetch(self, ok: list[Job]) -> None:
-        # Fetch results off the loop thread (a blocking gather would leave freed slots
-        # empty for a round trip), one gather at a time: what finishes meanwhile is
-        # fetched together next, so under load a gather carries many results.
-        now = time.time()
-        if ok and not self._to_fetch:
-            self._fetch_since = now
-            self._timer(now + _FETCH_WAIT, "fetch", None, 0)
-        self._to_fetch.extend(ok)
-        if self._fetching or not self._to_fetch:
-            return
-        if len(self._to_fetch) < self.capacity(now) // 2 and now < self._fetch_since + _FETCH_WAIT:
-            return  # a few more milliseconds make one gather out of several
-        batch, self._to_fetch = self._to_fetch, []
-        self._fetching = True
-        f = self._fetcher.submit(self.client.gather, [j._future for j in batch])
-        f.add_done_callback(lambda f: self.inbox.put(("results", batch, f)))
-
-    def _gathered(self, ok: list[Job], fetched, now: float) -> None:
-        try:  # one round trip for the whole batch
-            results = fetched.result()
-        except Exception:
-            results = None
-        for i, job in enumerate(ok):
-            if job.status != RUNNING or job._future is None:
-                continue  # cancelled meanwhile
-            if results is not None:
-                self._succeeded(job, results[i], now)
-                continue
-            try:
-                self._succeeded(job, job._future.result(), now)
-            except Exception as e:
-                self._failed(job, e, traceback.format_exc(), now)
+    def _completed(self, job: Job, tok: int, now: float) -> None:
+        """An attempt's future finished: fail it, or queue its result to be fetched."""
+        if tok != job._token or job.status != RUNNING or job._future is None:
+            return  # an attempt that timed out or was cancelled: its end is ignored
+        fut = job._future
+        if fut.status == "finished":
+            # Its slot is free, and the attempt is over: bumping the token keeps its
+            # timeout from firing while the result is on its way.
+            self.running.pop(job.id, None)
+            job._token += 1
+            when = self.fetcher.add([(job, job._token, fut)], now)
+            if when is not None:
+                self._timer(when, "fetch", None, 0)
+        elif fut.status == "error":
+            exc = fut.exception()
+            tb = "".join(traceback.format_exception(type(exc), exc, fut.traceback()))
+            self._failed(job, exc, tb, now)
+        else:
+            self._failed(job, FutureCancelledError(fut.key, reason="lost by the scheduler"), "", now)
 
     def _end_attempt(self, job: Job, now: float) -> float:
         self.running.pop(job.id, None)
@@ -308,12 +309,9 @@ class Admission:
 
     def _succeeded(self, job: Job, result: Any, now: float) -> None:
         runtime = self._end_attempt(job, now)
-        br = self.breakers.get(job.fn_name)
-        if br is not None:
-            was = br.state
-            br.success(now)
-            if was != CLOSED:
-                self._release(job.fn_name, now)
+        for held in self.breakers.success(job.fn_name, now):
+            self.event(held, "released", f"circuit closed for {job.fn_name}", now)
+            self.policy.push(held)
         job._result, job._has_result, job.status = result, True, DONE
         job._payload = None  # a done job never runs again (its payload stays in the store)
         blob = None
@@ -330,11 +328,9 @@ class Admission:
 
     def _failed(self, job: Job, exc: BaseException, tb: str, now: float) -> None:
         self._end_attempt(job, now)
-        br = self.breaker(job.fn_name)
-        was = br.state
-        br.failure(now)
-        if br.state == OPEN and was != OPEN:
-            self._timer(br.reopens_at(), "breaker", job.fn_name, 0)
+        probe_at = self.breakers.failure(job.fn_name, now)
+        if probe_at is not None:
+            self._timer(probe_at, "breaker", job.fn_name, 0)
         retry = job.retry or self.retry
         verdict = retry.classify(exc)
         job.error, job.traceback, job._exc = f"{type(exc).__name__}: {exc}", tb, exc
@@ -371,26 +367,32 @@ class Admission:
     def _fire_timers(self, now: float) -> None:
         while self._timers and self._timers[0][0] <= now:
             _, _, kind, what, tok = heapq.heappop(self._timers)
-            if kind == "ready":
-                if tok == what._token and what.status == RETRYING:
-                    with self.budget_lock:
-                        ok = self.budget.acquire(now)
-                    if ok:
-                        self.policy.push(what)
-                    else:  # the budget is spent: wait, do not fail
-                        if not what.events or what.events[-1][1] != "retry-deferred":
-                            self.event(what, "retry-deferred", "retry budget spent; waiting", now)
-                        self._timer(now + 1.0, "ready", what, tok)
-            elif kind == "timeout":
-                if tok == what._token and what.status == RUNNING:
-                    self._timeout(what, now)
-            elif kind == "deadline":
-                if not what.done:
-                    self._late(what, "deadline passed before the job finished", now)
-            elif kind == "breaker":
-                self._probe(what, now)
-            elif kind == "fetch":
-                self._fetch([])
+            self._guard(kind, self._fire, kind, what, tok, now)
+
+    def _fire(self, kind: str, what: Any, tok: int, now: float) -> None:
+        if kind == "ready":
+            if tok == what._token and what.status == RETRYING:
+                with self.budget_lock:
+                    ok = self.budget.acquire(now)
+                if ok:
+                    self.policy.push(what)
+                else:  # the budget is spent: wait, do not fail
+                    if not what.events or what.events[-1][1] != "retry-deferred":
+                        self.event(what, "retry-deferred", "retry budget spent; waiting", now)
+                    self._timer(now + 1.0, "ready", what, tok)
+        elif kind == "timeout":
+            if tok == what._token and what.status == RUNNING:
+                self._timeout(what, now)
+        elif kind == "deadline":
+            if not what.done:
+                self._late(what, "deadline passed before the job finished", now)
+        elif kind == "breaker":
+            job = self.breakers.probe(what, now)
+            if job is not None:
+                self.event(job, "probe", f"single probe for {what} after cooldown", now)
+                self._dispatch([job], now)
+        elif kind == "fetch":
+            self.fetcher.kick(now, self.capacity(now) // 2)
 
     def _timeout(self, job: Job, now: float) -> None:
         # Dask cannot stop a running thread: the future is cancelled and released, the
@@ -402,27 +404,6 @@ class Admission:
         except Exception:
             pass
         self._failed(job, JobTimeout(f"job {job.id} ran past its timeout of {job.timeout} s"), "", now)
-
-    # -- circuit breakers ----------------------------------------------------------------
-    def breaker(self, fn_name: str) -> CircuitBreaker:
-        br = self.breakers.get(fn_name)
-        if br is None:
-            br = self.breakers[fn_name] = self._breaker_template.fresh()
-        return br
-
-    def _probe(self, fn_name: str, now: float) -> None:
-        held = self.held.get(fn_name)
-        br = self.breakers[fn_name]
-        if held and br.allow(now):
-            job = held.popleft()
-            self.event(job, "probe", f"single probe for {fn_name} after cooldown", now)
-            self._dispatch([job], now)
-
-    def _release(self, fn_name: str, now: float) -> None:
-        held = self.held.pop(fn_name, None) or ()
-        for job in held:
-            self.event(job, "released", f"circuit closed for {fn_name}", now)
-            self.policy.push(job)
 
     # -- cancel / requeue (run in the loop thread through call()) ------------------------
     def cancel_now(self, job: Job, now: float) -> bool:
@@ -436,14 +417,10 @@ class Admission:
                     self.client.cancel([fut])
                 except Exception:
                     pass
-            br = self.breakers.get(job.fn_name)
-            if br is not None:
-                br.abandon(now)
+            self.breakers.abandon(job.fn_name, now)
         else:
             self.policy.remove(job)
-            held = self.held.get(job.fn_name)
-            if held and job in held:
-                held.remove(job)
+            self.breakers.forget(job)
         job._token += 1
         job.status = CANCELLED
         self.event(job, "cancelled", "by request", now)
@@ -451,7 +428,9 @@ class Admission:
         return True
 
     def requeue_now(self, job: Job, now: float) -> Job:
+        check_requeueable(job.id, job.status)  # here, in the loop: two callers cannot both pass
         job._token += 1
+        job._cv = self.signal  # a job loaded from the store is this queue's from now on
         was, n = job.status, job.attempts
         job.status, job.attempts, job._exc = QUEUED, 0, None
         self.event(job, "requeued", f"was {was} after {n} attempts", now)

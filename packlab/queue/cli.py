@@ -14,8 +14,9 @@ from .store import Store
 _STORE = click.option("--store", default=None, help="the queue's SQLite store (default packlab.queue.store)")
 
 
-def _open(store: str | None) -> Store:
-    return Store(config.get("queue.store") if store is None else store)
+def _open(store: str | None, mode: str = "ro") -> Store:
+    # Never "rwc": a mistyped --store must be an error naming the path, not a new empty DB.
+    return Store(config.get("queue.store") if store is None else store, mode=mode)
 
 
 @click.group("queue")
@@ -49,16 +50,15 @@ def stats(store: str | None, as_json: bool) -> None:
 def ls(store: str | None, status: str | None, limit: int) -> None:
     """List jobs: id, status, attempts, owner, function, last error."""
     s = _open(store)
-    try:
-        jobs = s.load(status=None if status is None else [status], limit=limit)
+    try:  # only the shown columns: no result or Retry is unpickled (their classes may not import)
+        rows = s.listing(status=status, limit=limit)
     finally:
         s.close()
-    for j in jobs:
-        when = _dt.datetime.fromtimestamp(j.submitted).strftime("%Y-%m-%d %H:%M:%S")
-        err = f"  {j.error}" if j.error and j.status != "done" else ""
-        late = " late" if j.late else ""
-        click.echo(f"{j.id}  {j.status:<9}{late} attempts={j.attempts}  owner={j.owner}  {when}  "
-                   f"{j.fn_name}{err}")
+    for jid, st, late, attempts, owner, submitted, fn, error in rows:
+        when = _dt.datetime.fromtimestamp(submitted or 0).strftime("%Y-%m-%d %H:%M:%S")
+        err = f"  {error}" if error and st != "done" else ""
+        click.echo(f"{jid}  {st:<9}{' late' if late else ''} attempts={attempts}  owner={owner}  {when}  "
+                   f"{fn}{err}")
 
 
 @queue.command("requeue")
@@ -66,9 +66,9 @@ def ls(store: str | None, status: str | None, limit: int) -> None:
 @click.argument("job_id")
 def requeue(store: str | None, job_id: str) -> None:
     """Mark a dead/failed/cancelled job queued again; the next resume() runs it."""
-    s = _open(store)
+    s = _open(store, mode="rw")
     try:
-        job = s.requeue(job_id)
+        s.requeue(job_id)
     finally:
         s.close()
-    click.echo(f"{job.id} requeued: it runs when a queue on {s.path} calls resume().")
+    click.echo(f"{job_id} requeued: it runs when a queue on {s.path} calls resume().")

@@ -1,8 +1,9 @@
 """A job of the queue: one function call, its status, its attempts and its history.
 
 A :class:`Job` is a small record (``__slots__``: a million queued jobs fit in well
-under 2 KB each beyond their payload). The queue's admission loop is the only writer;
-users read it and block on :meth:`Job.result`.
+under 2 KB each beyond their payload). The thread that creates (or loads) a job fills
+it in; once it is handed to the queue's admission loop, that loop is its only writer.
+Users read it and block on :meth:`Job.result`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ QUEUED, RUNNING, RETRYING = "queued", "running", "retrying"
 DONE, FAILED, DEAD, CANCELLED = "done", "failed", "dead", "cancelled"
 STATUSES = (QUEUED, RUNNING, RETRYING, DONE, FAILED, DEAD, CANCELLED)
 TERMINAL = frozenset({DONE, FAILED, DEAD, CANCELLED})
+#: What ``requeue`` accepts: a job that ended without success.
+REQUEUEABLE = (DEAD, FAILED, CANCELLED)
 
 #: Priority classes, best first. The rank is what policies sort on.
 PRIORITIES = {"high": 0, "normal": 1, "low": 2}
@@ -28,6 +31,44 @@ _NAMES = {v: k for k, v in PRIORITIES.items()}
 
 class JobTimeout(TimeoutError):
     """A job ran past its ``timeout``. Transient: retried by the job's :class:`Retry`."""
+
+
+def check_requeueable(job_id: str, status: str) -> None:
+    """The one rule for ``requeue`` (queue, store and CLI): only a job that ended
+    without success gets another set of attempts.
+
+    Examples
+    --------
+    >>> check_requeueable("a1", "dead")
+    >>> check_requeueable("a1", "running")
+    Traceback (most recent call last):
+    ...
+    packlab.errors.PacklabError: job a1 is running: only dead, failed or cancelled jobs can be requeued.
+    """
+    if status not in REQUEUEABLE:
+        raise PacklabError(f"job {job_id} is {status}: only dead, failed or cancelled jobs can be requeued.")
+
+
+class Signal:
+    """What users block on: a condition the admission loop notifies after each turn,
+    whether the queue closed (a closed queue finishes nothing more), and the first error
+    the loop or the store hit (raised to waiters instead of letting them hang).
+
+    Examples
+    --------
+    >>> s = Signal()
+    >>> s.closed, s.error
+    (False, None)
+    """
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.closed = False
+        self.error: str | None = None
+
+    def notify(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
 
 
 class JobFailed(RuntimeError):
@@ -68,7 +109,7 @@ class Job:
     def __init__(self, id: str, seq: int, fn_name: str, payload: bytes | None, *, owner: str | None = None,
                  rank: int = 1, deadline: float | None = None, timeout: float | None = None,
                  key: str | None = None, resources: dict | None = None, retry: Any = None,
-                 submitted: float | None = None, cv: threading.Condition | None = None):
+                 submitted: float | None = None, cv: Signal | None = None):
         self.id = id
         self.seq = seq
         self.fn_name = fn_name
@@ -112,13 +153,14 @@ class Job:
             return
         if self._cv is None:
             raise PacklabError(
-                f"job {self.id} is {self.status} and was loaded without a running queue: "
-                "open it with packlab.JobQueue(cluster, store=...).resume() to run it."
+                f"job {self.id} is {self.status} and no queue runs it (it was loaded from the "
+                "store): call resume() on a packlab.JobQueue(cluster, store=...) to run it."
             )
         end = None if timeout is None else time.monotonic() + timeout
-        with self._cv:
+        sig = self._cv
+        with sig.cond:
             while self.status not in TERMINAL:
-                if getattr(self._cv, "closed", False):
+                if sig.closed:
                     raise PacklabError(
                         f"job {self.id} is {self.status} and its queue is closed: open "
                         "packlab.JobQueue(cluster, store=same).resume() to run it."
@@ -126,7 +168,7 @@ class Job:
                 left = None if end is None else end - time.monotonic()
                 if left is not None and left <= 0:
                     raise TimeoutError(f"job {self.id} is still {self.status} after {timeout} s")
-                self._cv.wait(left if left is not None else 1.0)
+                sig.cond.wait(left if left is not None else 1.0)
 
     def result(self, timeout: float | None = None) -> Any:
         """Block until the job is final and return its result, or raise its error.

@@ -11,7 +11,9 @@ Guarantees
   committed (``map`` and ``flush`` wait for that, ``submit`` does not).
 * After the driver dies, ``JobQueue(cluster, store=same).resume()`` runs again every
   job that was queued, retrying or running: execution is *at least once*. A job that
-  was running at the crash may have run (fully or partly) before.
+  was running at the crash may have run (fully or partly) before. Submitting the key
+  of such an unfinished job runs that job (the same as ``resume()`` does for it);
+  ``get(id)`` only looks: its job runs once ``resume()`` is called.
 * A job recorded ``done`` never runs again, and submitting an idempotency ``key`` that
   exists returns the existing job: a keyed job succeeds *at most once* in the record.
   Side effects happen exactly once only if the function makes them idempotent on the
@@ -39,24 +41,25 @@ from typing import Any
 from distributed import Client
 
 from .. import config
-from ..errors import PacklabError, bad_value
+from ..errors import PacklabError, bad_value, whole_number
 from ..units import memory_bytes
 from . import payload as _payload
 from .admission import Admission
-from .job import QUEUED, RETRYING, RUNNING, TERMINAL, Job, deadline_epoch, priority_rank, timeout_seconds
+from .job import TERMINAL, Job, check_requeueable, deadline_epoch, priority_rank, timeout_seconds
 from .policies import Policy, get_policy
 from .retry import CircuitBreaker, Retry, RetryBudget, as_retry
 from .store import Store
 
 
-def _client_of(obj: Any) -> Client:
+def _client_of(obj: Any) -> tuple[Client, bool]:
+    """The client to run jobs with, and whether the queue made it (and must close it)."""
     if isinstance(obj, Client):
-        return obj
+        return obj, False
     client = getattr(obj, "client", None)  # PackCluster, or a deploy Cluster with one
     if isinstance(client, Client):
-        return client
+        return client, False
     if hasattr(obj, "scheduler_address"):
-        return Client(obj, security=getattr(obj, "security", None))
+        return Client(obj, security=getattr(obj, "security", None)), True
     raise bad_value("cluster_or_client", obj, "a packlab PackCluster, a Dask cluster or a distributed.Client")
 
 
@@ -99,10 +102,8 @@ class JobQueue:
                  store: str | None = None, max_in_flight: int | None = None,
                  retry: Retry | int | bool | None = None, *, retry_budget: RetryBudget | float | None = None,
                  breaker: CircuitBreaker | None = None):
-        if max_in_flight is not None and (isinstance(max_in_flight, bool)
-                                          or not isinstance(max_in_flight, int) or max_in_flight < 1):
-            raise bad_value("max_in_flight", max_in_flight,
-                            "a whole number of at least 1, or None (automatic)")
+        if max_in_flight is not None:
+            whole_number(max_in_flight, "max_in_flight", minimum=1)
         pol = get_policy(config.get("queue.policy") if policy is None else policy)
         default_retry = as_retry(retry, None) or Retry.from_config()
         if retry_budget is None or isinstance(retry_budget, (int, float)):
@@ -111,13 +112,13 @@ class JobQueue:
             raise bad_value("retry_budget", retry_budget, "a RetryBudget or a fraction such as 0.2")
         if breaker is not None and not isinstance(breaker, CircuitBreaker):
             raise bad_value("breaker", breaker, "a packlab.queue.CircuitBreaker(threshold=, cooldown=)")
-        client = _client_of(cluster_or_client)
-        self._store = Store(config.get("queue.store") if store is None else store)
-        self._store.start_writer()
+        result_max = memory_bytes(config.get("queue.result-max-bytes"), "result-max-bytes")
         factor = int(config.get("queue.in-flight-factor"))
+        self._store = Store(config.get("queue.store") if store is None else store)
+        client, self._owns_client = _client_of(cluster_or_client)
+        self._store.start_writer()
         self._engine = Admission(client, pol, self._store, default_retry, retry_budget,
-                                 breaker or CircuitBreaker.from_config(), max_in_flight, factor,
-                                 memory_bytes(config.get("queue.result-max-bytes"), "result-max-bytes"))
+                                 breaker or CircuitBreaker.from_config(), max_in_flight, factor, result_max)
         self._seq = iter(range(self._store.next_seq(), 1 << 62))
         self._lock = threading.Lock()
         self._keys: dict[str, Job] = {}
@@ -183,8 +184,7 @@ class JobQueue:
         if resources is not None and (not isinstance(resources, dict) or not all(
                 isinstance(k, str) and isinstance(v, (int, float)) and v > 0 for k, v in resources.items())):
             raise bad_value("resources", resources, 'a dict of positive amounts such as {"GPU": 1}')
-        if self._store.error is not None:
-            raise PacklabError(f"store {self._store.path} failed to write: {self._store.error}")
+        self._check_healthy()
         with self._lock:
             if key is not None:
                 existing = self._existing(key)
@@ -193,14 +193,21 @@ class JobQueue:
             blob = _payload.dumps(fn, args, kwargs)
             job = Job(uuid.uuid4().hex[:12], next(self._seq), _payload.fn_name(fn), blob, owner=owner,
                       rank=rank, deadline=d, timeout=t, key=key, resources=resources, retry=r,
-                      cv=self._engine.cv)
+                      cv=self._engine.signal)
             self._engine.jobs[job.id] = job
             if key is not None:
                 self._keys[key] = job
             self._engine.event(job, "submitted", f"owner={owner} priority={priority}", job.submitted)
             # Dispatch only after the record committed: a job never runs unrecorded.
-            self._store.insert(job, then=lambda: self._engine.inbox.put(("push", job)))
+            self._store.insert(job, then=lambda: self._engine.inbox.put(("push", job)),
+                               failed=lambda err: self._rejected(job, err))
         return job
+
+    def _rejected(self, job: Job, err: BaseException) -> None:
+        # Runs on the store's writer thread: no self._lock (submit may hold it in flush()).
+        if job.key is not None and self._keys.get(job.key) is job:
+            self._keys.pop(job.key, None)
+        self._engine.inbox.put(("rejected", job, err))
 
     def _existing(self, key: str) -> Job | None:
         job = self._keys.get(key)
@@ -209,6 +216,8 @@ class JobQueue:
             if jid is not None:
                 job = self.get(jid)
                 self._keys[key] = job
+                if not job.done and job._cv is None:  # a crashed run's job nothing runs
+                    self._take_over(job)
         return job
 
     def map(self, fn, iterable: Iterable, *, keys: Iterable[str] | None = None, **submit_kwargs) -> list[Job]:
@@ -240,31 +249,42 @@ class JobQueue:
     def wait(self, jobs: Iterable[Job | str] | None = None, timeout: float | None = None) -> list[Job]:
         """Block until the jobs (default: every job of this queue) are final; return them.
 
-        Raises ``TimeoutError`` if ``timeout`` seconds pass first.
+        Raises ``TimeoutError`` if ``timeout`` seconds pass first, and a PacklabError
+        if the queue closed, its loop or store failed, or a job is one nothing runs
+        (loaded with ``get`` before ``resume()``).
         """
         todo = list(self._engine.jobs.values()) if jobs is None else [
             j if isinstance(j, Job) else self.get(j) for j in jobs]
         end = None if timeout is None else time.monotonic() + timeout
+        sig = self._engine.signal
         i = 0
-        with self._engine.cv:
+        with sig.cond:
             while True:
                 while i < len(todo) and todo[i].status in TERMINAL:
                     i += 1
                 if i == len(todo):
                     return todo
+                n = sum(j.status not in TERMINAL for j in todo)
+                if sig.closed:
+                    raise PacklabError(f"{n} of {len(todo)} jobs are not finished and the queue is closed: "
+                                       "open packlab.JobQueue(cluster, store=same).resume() to run them.")
+                if todo[i]._cv is None:
+                    raise PacklabError(f"job {todo[i].id} is {todo[i].status} and nothing runs it (it was "
+                                       "loaded from the store): call q.resume() first.")
+                self._check_healthy()
                 left = None if end is None else end - time.monotonic()
                 if left is not None and left <= 0:
-                    n = sum(j.status not in TERMINAL for j in todo)
                     raise TimeoutError(f"{n} of {len(todo)} jobs are not finished after {timeout} s")
-                self._engine.cv.wait(0.5 if left is None else min(0.5, left))
+                sig.cond.wait(0.5 if left is None else min(0.5, left))
 
     def get(self, job_id: str) -> Job:
-        """The job with this id (from this session or the store)."""
+        """The job with this id (from this session or the store). An unfinished job
+        of an earlier run only runs once ``resume()`` is called."""
         job = self._engine.jobs.get(job_id)
         if job is not None:
             return job
         self._store.flush()
-        found = self._store.load([job_id], cv=self._engine.cv)
+        found = self._store.load([job_id])
         if not found:
             raise PacklabError(f"job id {job_id!r} does not exist in store {self._store.path}: "
                                "list ids with q.jobs() or `packlab queue ls`.")
@@ -284,41 +304,43 @@ class JobQueue:
         >>> with packlab.launch(workers=1, cores=1, memory="1GiB", wait=True) as pc:
         ...     with packlab.JobQueue(pc, store=os.path.join(tempfile.mkdtemp(), "q.db")) as q:
         ...         s = q.stats()
-        >>> s["policy"], s["in_flight"], s["breakers"], s["retry_budget"]["retries"]
-        ('fifo', 0, {}, 0)
+        >>> s["policy"], s["in_flight"], s["breakers"], s["retry_budget"]["retries"], s["errors"]["loop"]
+        ('fifo', 0, {}, 0, None)
+
+        ``errors`` holds the first error of the queue's loop and of its store (``None``
+        when healthy); ``submit`` and ``wait`` raise them.
         """
         e, now = self._engine, time.time()
         with e.budget_lock:
             budget = e.budget.stats(now)
         counts = Counter(j.status for j in list(e.jobs.values()))
+        err = self._store.error
         return {
             "policy": e.policy.name,
             "counts": dict(counts),
             "queued": len(e.policy),
             "in_flight": len(e.running),
             "max_in_flight": e.capacity(),
-            "held": {fn: len(h) for fn, h in list(e.held.items()) if h},
-            "breakers": {fn: {"state": b.state, "failures": b.failures,
-                              "reopens_at": b.reopens_at() if b.state != "closed" else None}
-                         for fn, b in list(e.breakers.items())},
+            "held": e.breakers.held_counts(),
+            "breakers": e.breakers.stats(),
             "retry_budget": budget,
             "dead_letters": self._store.counts().get("dead", 0),
+            "errors": {"loop": e.signal.error,
+                       "store": None if err is None else f"{type(err).__name__}: {err}"},
         }
 
     def dead_letters(self) -> list[Job]:
         """Jobs in the dead-letter queue (from the store: they survive restarts), each
         with its ``error``, ``traceback``, ``attempts``, ``owner`` and ``events``."""
         self._store.flush()
-        return [self._engine.jobs.get(j.id, j) for j in self._store.dead_letters(cv=self._engine.cv)]
+        return [self._engine.jobs.get(j.id, j) for j in self._store.dead_letters(cv=self._engine.signal)]
 
     # -- acting on jobs ------------------------------------------------------------------
     def requeue(self, job_id: str) -> Job:
         """Give a dead, failed or cancelled job another full set of attempts."""
         self._check_open()
         job = self.get(job_id)
-        if job.status not in ("dead", "failed", "cancelled"):
-            raise PacklabError(f"job {job_id} is {job.status}: only dead, failed or cancelled jobs can be "
-                               "requeued.")
+        check_requeueable(job.id, job.status)  # early, clear; the loop checks again
         return self._engine.call(lambda now: self._engine.requeue_now(job, now))
 
     def cancel(self, job_id: str) -> bool:
@@ -332,7 +354,8 @@ class JobQueue:
 
     def resume(self) -> JobQueue:
         """Run again every job of the store that had not finished (queued, retrying, or
-        running when the last driver died), and requeued ones. Returns the queue.
+        running when the last driver died), and requeued ones, including those already
+        looked up with ``get``. Returns the queue.
 
         Examples
         --------
@@ -345,26 +368,37 @@ class JobQueue:
         """
         self._check_open()
         e = self._engine
-        for job in self._store.unfinished(cv=e.cv):
-            if job.id in e.jobs:
-                continue
-            was = job.status
-            job.status = RETRYING if was == RETRYING else QUEUED
-            e.jobs[job.id] = job
-            if job.key is not None:
-                self._keys[job.key] = job
-            if was == RUNNING:
-                e.event(job, "resumed", "was running when the last driver stopped", time.time())
-            else:
-                e.event(job, "resumed", f"was {was}", time.time())
-            self._store.update(job)
-            e.inbox.put(("push", job))
+        self._store.flush()
+        with self._lock:
+            for job in self._store.unfinished():
+                mine = e.jobs.get(job.id)
+                if mine is not None and mine._cv is not None:
+                    continue  # submitted or taken over already: the loop has it
+                self._take_over(e.jobs.setdefault(job.id, job))
         return self
+
+    def _take_over(self, job: Job) -> None:
+        """Hand an unfinished job of an earlier run to the loop (which marks it ours)."""
+        self._engine.jobs[job.id] = job
+        if job.key is not None:
+            self._keys[job.key] = job
+        job._cv = self._engine.signal  # set here too: result() waits from now on
+        self._engine.inbox.put(("resume", job))
 
     # -- lifecycle -----------------------------------------------------------------------
     def _check_open(self) -> None:
         if self._closed:
             raise PacklabError("this JobQueue is closed: open a new one (with the same store to continue).")
+
+    def _check_healthy(self) -> None:
+        err = self._store.error
+        if err is not None:
+            raise PacklabError(f"store {self._store.path} failed to write ({type(err).__name__}: {err}): "
+                               "jobs are no longer recorded; check the disk and open a new JobQueue.")
+        if self._engine.signal.error is not None:
+            raise PacklabError(f"the queue's loop failed ({self._engine.signal.error}); see the "
+                               "'packlab.queue' log for the traceback. Open a new JobQueue with the same "
+                               "store and resume() to continue.")
 
     def close(self) -> None:
         """Stop admitting, cancel in-flight futures and commit the store. Jobs not yet
@@ -375,6 +409,8 @@ class JobQueue:
         self._engine.inbox.put(("stop",))
         self._engine.thread.join(timeout=60)
         self._store.close()
+        if self._owns_client:
+            self._engine.client.close()
 
     def __enter__(self) -> JobQueue:
         return self

@@ -13,7 +13,7 @@ from distributed import KilledWorker
 from distributed.client import FutureCancelledError
 
 from .. import config
-from ..errors import PacklabError, bad_value
+from ..errors import PacklabError, bad_value, whole_number
 from ..units import seconds
 from .job import JobTimeout
 
@@ -67,8 +67,7 @@ class Retry:
     give_up_on: Any = ()
 
     def __post_init__(self) -> None:
-        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or self.attempts < 1:
-            raise bad_value("attempts", self.attempts, "a whole number of at least 1 (1: no retry)")
+        whole_number(self.attempts, "attempts", minimum=1)  # 1: no retry
         if self.backoff not in _BACKOFFS:
             raise bad_value("backoff", self.backoff, f"one of {list(_BACKOFFS)}")
         object.__setattr__(self, "base", seconds(self.base, "base"))
@@ -159,7 +158,7 @@ class RetryBudget:
         if not 0 <= self.ratio:
             raise bad_value("ratio", ratio, "a fraction of submissions, 0 or more (e.g. 0.2)")
         self.window = seconds(c["window"] if window is None else window, "window", allow_zero=False)
-        self.minimum = int(c["minimum"] if minimum is None else minimum)
+        self.minimum = whole_number(int(c["minimum"]) if minimum is None else minimum, "minimum")
         self._buckets: deque[list] = deque()  # [second, submissions, retries]
         self.refused = 0
 
@@ -221,8 +220,7 @@ class CircuitBreaker:
     transitions: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, int) or self.threshold < 1:
-            raise bad_value("threshold", self.threshold, "a whole number of consecutive failures, at least 1")
+        whole_number(self.threshold, "threshold", minimum=1)  # consecutive failures
         self.cooldown = seconds(self.cooldown, "cooldown")
 
     @classmethod

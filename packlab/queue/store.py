@@ -15,13 +15,14 @@ import queue
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import cloudpickle
 
 from ..errors import PacklabError
-from .job import DEAD, FAILED, QUEUED, RETRYING, RUNNING, STATUSES, Job
+from .job import DEAD, FAILED, QUEUED, RETRYING, RUNNING, STATUSES, Job, Signal, check_requeueable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -36,6 +37,7 @@ CREATE INDEX IF NOT EXISTS events_job ON events(job_id);
 _INSERT = ("INSERT INTO jobs (id, seq, key, fn, owner, priority, deadline, timeout, resources, retry,"
            " status, attempts, submitted, updated, payload) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 _UNFINISHED = (QUEUED, RUNNING, RETRYING)
+_CHUNK = 500  # ids bound per query: far below SQLite's limit on variables
 _COLUMNS = ("id, seq, key, fn, owner, priority, deadline, timeout, resources, retry, status, attempts,"
             " submitted, late, error, traceback, payload, result, has_result")
 
@@ -61,16 +63,34 @@ def store_path(store: str | os.PathLike) -> str:
     return os.path.expanduser(s)
 
 
-def _connect(path: str) -> sqlite3.Connection:
-    con = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash
+def _connect(path: str, mode: str = "rwc") -> sqlite3.Connection:
+    uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode={mode}"
+    con = sqlite3.connect(uri, timeout=30, check_same_thread=False, isolation_level=None, uri=True)
+    if mode != "ro":
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash
     return con
 
 
-def open_checked(store: str | os.PathLike) -> tuple[str, sqlite3.Connection]:
-    """Open (creating) the database, or raise a PacklabError that says why and how to fix."""
+def open_checked(store: str | os.PathLike, mode: str = "rwc") -> tuple[str, sqlite3.Connection]:
+    """Open the database, or raise a PacklabError that says why and how to fix.
+
+    ``mode`` is SQLite's: ``"rwc"`` creates a missing store (a queue), ``"rw"`` and
+    ``"ro"`` (the CLI) need an existing one, so a mistyped path is an error, not a new
+    empty database.
+    """
     path = store_path(store)
+    if mode != "rwc":
+        if not os.path.isfile(path):
+            raise PacklabError(f"store={os.fspath(store)!r}: no queue store at {os.path.abspath(path)}. "
+                               "Check the path (--store), or run a JobQueue with that store first.")
+        try:
+            con = _connect(path, mode)
+            con.execute("SELECT 1 FROM jobs LIMIT 1")
+        except sqlite3.DatabaseError as e:
+            raise PacklabError(f"store={os.fspath(store)!r} ({os.path.abspath(path)}) is not a readable "
+                               f"queue store ({e}).") from None
+        return path, con
     folder = os.path.dirname(os.path.abspath(path))
     hint = "Pass store= a path in a folder you can write, e.g. store='~/packlab.db'."
     if not os.path.isdir(folder):
@@ -87,7 +107,8 @@ def open_checked(store: str | os.PathLike) -> tuple[str, sqlite3.Connection]:
 
 
 class Store:
-    """A job store. ``Store(path)`` alone (no queue) serves the CLI.
+    """A job store. ``Store(path)`` alone (no queue) serves the CLI; ``mode="ro"``
+    (or ``"rw"``) opens an existing store only.
 
     Examples
     --------
@@ -98,36 +119,44 @@ class Store:
     >>> s.close()
     """
 
-    def __init__(self, store: str | os.PathLike) -> None:
-        self.path, self._con = open_checked(store)
+    def __init__(self, store: str | os.PathLike, mode: str = "rwc") -> None:
+        self.path, self._con = open_checked(store, mode)
         self._ops: queue.SimpleQueue = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
+        #: The last error that made a write fail for a reason other than the row itself
+        #: (disk full, a broken file): the store cannot be trusted; ``submit`` raises it.
         self.error: BaseException | None = None
+        self._rejected: list[str] = []  # rows that failed since the last flush()
 
     # -- writing (through the writer thread) --------------------------------------------
     def start_writer(self) -> None:
         self._writer = threading.Thread(target=self._write_loop, name="packlab-queue-store", daemon=True)
         self._writer.start()
 
-    def write(self, sql: str, params: tuple, then: Callable[[], None] | None = None) -> None:
-        """Queue one statement; ``then`` runs after the transaction holding it committed."""
+    def write(self, sql: str, params: tuple, then: Callable[[], None] | None = None,
+              failed: Callable[[BaseException], None] | None = None) -> None:
+        """Queue one statement; ``then`` runs once it is committed, ``failed(error)``
+        if it cannot be (e.g. a duplicate idempotency key written by another process)."""
         if self._writer is None:
-            with self._lock:
-                self._con.execute(sql, params)
-            if then:
-                then()
+            self._commit([(sql, params, then, failed)])
         else:
-            self._ops.put((sql, params, then))
+            self._ops.put((sql, params, then, failed))
 
     def flush(self, timeout: float = 30.0) -> None:
-        """Block until every queued write is committed."""
-        if self._writer is None:
-            return
-        done = threading.Event()
-        self._ops.put(("", (), done.set))
-        if not done.wait(timeout):
-            raise PacklabError(f"store {self.path}: writes did not commit within {timeout} s")
+        """Block until every queued write is committed; raise a PacklabError naming the
+        writes that failed since the last flush."""
+        if self._writer is not None:
+            done = threading.Event()
+            self._ops.put(("", (), done.set, None))
+            if not done.wait(timeout):
+                raise PacklabError(f"store {self.path}: writes did not commit within {timeout} s")
+        with self._lock:
+            rejected, self._rejected = self._rejected, []
+        if rejected:
+            more = f" (and {len(rejected) - 3} more)" if len(rejected) > 3 else ""
+            raise PacklabError(f"store {self.path}: {len(rejected)} writes failed: {'; '.join(rejected[:3])}"
+                               f"{more}")
 
     def _write_loop(self) -> None:
         while True:
@@ -150,24 +179,52 @@ class Store:
         try:
             with self._lock:
                 self._con.execute("BEGIN")
-                i = 0
-                while i < len(batch):  # group runs of the same statement into executemany
-                    j = i
-                    while j < len(batch) and batch[j][0] == batch[i][0]:
-                        j += 1
-                    if batch[i][0]:
-                        self._con.executemany(batch[i][0], [b[1] for b in batch[i:j]])
-                    i = j
-                self._con.execute("COMMIT")
-        except sqlite3.Error as e:  # keep going; surface it in stats() and the next submit
-            self.error = e
-            try:
-                self._con.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-        for _, _, then in batch:
-            if then is not None:
-                then()
+                try:
+                    i = 0
+                    while i < len(batch):  # group runs of the same statement into executemany
+                        j = i
+                        while j < len(batch) and batch[j][0] == batch[i][0]:
+                            j += 1
+                        if batch[i][0]:
+                            self._con.executemany(batch[i][0], [b[1] for b in batch[i:j]])
+                        i = j
+                    self._con.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+            done = [(then, None) for _, _, then, _ in batch]
+        except sqlite3.Error:
+            # One bad row must not take the others down with it: write them one by one.
+            done = [self._commit_one(op) for op in batch]
+        for then, err in done:
+            if err is None:
+                if then is not None:
+                    then()
+        for (_, _, _, failed), (_, err) in zip(batch, done, strict=True):
+            if err is not None and failed is not None:
+                failed(err)
+
+    def _commit_one(self, op: tuple) -> tuple[Callable | None, BaseException | None]:
+        sql, params, then, _ = op
+        if not sql:
+            return then, None
+        try:
+            with self._lock:
+                self._con.execute(sql, params)  # autocommit: its own transaction
+            return then, None
+        except sqlite3.Error as e:
+            what = f"{sql.split('(')[0].strip()} {params[0]!r}: {e}"
+            with self._lock:
+                self._rejected.append(what)
+            if not isinstance(e, sqlite3.IntegrityError):
+                self.error = e  # not the row's fault: the store itself fails
+            return then, e
+
+    def _rollback(self) -> None:
+        try:
+            self._con.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
     def close(self) -> None:
         if self._writer is not None:
@@ -177,12 +234,15 @@ class Store:
         self._con.close()
 
     # -- job records ---------------------------------------------------------------------
-    def insert(self, job: Job, then: Callable[[], None] | None = None) -> None:
+    def insert(self, job: Job, then: Callable[[], None] | None = None,
+               failed: Callable[[BaseException], None] | None = None) -> None:
+        """Queue the job's record; ``then`` runs once it committed, ``failed(error)`` if
+        it was refused (its idempotency key already exists: another process won)."""
         retry = None if job.retry is None else cloudpickle.dumps(job.retry)
         res = None if job.resources is None else json.dumps(job.resources)
         self.write(_INSERT, (job.id, job.seq, job.key, job.fn_name, job.owner, job.rank, job.deadline,
                              job.timeout, res, retry, job.status, job.attempts, job.submitted,
-                             time.time(), job._payload), then)
+                             time.time(), job._payload), then, failed)
 
     def update(self, job: Job, **extra: Any) -> None:
         """Write the job's status, attempts and flags (and any extra columns)."""
@@ -215,33 +275,45 @@ class Store:
         return bool(self._query("SELECT 1 FROM jobs WHERE id=?", (job_id,)))
 
     def load(self, job_ids: Iterable[str] | None = None, status: Iterable[str] | None = None,
-             cv: threading.Condition | None = None, limit: int | None = None) -> list[Job]:
-        """Jobs from the database (with their events), by id or by status."""
-        where, params = [], []
-        if job_ids is not None:
-            ids = list(job_ids)
-            where.append(f"id IN ({','.join('?' * len(ids))})")
-            params += ids
+             cv: Signal | None = None, limit: int | None = None) -> list[Job]:
+        """Jobs from the database (with their events), by id or by status, in
+        submission order. Any number of ids: they are looked up in chunks."""
+        if job_ids is None:
+            return self._load([], [], status, cv, limit)
+        ids = list(job_ids)
+        jobs = [j for i in range(0, len(ids), _CHUNK)
+                for j in self._load([f"id IN ({','.join('?' * len(ids[i:i + _CHUNK]))})"],
+                                    ids[i:i + _CHUNK], status, cv, None)]
+        jobs.sort(key=lambda j: j.seq)
+        return jobs[:limit] if limit else jobs
+
+    def _load(self, where: list[str], params: list, status: Iterable[str] | None, cv: Signal | None,
+              limit: int | None) -> list[Job]:
         if status is not None:
             st = list(status)
             bad = [s for s in st if s not in STATUSES]
             if bad:
                 raise PacklabError(f"status={bad[0]!r} is unknown: choose one of {list(STATUSES)}.")
-            where.append(f"status IN ({','.join('?' * len(st))})")
-            params += st
-        sql = f"SELECT {_COLUMNS} FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq" + (f" LIMIT {int(limit)}" if limit else "")
-        jobs = [self._job(row, cv) for row in self._query(sql, tuple(params))]
-        if jobs:
+            where = [*where, f"status IN ({','.join('?' * len(st))})"]
+            params = [*params, *st]
+        sel = "FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+        sel += " ORDER BY seq" + (f" LIMIT {int(limit)}" if limit else "")
+        jobs = [self._job(row, cv) for row in self._query(f"SELECT {_COLUMNS} {sel}", tuple(params))]
+        if jobs:  # the events of the same jobs: a subquery, not one bound id per job
             by_id = {j.id: j for j in jobs}
-            marks = ",".join("?" * len(by_id))
-            for jid, t, kind, detail in self._query(
-                    f"SELECT job_id, t, kind, detail FROM events WHERE job_id IN ({marks}) ORDER BY t",
-                    tuple(by_id)):
+            sql = f"SELECT job_id, t, kind, detail FROM events WHERE job_id IN (SELECT id {sel}) ORDER BY t"
+            for jid, t, kind, detail in self._query(sql, tuple(params)):
                 by_id[jid].events.append((t, kind, detail))
         return jobs
+
+    def listing(self, status: str | None = None, limit: int | None = None) -> list[tuple]:
+        """What ``packlab queue ls`` shows, without unpickling anything: rows of (id,
+        status, late, attempts, owner, submitted, fn, error), in submission order."""
+        sql = "SELECT id, status, late, attempts, owner, submitted, fn, error FROM jobs"
+        params: tuple = ()
+        if status is not None:
+            sql, params = sql + " WHERE status=?", (status,)
+        return self._query(sql + " ORDER BY seq" + (f" LIMIT {int(limit)}" if limit else ""), params)
 
     @staticmethod
     def _job(row: tuple, cv) -> Job:
@@ -255,32 +327,35 @@ class Store:
             j._result, j._has_result = cloudpickle.loads(result), True
         return j
 
-    def unfinished(self, cv=None) -> list[Job]:
+    def unfinished(self, cv: Signal | None = None) -> list[Job]:
         """Jobs a restarted queue must run: queued, running or retrying."""
         return self.load(status=_UNFINISHED, cv=cv)
 
-    def requeue(self, job_id: str) -> Job:
+    def requeue(self, job_id: str) -> tuple[str, int]:
         """Mark a dead/failed/cancelled job queued again with fresh attempts, for the
-        next ``resume()`` (needs no cluster)."""
-        jobs = self.load([job_id])
-        if not jobs:
-            raise PacklabError(f"job id {job_id!r} does not exist in store {self.path}: "
-                               "list ids with `packlab queue ls`.")
-        job = jobs[0]
-        if job.status in _UNFINISHED or job.status == "done":
-            raise PacklabError(f"job {job_id} is {job.status}: only dead, failed or cancelled jobs "
-                               "can be requeued.")
+        next ``resume()`` (needs no cluster). Returns what it was: (status, attempts)."""
         now = time.time()
         with self._lock:
-            self._con.execute("UPDATE jobs SET status=?, attempts=0, updated=? WHERE id=?",
-                              (QUEUED, now, job_id))
-            self._con.execute("INSERT INTO events VALUES (?,?,?,?)",
-                              (job_id, now, "requeued", f"was {job.status} after {job.attempts} attempts"))
-        job.status, job.attempts = QUEUED, 0
-        return job
+            self._con.execute("BEGIN IMMEDIATE")  # check and update in one transaction
+            try:
+                rows = self._con.execute("SELECT status, attempts FROM jobs WHERE id=?", (job_id,)).fetchall()
+                if not rows:
+                    raise PacklabError(f"job id {job_id!r} does not exist in store {self.path}: "
+                                       "list ids with `packlab queue ls`.")
+                status, attempts = rows[0]
+                check_requeueable(job_id, status)
+                self._con.execute("UPDATE jobs SET status=?, attempts=0, updated=? WHERE id=?",
+                                  (QUEUED, now, job_id))
+                self._con.execute("INSERT INTO events VALUES (?,?,?,?)",
+                                  (job_id, now, "requeued", f"was {status} after {attempts} attempts"))
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        return status, attempts
 
-    def dead_letters(self, cv=None) -> list[Job]:
+    def dead_letters(self, cv: Signal | None = None) -> list[Job]:
         return self.load(status=(DEAD,), cv=cv)
 
-    def failed(self, cv=None) -> list[Job]:
+    def failed(self, cv: Signal | None = None) -> list[Job]:
         return self.load(status=(FAILED,), cv=cv)
