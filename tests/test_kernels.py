@@ -47,6 +47,36 @@ def test_kernel_of_a_kernel_is_itself_and_plain_functions_are_wrapped():
     assert isinstance(packlab.kernel(lambda x: x), Kernel)
 
 
+def test_wrapping_a_function_again_gives_the_same_kernel():
+    def cube(x):
+        return x * x * x
+
+    k = packlab.kernel(cube)
+    assert k(np.array([2.0])) == 8.0
+    assert packlab.kernel(cube) is k and len(k.cpu.overloads) == 1
+    assert packlab.kernel(lambda x: x) is not packlab.kernel(lambda x: x)  # distinct functions
+
+
+def test_reductions_with_different_parameters_tokenize_differently():
+    from dask.base import tokenize
+
+    f8 = np.dtype("f8")
+    same = [make_reduction("histogram", f8, False, {"bins": 4, "range": (0, 1)}) for _ in range(2)]
+    assert tokenize(same[0]) == tokenize(same[1])
+    for a, b in [({"bins": 4, "range": (0, 1)}, {"bins": 4, "range": (0, 2)}),
+                 ({"bins": [0.0, 1.0, 2.0]}, {"bins": [0.0, 1.5, 2.0]})]:
+        ha, hb = (make_reduction("histogram", f8, False, o) for o in (a, b))
+        assert ha.key() == hb.key() and tokenize(ha) != tokenize(hb)  # one loop, two answers
+    assert tokenize(make_reduction("var", f8, False, {})) != tokenize(
+        make_reduction("var", f8, False, {"ddof": 1}))
+
+    def add(a, b):
+        return a + b
+
+    assert tokenize(make_reduction(add, f8, False, {"identity": 0.0})) != tokenize(
+        make_reduction(add, f8, False, {"identity": 1.0}))
+
+
 def test_pickles_by_identity_in_process_and_by_value_across():
     assert pickle.loads(pickle.dumps(anomaly)) is anomaly
     # A fresh process has no registry entry: simulate by clearing it.
@@ -129,7 +159,7 @@ def test_loop_accumulates_inner_reduced_axes_in_locals():
 
 
 def test_registry_lists_the_documented_reductions():
-    assert {"sum", "min", "max", "mean", "var", "std", "count", "histogram"} <= set(REDUCTIONS)
+    assert {"sum", "min", "max", "mean", "var", "std", "count", "histogram", "custom"} <= set(REDUCTIONS)
 
 
 def test_fused_pass_allocates_no_temporary_of_the_chunk_size():

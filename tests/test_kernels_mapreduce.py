@@ -4,6 +4,7 @@ clear errors; a real TLS LocalCluster where only partials travel."""
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import uuid
 import warnings
@@ -20,6 +21,8 @@ from hypothesis.extra import numpy as hnp
 
 import packlab
 from packlab.errors import PacklabError
+from packlab.kernels import cuda, loops
+from packlab.kernels.kernel import _REGISTRY
 
 REDUCTIONS = ["sum", "mean", "var", "std", "min", "max", "count"]
 PLAIN = {"sum": np.sum, "mean": np.mean, "var": np.var, "std": np.std, "min": np.min, "max": np.max}
@@ -41,6 +44,15 @@ def anomaly(t, clim):
 @packlab.kernel
 def ident(x):
     return x
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_scheduler():
+    """Every test (and its fixtures) leaves dask's scheduler setting as it found it: a
+    Client left open would make later plain .compute() calls fail."""
+    before = dask.config.get("scheduler", None)
+    yield
+    assert dask.config.get("scheduler", None) == before
 
 
 def reference(v: np.ndarray, red: str, axis, skipna: bool):
@@ -190,6 +202,118 @@ def test_user_combine():
     assert got == np.prod(ints.astype(np.int64))
 
 
+def test_custom_by_name_is_the_same_as_a_combine_function():
+    x = np.random.default_rng(9).normal(size=(30, 4))
+
+    def maxabs(a, b):
+        return max(a, abs(b))
+
+    by_name = packlab.mapreduce(ident, da.from_array(x, chunks=(7, 2)), reduce="custom",
+                                combine=maxabs, identity=0.0, axis=0)
+    by_func = packlab.mapreduce(ident, da.from_array(x, chunks=(7, 2)), reduce=maxabs,
+                                identity=0.0, axis=0)
+    np.testing.assert_allclose(by_name.compute(), np.abs(x).max(axis=0))
+    np.testing.assert_array_equal(by_name.compute(), by_func.compute())
+
+
+def test_many_results_in_one_compute_are_each_right():
+    """Results that differ only in a parameter (histogram range or edges, ddof, a
+    combine's identity, the kernel) must not share graph layers."""
+    x = np.random.default_rng(10).normal(size=(60, 3)) - 0.5
+    d = da.from_array(x, chunks=(13, 2))
+    same_name = [lambda v: v, lambda v: 2 * v]  # two kernels both called "<lambda>"
+
+    def biggest(a, b):
+        return max(a, b)
+
+    def add(a, b):
+        return a + b
+
+    hist = [((4, (-2, 2)), np.histogram(x, 4, (-2, 2))[0]),
+            ((4, (0, 1)), np.histogram(x, 4, (0, 1))[0]),
+            ((8, (0, 1)), np.histogram(x, 8, (0, 1))[0]),
+            (([-3.0, 0.0, 3.0], None), np.histogram(x, [-3.0, 0.0, 3.0])[0]),
+            (([-3.0, -1.0, 3.0], None), np.histogram(x, [-3.0, -1.0, 3.0])[0])]
+    results = [packlab.mapreduce(ident, d, reduce="histogram", bins=b, range=r)
+               for (b, r), _ in hist]
+    wants = [w for _, w in hist]
+    for ddof in (0, 1, 5):
+        results.append(packlab.mapreduce(ident, d, reduce="var", ddof=ddof, axis=0))
+        wants.append(np.var(x, ddof=ddof, axis=0))
+    for identity in (0.0, -np.inf):
+        results.append(packlab.mapreduce(ident, d, reduce=biggest, identity=identity, axis=0))
+        wants.append(np.maximum(x.max(axis=0), identity))
+    for combine, identity in ((biggest, 0.0), (add, 0.0), (add, 0)):
+        results.append(packlab.mapreduce(ident, d, reduce="custom", combine=combine,
+                                         identity=identity))
+        wants.append(max(x.max(), 0.0) if combine is biggest else x.sum())
+    for k, scale in zip(same_name, (1, 2), strict=True):
+        results.append(packlab.mapreduce(k, d, reduce="mean"))
+        wants.append(scale * x.mean())
+    results.append(packlab.mapreduce(ident, d, reduce="mean", skipna=True))
+    wants.append(np.nanmean(x))
+    got = dask.compute(*results)
+    for g, w in zip(got, wants, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-12)
+
+
+def test_many_results_in_one_dataset_are_each_right():
+    t = _field()
+
+    def hist(lo, hi):  # bin coordinates differ between ranges: keep only the counts
+        h = packlab.mapreduce(ident, t, reduce="histogram", bins=5, range=(lo, hi), dim="time")
+        return h.drop_vars(["bin", "bin_lo", "bin_hi"])
+
+    ds = xr.Dataset({
+        "h_low": hist(265, 280),
+        "h_high": hist(280, 295),
+        "var0": packlab.mapreduce(ident, t, reduce="var", dim="time"),
+        "var1": packlab.mapreduce(ident, t, reduce="var", ddof=1, dim="time"),
+    }).compute()
+    v = t.compute().transpose("lat", "lon", "time").values
+    for name, rng in (("h_low", (265, 280)), ("h_high", (280, 295))):
+        want = np.apply_along_axis(lambda c, r=rng: np.histogram(c, 5, r)[0], -1, v)
+        np.testing.assert_array_equal(ds[name].transpose("lat", "lon", "bin").values, want)
+    np.testing.assert_allclose(ds.var0.values, v.var(axis=-1), rtol=1e-9)
+    np.testing.assert_allclose(ds.var1.values, v.var(axis=-1, ddof=1), rtol=1e-9)
+
+
+def test_plain_functions_are_compiled_once():
+    def square(x):
+        return x * x
+
+    def biggest(a, b):
+        return max(a, b)
+
+    x = da.from_array(np.arange(20.0), chunks=5)
+
+    def run():
+        a = packlab.mapreduce(square, x, reduce=biggest, identity=0.0)
+        b = packlab.mapreduce(square, x, reduce="custom", combine=biggest, identity=0.0)
+        return dask.compute(a, b)
+
+    assert run() == (361.0, 361.0)
+    k, comb = packlab.kernel(square), packlab.kernel(biggest)
+    sizes = (len(_REGISTRY), len(loops._LOOPS))
+    compiled = (len(k.cpu.overloads), len(comb.cpu.overloads))
+    assert run() == (361.0, 361.0)
+    assert packlab.kernel(square) is k and packlab.kernel(biggest) is comb
+    assert (len(_REGISTRY), len(loops._LOOPS)) == sizes
+    assert (len(k.cpu.overloads), len(comb.cpu.overloads)) == compiled
+
+
+def test_device_gpu_without_a_cluster_follows_this_machine():
+    r = lambda: packlab.mapreduce(poly, np.arange(3.0), device="gpu")  # noqa: E731
+    if not cuda.local_gpu():
+        with pytest.raises(PacklabError, match="device='gpu' but no CUDA device"):
+            r()
+    elif importlib.util.find_spec("cupy") is None:
+        with pytest.raises(PacklabError, match="needs CuPy"):
+            r().compute()
+    else:
+        assert r().compute() == 11.0
+
+
 def test_empty_size_one_and_scalar_inputs():
     assert packlab.mapreduce(poly, np.zeros(0)).compute() == 0.0
     assert np.isnan(packlab.mapreduce(poly, np.zeros(0), reduce="mean").compute())
@@ -259,11 +383,24 @@ def test_xarray_scalar_and_axis():
     (lambda: packlab.mapreduce(poly, np.zeros(3), dim="x"), "needs DataArray inputs"),
     (lambda: packlab.mapreduce(poly, np.zeros(3), axis=0, dim="x"), "both given"),
     (lambda: packlab.mapreduce(poly, np.zeros(3), device="tpu"), "device='tpu' is invalid"),
-    (lambda: packlab.mapreduce(poly, np.zeros(3), device="gpu"), "device='gpu' but no CUDA"),
     (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="histogram"), "needs bins="),
     (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="histogram", bins=3), "range=None"),
     (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="sum", bins=3), "bins= is not an option"),
+    (lambda: packlab.mapreduce(poly, np.zeros(3), axis=0.5), r"axis=0.5 is invalid.*whole numbers"),
+    (lambda: packlab.mapreduce(poly, np.zeros(3), axis=True), "axis=True is invalid"),
+    (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="histogram", bins=0, range=(0, 1)),
+     "bins=0 is invalid: expected a whole number of at least 1"),
+    (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="histogram", bins=2.5, range=(0, 1)),
+     "bins=2.5 is invalid"),
+    (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="var", ddof=-1),
+     "ddof=-1 is invalid: expected a whole number, 0 or more"),
+    (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="std", ddof=True), "ddof=True is invalid"),
     (lambda: packlab.mapreduce(poly, np.zeros(3), reduce=max), "needs identity="),
+    (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="custom"), "reduce='custom' needs combine="),
+    (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="custom", combine=lambda a, b: a + b),
+     "needs identity="),
+    (lambda: packlab.mapreduce(poly, np.zeros(3), reduce=lambda a, b: a + b,
+                               combine=lambda a, b: a * b, identity=0), "combine= was given too"),
     (lambda: packlab.mapreduce(poly), "got no arrays"),
     (lambda: packlab.mapreduce(anomaly, np.zeros(3)), "takes 2 argument"),
     (lambda: packlab.mapreduce(poly, _field(), _field().isel(lat=slice(1, None))), "coordinates"),

@@ -1,6 +1,6 @@
 """Map-reduce kernels: ``@kernel`` scalar functions run fused on every chunk, CPU or GPU."""
 
-from . import histogram  # noqa: F401  (registers reduce="histogram")
+from . import combine, extrema, histogram, moments  # noqa: F401  (they register their reduce= names)
 from .kernel import Kernel, kernel
 from .mapreduce import mapreduce
 from .reductions import REDUCTIONS, Reduction, register_reduction

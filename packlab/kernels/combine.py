@@ -1,4 +1,8 @@
-"""A user-supplied combine ``f(a, b)`` with an identity, as a reduction."""
+"""A user-supplied combine ``f(a, b)`` with an identity, as a reduction.
+
+Two spellings reach it: ``reduce=f, identity=x`` and ``reduce="custom", combine=f,
+identity=x``. The combine is compiled once per function (see :func:`.kernel.kernel`).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import PacklabError
-from .reductions import Reduction, acc_dtype
+from .reductions import Reduction, acc_dtype, register_reduction
 
 
+@register_reduction
 class Custom(Reduction):
     """A user-supplied associative, commutative combine ``f(a, b)`` with an identity."""
 
@@ -23,6 +28,11 @@ class Custom(Reduction):
         super().__init__(vtype, skipna, **options)
         from .kernel import kernel
 
+        if combine is None:
+            raise PacklabError(
+                "reduce='custom' needs combine=: an associative, commutative function "
+                "f(a, b) of two scalars, e.g. combine=lambda a, b: max(a, abs(b)), identity=0.0."
+            )
         if identity is None:
             raise PacklabError(
                 "a custom combine needs identity=: the value x with f(x, v) == v "

@@ -48,12 +48,11 @@ def local_gpu() -> bool:
 
 
 def cluster_has_gpus() -> bool | None:
-    """Whether the current Dask client's workers offer the ``GPU`` resource (None: no client)."""
-    try:
-        from distributed import default_client
+    """Whether the active Dask client's workers offer the ``GPU`` resource (None: no client)."""
+    from .placement import active_client
 
-        client = default_client()
-    except (ImportError, ValueError):
+    client = active_client()
+    if client is None:
         return None
     workers = client.scheduler_info(n_workers=-1)["workers"].values()
     return any(w.get("resources", {}).get("GPU", 0) > 0 for w in workers)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PacklabError
-from .reductions import Reduction, register_reduction
+from .reductions import Reduction, register_reduction, whole
 
 
 @register_reduction
@@ -26,7 +26,7 @@ class Histogram(Reduction):
         self.edges, self.uniform = _edges(bins, range)
         self.nb = len(self.edges) - 1
 
-    def key(self):
+    def key(self):  # the edges are a loop argument: one compiled loop for every range
         return (*super().key(), self.nb, self.uniform)
 
     def state_dtype(self):
@@ -77,8 +77,7 @@ def _edges(bins: Any, range_: Any) -> tuple[np.ndarray, bool]:
             "or an increasing array of bin edges."
         )
     if np.ndim(bins) == 0:
-        if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
-            raise PacklabError(f"bins={bins!r} is invalid: expected a whole number, 1 or more.")
+        bins = whole(bins, "bins", minimum=1)
         if range_ is None or np.shape(range_) != (2,):
             raise PacklabError(
                 f"range={range_!r} is invalid: expected (lo, hi) with bins={bins}. packlab does "

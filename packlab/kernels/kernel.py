@@ -27,6 +27,10 @@ from ..errors import PacklabError
 
 _NUMERIC_KINDS = "biuf"
 _REGISTRY: dict[str, Kernel] = {}  # uid -> kernel: unpickling returns the live one
+# plain function -> its Kernel, so mapreduce(f, ...) and reduce=f compile f once per
+# process instead of on every call. The Kernel holds f, so an entry lasts as long as the
+# process, as its compiled code does: make functions once (module level), not in a loop.
+_WRAPPED: dict[Callable[..., Any], Kernel] = {}
 _LOCK = threading.Lock()
 
 
@@ -210,7 +214,8 @@ def kernel(func: Callable[..., Any]) -> Kernel:
     Returns
     -------
     Kernel
-        Compiles lazily, once per dtype signature and process.
+        Compiles lazily, once per dtype signature and process. Wrapping the same
+        function again returns the same Kernel, with the code it already compiled.
 
     Examples
     --------
@@ -225,7 +230,19 @@ def kernel(func: Callable[..., Any]) -> Kernel:
     """
     if isinstance(func, Kernel):
         return func
-    k = Kernel(func)
+    try:
+        k = _WRAPPED.get(func)
+    except TypeError:  # an unhashable callable: wrapped anew every time
+        k, cache = None, False
+    else:
+        cache = True
+    if k is not None:
+        return k
     with _LOCK:
-        _REGISTRY[k.uid] = k
+        k = _WRAPPED.get(func) if cache else None
+        if k is None:
+            k = Kernel(func)
+            _REGISTRY[k.uid] = k
+            if cache:
+                _WRAPPED[func] = k
     return k

@@ -24,7 +24,7 @@ from . import cuda as _cuda
 from . import placement
 from .kernel import Kernel, check_numeric, kernel
 from .loops import chunk_state
-from .reductions import Reduction, make_reduction
+from .reductions import Reduction, make_reduction, whole
 
 
 def mapreduce(
@@ -50,8 +50,9 @@ def mapreduce(
     reduce : str or function
         ``"sum"``, ``"min"``, ``"max"``, ``"mean"``, ``"var"``, ``"std"`` (option
         ``ddof=``), ``"count"`` (values that are non-zero: a boolean kernel is a
-        predicate), ``"histogram"`` (``bins=`` and ``range=``, or bin edges), or an
-        associative, commutative combine ``f(a, b)`` with ``identity=``.
+        predicate), ``"histogram"`` (``bins=`` and ``range=``, or bin edges), or your
+        own associative, commutative combine ``f(a, b)``: ``reduce=f, identity=x`` or,
+        equivalently, ``reduce="custom", combine=f, identity=x``.
     axis, dim : optional
         Axes (positions) or dims (names, DataArrays only) to reduce; default all.
     device : {"auto", "cpu", "gpu"}
@@ -63,7 +64,7 @@ def mapreduce(
     skipna : bool
         Ignore NaN values of the kernel (as ``np.nansum`` and friends).
     **options
-        Options of the reduction (``bins``, ``range``, ``ddof``, ``identity``).
+        Options of the reduction (``bins``, ``range``, ``ddof``, ``combine``, ``identity``).
 
     Returns
     -------
@@ -85,6 +86,9 @@ def mapreduce(
     ...                  coords={"lat": [10, 20, 30]})
     >>> packlab.mapreduce(poly, t, reduce="var", dim="time").compute().values
     array([ 56.25, 110.25, 182.25])
+    >>> int(packlab.mapreduce(poly, x, reduce="custom", combine=lambda a, b: max(a, b),
+    ...                       identity=0.0).compute())
+    99
     """
     kern = kernel(kern)
     if not arrays:
@@ -141,15 +145,12 @@ def _graph(kern, red, data, shape, axes, gpu, split_every):
         if partials is not None:
             raxes = (partials.ndim - 1,)  # kept dims, then one axis of groups
         else:
-            pairs = []
-            for x in data:
-                pairs += [x, tuple(range(nd - x.ndim, nd))]
             partials = da.blockwise(
-                task, tuple(range(nd)), *pairs,
+                task, tuple(range(nd)), *placement.blockwise_pairs(data, nd),
                 dtype=pdt, meta=np.empty((0,) * nd, pdt), align_arrays=True,
                 adjust_chunks={i: 1 for i in axes},
                 name=f"{kern.name}-{red.name}-partial-"
-                + dask.base.tokenize(kern, red.key(), data, kept, gpu),
+                + dask.base.tokenize(kern, red, data, kept, gpu),  # red: all its parameters
             )
             raxes = axes
     combined = da.reduction(
@@ -224,12 +225,16 @@ def _axes(axis, dim, nd: int, dims: list[str] | None) -> tuple[int, ...]:
     items = [axis] if np.ndim(axis) == 0 else list(axis)
     out = set()
     for a in items:
-        if isinstance(a, bool) or not isinstance(a, (int, np.integer)) or not -nd <= a < max(nd, 1):
+        try:
+            a = whole(a, "axis", minimum=-nd)
+        except PacklabError:
+            a = None
+        if a is None or a >= max(nd, 1):
             raise PacklabError(
                 f"axis={axis!r} is invalid: the broadcast inputs have {nd} dimension(s), so axes "
-                f"run from {-nd} to {nd - 1}."
+                f"are whole numbers from {-nd} to {nd - 1}."
             )
-        out.add(int(a) % max(nd, 1))
+        out.add(a % max(nd, 1))
     return tuple(sorted(out))
 
 

@@ -24,7 +24,18 @@ from dask.highlevelgraph import HighLevelGraph
 
 
 def active_client():
-    """The distributed Client that ``.compute()`` would use now, or ``None``."""
+    """The distributed Client that ``.compute()`` would use now, or ``None``.
+
+    The one place that looks up the default client (task grouping here, GPU detection
+    in :mod:`.cuda`): a client that exists while another scheduler is configured (e.g.
+    ``dask.config.set(scheduler="sync")``) does not run the graph, so it is ignored.
+
+    Examples
+    --------
+    >>> with dask.config.set(scheduler="sync"):
+    ...     active_client() is None
+    True
+    """
     try:
         from distributed import default_client
 
@@ -33,6 +44,21 @@ def active_client():
         return None
     sched = dask.base.get_scheduler()
     return client if getattr(sched, "__self__", None) is client else None
+
+
+def blockwise_pairs(data: list[da.Array], nd: int) -> list[Any]:
+    """``(array, index)`` pairs for :func:`dask.array.blockwise`: every input aligned to
+    the trailing dims of the ``nd``-dim broadcast shape, as NumPy broadcasting does.
+
+    Examples
+    --------
+    >>> [ix for ix in blockwise_pairs([da.ones((2, 3)), da.ones(3)], 2)[1::2]]
+    [(0, 1), (1,)]
+    """
+    pairs: list[Any] = []
+    for x in data:
+        pairs += [x, tuple(range(nd - x.ndim, nd))]
+    return pairs
 
 
 def grouped_partials(client, many, red, data: list[da.Array], shape, axes) -> da.Array | None:
@@ -44,10 +70,7 @@ def grouped_partials(client, many, red, data: list[da.Array], shape, axes) -> da
     """
     pdt = red.partial_dtype()
     nd = len(shape)
-    pairs: list[Any] = []
-    for x in data:
-        pairs += [x, tuple(range(nd - x.ndim, nd))]
-    chunkss, arrays = da.core.unify_chunks(*pairs)
+    chunkss, arrays = da.core.unify_chunks(*blockwise_pairs(data, nd))
     numblocks = [len(chunkss[i]) for i in range(nd)]
     kept_dims = [i for i in range(nd) if i not in axes]
     workers = client.scheduler_info(n_workers=-1)["workers"]
@@ -66,7 +89,7 @@ def grouped_partials(client, many, red, data: list[da.Array], shape, axes) -> da
         return out
 
     every = list(itertools.product(*(range(n) for n in numblocks)))
-    who = client.sync(client.scheduler.who_has, keys=[keys(i)[big] for i in every])
+    who = client.who_has(arrays[big])  # its futures, when it is persisted
     home = {i: (who.get(keys(i)[big]) or [None])[0] for i in every}
     if any(w not in threads for w in home.values()):
         return None  # not persisted: per-chunk tasks fuse with whatever makes the data
@@ -84,7 +107,7 @@ def grouped_partials(client, many, red, data: list[da.Array], shape, axes) -> da
         plan[kidx] = groups
     n_groups = max(len(g) for g in plan.values())
 
-    name = "group-partial-" + dask.base.tokenize(many, *[a.name for a in arrays], n_groups)
+    name = "group-partial-" + dask.base.tokenize(many, red, *[a.name for a in arrays], plan)
     dsk = {}
     for kidx, groups in plan.items():
         cells = tuple(chunkss[d][kidx[n]] for n, d in enumerate(kept_dims))

@@ -1,13 +1,16 @@
-"""Reductions: each is a registry entry with a partial state, fused loop code, an
-associative combine and a finalize.
+"""Reductions: the :class:`Reduction` base class and the ``reduce=`` registry.
+
+Each reduction is a registry entry with a partial state, fused loop code, an
+associative combine and a finalize. The concrete ones live in :mod:`.moments` (sum,
+count, mean, var, std), :mod:`.extrema` (min, max), :mod:`.histogram` and
+:mod:`.combine` (a user's combine function).
 
 A reduction runs in three places. Inside the compiled chunk loop it updates *state
 arrays* (one slot per output cell) from the kernel's value ``v``; the loop source is
 generated from the snippets below, so the kernel's value is never stored. The chunk's
 state becomes a small structured NumPy *partial*; partials are combined in a tree
 (:meth:`Reduction.combine`, associative) and the last one is turned into the answer
-(:meth:`Reduction.finalize`). Variance uses shifted sums within a chunk and Chan et
-al.'s pairwise update across chunks, so it stays accurate on ill-conditioned data.
+(:meth:`Reduction.finalize`).
 
 Names the snippets may use: ``v`` (the kernel's value), ``o`` (the output cell),
 ``s_<field>`` (state arrays), ``l_<field>`` (per-cell locals of an inner loop),
@@ -20,7 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import PacklabError
+from ..errors import PacklabError, whole_number
 
 REDUCTIONS: dict[str, type[Reduction]] = {}
 
@@ -30,6 +33,7 @@ def register_reduction(cls: type[Reduction]) -> type[Reduction]:
 
     Examples
     --------
+    >>> from packlab.kernels.moments import Sum
     >>> @register_reduction
     ... class SumAbs(Sum):
     ...     name = "sumabs"
@@ -42,6 +46,19 @@ def register_reduction(cls: type[Reduction]) -> type[Reduction]:
     """
     REDUCTIONS[cls.name] = cls
     return cls
+
+
+def whole(value: Any, field: str, minimum: int = 0) -> int:
+    """:func:`packlab.errors.whole_number` that also accepts NumPy integers (not bools).
+
+    Examples
+    --------
+    >>> whole(np.int64(3), "bins", minimum=1)
+    3
+    """
+    if isinstance(value, np.integer):
+        value = int(value)
+    return whole_number(value, field, minimum)
 
 
 def acc_dtype(vtype: np.dtype) -> np.dtype:
@@ -65,15 +82,28 @@ class Reduction:
             raise PacklabError(
                 f"{', '.join(f'{k}=' for k in options)} is not an option of reduce={self.name!r}."
                 f" Remove it (options by reduction: ddof for var/std, bins/range for histogram,"
-                " identity for a custom combine)."
+                " combine/identity for reduce='custom')."
             )
         self.vtype = np.dtype(vtype)
         self.skipna = bool(skipna) and self.vtype.kind == "f"
 
     # -- description --------------------------------------------------------
     def key(self) -> tuple:
-        """What the generated loop depends on (the compile-cache key)."""
+        """What the generated loop depends on (the compile-cache key).
+
+        Parameters passed to the loop as arguments (histogram edges, a combine's
+        identity) are not part of it: one compiled loop serves every value of them.
+        """
         return (self.name, self.vtype.str, self.skipna, str(self.state_dtype()))
+
+    def __dask_tokenize__(self) -> tuple:
+        """Everything that changes the answer: the class and every attribute (dtypes,
+        ``skipna``, ``ddof``, histogram edges, a combine's kernel and identity), so two
+        graphs share a layer name only when they compute the same thing."""
+        from dask.base import normalize_token
+
+        cls = type(self)
+        return (cls.__module__, cls.__qualname__, normalize_token(sorted(vars(self).items())))
 
     def state_dtype(self) -> np.dtype:
         a = acc_dtype(self.vtype)
@@ -168,233 +198,18 @@ def _squeezed(shape: tuple[int, ...], axis: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(1 if i in axis else n for i, n in enumerate(shape))
 
 
-@register_reduction
-class Sum(Reduction):
-    name = "sum"
-    additive = True
-    fields = ("s",)
-
-    def update_local(self):
-        return self.guarded(["l_s += v"])
-
-    def result_dtype(self):
-        return np.zeros(1, self.vtype).sum().dtype
-
-    def finalize(self, p):
-        return p["s"].astype(self.result_dtype())
-
-
-@register_reduction
-class Count(Reduction):
-    """How many values are non-zero (a boolean kernel is a predicate); NaN counts
-    unless ``skipna``."""
-
-    name = "count"
-    fields = ("n",)
-    additive = True
-
-    def state_dtype(self):
-        return np.dtype([("n", "i8")])
-
-    def init_locals(self):
-        return ["l_n = 0"]
-
-    def update_local(self):
-        return self.guarded(["if v != 0:", "    l_n += 1"])
-
-    def result_dtype(self):
-        return np.dtype("i8")
-
-    def finalize(self, p):
-        return p["n"].copy()
-
-
-@register_reduction
-class Mean(Reduction):
-    name = "mean"
-    additive = True
-    fields = ("s", "n")
-
-    def state_dtype(self):
-        return np.dtype([("s", "f8"), ("n", "i8")])
-
-    def init_locals(self):
-        return ["l_s = 0.0", "l_n = 0"]
-
-    def update_local(self):
-        return self.guarded(["l_s += v", "l_n += 1"])
-
-    def result_dtype(self):
-        return np.zeros(1, self.vtype).mean().dtype
-
-    def finalize(self, p):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (p["s"] / p["n"]).astype(self.result_dtype())
-
-
-@register_reduction
-class Var(Reduction):
-    """Variance: shifted sums in the chunk loop, Chan's parallel update across chunks."""
-
-    name = "var"
-    fields = ("n", "s1", "s2", "k")
-    needs_shift = True
-
-    def __init__(self, vtype, skipna=False, ddof: int = 0, **options):
-        super().__init__(vtype, skipna, **options)
-        if isinstance(ddof, bool) or not isinstance(ddof, (int, np.integer)) or ddof < 0:
-            raise PacklabError(f"ddof={ddof!r} is invalid: expected a whole number, 0 or more.")
-        self.ddof = int(ddof)
-
-    def state_dtype(self):
-        return np.dtype([("n", "i8"), ("s1", "f8"), ("s2", "f8"), ("k", "f8")])
-
-    def partial_dtype(self):
-        return np.dtype([("n", "i8"), ("mean", "f8"), ("m2", "f8")])
-
-    def init_locals(self):
-        return ["l_n = 0", "l_s1 = 0.0", "l_s2 = 0.0", "l_k = s_k[o]"]
-
-    _body: ClassVar[list[str]] = ["d = v - l_k", "l_n += 1", "l_s1 += d", "l_s2 += d * d"]
-
-    def update_local(self):
-        return self.guarded(self._body)
-
-    def flush(self):
-        return ["s_n[o] += l_n", "s_s1[o] += l_s1", "s_s2[o] += l_s2"]
-
-    def device_init_locals(self):
-        return ["l_n = 0", "l_s1 = 0.0", "l_s2 = 0.0", "l_k = 0.0"]
-
-    def device_update_local(self):
-        # Each thread shifts by its own first value: no pre-pass, and the partials
-        # still combine exactly (to_partial turns each into count, mean, M2).
-        return self.guarded(["if l_n == 0:", "    l_k = float(v)", *self._body])
-
-    def to_partial(self, state):
-        n, s1, s2, k = state["n"], state["s1"], state["s2"], state["k"]
-        out = np.empty(n.shape, self.partial_dtype())
-        safe = np.maximum(n, 1)
-        out["n"] = n
-        out["mean"] = np.where(n > 0, k + s1 / safe, 0.0)
-        out["m2"] = np.where(n > 0, s2 - s1 * s1 / safe, 0.0)
-        return out
-
-    def combine(self, p, axis):
-        n, mean, m2 = p["n"], p["mean"], p["m2"]
-        total = n.sum(axis=axis, keepdims=True)
-        safe = np.maximum(total, 1)
-        # Chan et al.: the combined mean, then each part's M2 plus its spread about it.
-        # A NaN part (skipna=False) must poison the result, so no masking of means here.
-        with np.errstate(invalid="ignore"):
-            w = np.where(n > 0, n, 0)
-            contrib = np.where(n > 0, mean, 0.0) * w
-            nan_part = np.isnan(mean) & (n > 0)
-            cmean = contrib.sum(axis=axis, keepdims=True) / safe
-            dev = np.where(n > 0, mean - cmean, 0.0)
-            cm2 = (np.where(n > 0, m2, 0.0) + w * dev * dev).sum(axis=axis, keepdims=True)
-            poisoned = nan_part.any(axis=axis, keepdims=True)
-        out = np.empty(total.shape, p.dtype)
-        out["n"] = total
-        out["mean"] = np.where(poisoned, np.nan, cmean)
-        out["m2"] = np.where(poisoned, np.nan, cm2)
-        return out
-
-    def result_dtype(self):
-        return np.zeros(1, self.vtype).mean().dtype
-
-    def finalize(self, p):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            dof = p["n"] - self.ddof
-            v = np.where(dof > 0, np.maximum(p["m2"], 0.0) / np.maximum(dof, 1), np.nan)
-            v = np.where(np.isnan(p["m2"]), np.nan, v)
-        return v.astype(self.result_dtype())
-
-
-@register_reduction
-class Std(Var):
-    name = "std"
-
-    def finalize(self, p):
-        return np.sqrt(super().finalize(p))
-
-
-class _Extremum(Reduction):
-    fields = ("m", "n")
-    empty_error = True
-    op: ClassVar[str]  # "<" for min, ">" for max
-
-    def state_dtype(self):
-        return np.dtype([("m", self.vtype if self.vtype.kind != "b" else "u1"), ("n", "i8")])
-
-    def identity(self):
-        big = np.inf if self.vtype.kind == "f" else np.iinfo(self.state_dtype()["m"]).max
-        if self.vtype.kind == "b":
-            big = 1
-        return big if self.op == "<" else (-big if self.vtype.kind == "f" else
-                                           np.iinfo(self.state_dtype()["m"]).min)
-
-    def init_locals(self):
-        return [f"l_m = p_{self.name}id", "l_n = 0"]
-
-    def update_local(self):
-        better = f"v {self.op} l_m" + (" or v != v" if self.vtype.kind == "f" and not self.skipna else "")
-        return self.guarded([f"if {better}:", "    l_m = v", "l_n += 1"])
-
-    def flush(self):
-        better = f"l_m {self.op} s_m[o]" + (
-            " or l_m != l_m" if self.vtype.kind == "f" and not self.skipna else "")
-        return [f"if {better}:", "    s_m[o] = l_m", "s_n[o] += l_n"]
-
-    def param_values(self):
-        return (np.array(self.identity(), self.state_dtype()["m"])[()],)
-
-    def init_state(self, cells):
-        st = super().init_state(cells)
-        st["m"][:] = self.identity()
-        return st
-
-    def combine_field(self, field, x, axis):
-        if field == "n":
-            return x.sum(axis=axis, keepdims=True)
-        pick = np.fmin if self.op == "<" else np.fmax  # states hold NaN only when it counts
-        if self.vtype.kind == "f" and not self.skipna:
-            pick = np.minimum if self.op == "<" else np.maximum
-        return pick.reduce(x, axis=axis, keepdims=True)
-
-    def result_dtype(self):
-        return self.vtype
-
-    def finalize(self, p):
-        m = p["m"].astype(self.vtype)
-        if self.vtype.kind == "f":
-            m = np.where(p["n"] > 0, m, np.nan).astype(self.vtype)  # all-NaN cell
-        return m
-
-
-@register_reduction
-class Min(_Extremum):
-    name = "min"
-    op = "<"
-    params = ("minid",)
-
-
-@register_reduction
-class Max(_Extremum):
-    name = "max"
-    op = ">"
-    params = ("maxid",)
-
-
 def make_reduction(reduce: Any, vtype: np.dtype, skipna: bool, options: dict[str, Any]) -> Reduction:
-    """Resolve ``reduce=`` (a name, or a combine function with ``identity=``).
+    """Resolve ``reduce=``: a registered name (``"custom"`` with ``combine=`` and
+    ``identity=`` among them), or a combine function ``f(a, b)`` with ``identity=``.
 
     Examples
     --------
     >>> make_reduction("sum", np.dtype("float32"), False, {}).result_dtype()
     dtype('float32')
+    >>> make_reduction(lambda a, b: max(a, b), np.dtype("int64"), False, {"identity": 0}).name
+    'custom'
     """
-    from . import histogram  # noqa: F401  (registers "histogram")
+    from . import combine, extrema, histogram, moments  # noqa: F401  (they register themselves)
 
     if isinstance(reduce, str):
         if reduce not in REDUCTIONS:
@@ -404,9 +219,12 @@ def make_reduction(reduce: Any, vtype: np.dtype, skipna: bool, options: dict[str
             )
         return REDUCTIONS[reduce](vtype, skipna, **options)
     if callable(reduce):
-        from .combine import Custom
-
-        return Custom(vtype, skipna, combine=reduce, **options)
+        if "combine" in options:
+            raise PacklabError(
+                f"reduce={reduce!r} is a combine function and combine= was given too: pass "
+                "reduce=f, identity=... or reduce='custom', combine=f, identity=..."
+            )
+        return combine.Custom(vtype, skipna, combine=reduce, **options)
     raise PacklabError(
         f"reduce={reduce!r} is invalid: expected a reduction name such as 'sum', or a "
         "combine function f(a, b) with identity=."

@@ -85,3 +85,24 @@ def test_gpu_variance_is_stable_on_ill_conditioned_data():
 def test_generated_kernel_source_has_no_atomics():
     src = cuda.gpu_source(2, (False, True), make_reduction("var", np.dtype("f8"), True, {}))
     assert "atomic" not in src and "s_n[row, o] = l_n" in src
+
+
+def test_gpu_results_that_differ_only_in_parameters_do_not_share_layers():
+    x = np.random.default_rng(4).normal(size=(40, 3))
+    d = da.from_array(x, chunks=(9, 3))
+
+    def biggest(a, b):
+        return max(a, b)
+
+    results = [
+        packlab.mapreduce(ident, d, reduce="histogram", bins=4, range=(-2, 2), device="gpu"),
+        packlab.mapreduce(ident, d, reduce="histogram", bins=4, range=(0, 1), device="gpu"),
+        packlab.mapreduce(ident, d, reduce="custom", combine=biggest, identity=0.0, axis=0,
+                          device="gpu"),
+        packlab.mapreduce(ident, d, reduce=biggest, identity=-np.inf, axis=0, device="gpu"),
+    ]
+    got = dask.compute(*results)
+    np.testing.assert_array_equal(got[0], np.histogram(x, 4, (-2, 2))[0])
+    np.testing.assert_array_equal(got[1], np.histogram(x, 4, (0, 1))[0])
+    np.testing.assert_array_equal(got[2], np.maximum(x.max(axis=0), 0.0))
+    np.testing.assert_array_equal(got[3], x.max(axis=0))
