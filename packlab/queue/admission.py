@@ -31,19 +31,7 @@ from distributed.client import FutureCancelledError
 from ..errors import PacklabError
 from .breakers import Breakers
 from .fetch import Fetcher, watch
-from .job import (
-    CANCELLED,
-    DEAD,
-    DONE,
-    FAILED,
-    QUEUED,
-    RETRYING,
-    RUNNING,
-    Job,
-    JobTimeout,
-    Signal,
-    check_requeueable,
-)
+from .job import CANCELLED, DEAD, DONE, FAILED, QUEUED, RETRYING, RUNNING, Job, JobTimeout, Signal
 from .payload import Payload
 from .payload import run as _run_payload
 from .policies import Policy
@@ -300,7 +288,7 @@ class Admission:
         else:
             self._failed(job, FutureCancelledError(fut.key, reason="lost by the scheduler"), "", now)
 
-    def _end_attempt(self, job: Job, now: float) -> float:
+    def end_attempt(self, job: Job, now: float) -> float:
         self.running.pop(job.id, None)
         job._future = None
         runtime = max(0.0, now - job._started)
@@ -308,7 +296,7 @@ class Admission:
         return runtime
 
     def _succeeded(self, job: Job, result: Any, now: float) -> None:
-        runtime = self._end_attempt(job, now)
+        runtime = self.end_attempt(job, now)
         for held in self.breakers.success(job.fn_name, now):
             self.event(held, "released", f"circuit closed for {job.fn_name}", now)
             self.policy.push(held)
@@ -327,7 +315,7 @@ class Admission:
         self.store.update(job, result=blob, has_result=int(blob is not None))
 
     def _failed(self, job: Job, exc: BaseException, tb: str, now: float) -> None:
-        self._end_attempt(job, now)
+        self.end_attempt(job, now)
         probe_at = self.breakers.failure(job.fn_name, now)
         if probe_at is not None:
             self._timer(probe_at, "breaker", job.fn_name, 0)
@@ -404,39 +392,6 @@ class Admission:
         except Exception:
             pass
         self._failed(job, JobTimeout(f"job {job.id} ran past its timeout of {job.timeout} s"), "", now)
-
-    # -- cancel / requeue (run in the loop thread through call()) ------------------------
-    def cancel_now(self, job: Job, now: float) -> bool:
-        if job.done:
-            return False
-        if job.status == RUNNING:
-            fut = job._future
-            self._end_attempt(job, now)
-            if fut is not None:
-                try:
-                    self.client.cancel([fut])
-                except Exception:
-                    pass
-            self.breakers.abandon(job.fn_name, now)
-        else:
-            self.policy.remove(job)
-            self.breakers.forget(job)
-        job._token += 1
-        job.status = CANCELLED
-        self.event(job, "cancelled", "by request", now)
-        self.store.update(job)
-        return True
-
-    def requeue_now(self, job: Job, now: float) -> Job:
-        check_requeueable(job.id, job.status)  # here, in the loop: two callers cannot both pass
-        job._token += 1
-        job._cv = self.signal  # a job loaded from the store is this queue's from now on
-        was, n = job.status, job.attempts
-        job.status, job.attempts, job._exc = QUEUED, 0, None
-        self.event(job, "requeued", f"was {was} after {n} attempts", now)
-        self.store.update(job)
-        self.policy.push(job)
-        return job
 
     # -- bookkeeping ---------------------------------------------------------------------
     def event(self, job: Job, kind: str, detail: str, now: float) -> None:

@@ -43,6 +43,7 @@ from distributed import Client
 from .. import config
 from ..errors import PacklabError, bad_value, whole_number
 from ..units import memory_bytes
+from . import control
 from . import payload as _payload
 from .admission import Admission
 from .job import TERMINAL, Job, check_requeueable, deadline_epoch, priority_rank, timeout_seconds
@@ -341,7 +342,7 @@ class JobQueue:
         self._check_open()
         job = self.get(job_id)
         check_requeueable(job.id, job.status)  # early, clear; the loop checks again
-        return self._engine.call(lambda now: self._engine.requeue_now(job, now))
+        return self._engine.call(lambda now: control.requeue(self._engine, job, now))
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a job; ``False`` if it was already final. A running job's thread runs
@@ -350,7 +351,7 @@ class JobQueue:
         job = self.get(job_id)
         if job.status in TERMINAL:
             return False
-        return self._engine.call(lambda now: self._engine.cancel_now(job, now))
+        return self._engine.call(lambda now: control.cancel(self._engine, job, now))
 
     def resume(self) -> JobQueue:
         """Run again every job of the store that had not finished (queued, retrying, or
