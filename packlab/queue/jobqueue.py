@@ -243,7 +243,11 @@ class JobQueue:
 
     def flush(self) -> None:
         """Block until every job submitted so far is committed to the store (``submit``
-        returns before its record commits, within milliseconds; ``map`` flushes)."""
+        returns before its record commits, within milliseconds; ``map`` flushes).
+
+        Raises a PacklabError naming the records the store refused since the last
+        ``flush`` (e.g. a key another process wrote first: those jobs end ``failed``).
+        """
         self._store.flush()
 
     # -- waiting and looking -------------------------------------------------------------
@@ -284,7 +288,7 @@ class JobQueue:
         job = self._engine.jobs.get(job_id)
         if job is not None:
             return job
-        self._store.flush()
+        self._store.flush(check=False)  # refused rows are reported by q.flush()
         found = self._store.load([job_id])
         if not found:
             raise PacklabError(f"job id {job_id!r} does not exist in store {self._store.path}: "
@@ -333,7 +337,7 @@ class JobQueue:
     def dead_letters(self) -> list[Job]:
         """Jobs in the dead-letter queue (from the store: they survive restarts), each
         with its ``error``, ``traceback``, ``attempts``, ``owner`` and ``events``."""
-        self._store.flush()
+        self._store.flush(check=False)  # refused rows are reported by q.flush()
         return [self._engine.jobs.get(j.id, j) for j in self._store.dead_letters(cv=self._engine.signal)]
 
     # -- acting on jobs ------------------------------------------------------------------
@@ -369,7 +373,7 @@ class JobQueue:
         """
         self._check_open()
         e = self._engine
-        self._store.flush()
+        self._store.flush(check=False)  # refused rows are reported by q.flush()
         with self._lock:
             for job in self._store.unfinished():
                 mine = e.jobs.get(job.id)

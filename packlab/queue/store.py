@@ -143,14 +143,16 @@ class Store:
         else:
             self._ops.put((sql, params, then, failed))
 
-    def flush(self, timeout: float = 30.0) -> None:
-        """Block until every queued write is committed; raise a PacklabError naming the
-        writes that failed since the last flush."""
+    def flush(self, timeout: float = 30.0, check: bool = True) -> None:
+        """Block until every queued write is committed; with ``check``, raise a
+        PacklabError naming the writes that failed since the last checked flush."""
         if self._writer is not None:
             done = threading.Event()
             self._ops.put(("", (), done.set, None))
             if not done.wait(timeout):
                 raise PacklabError(f"store {self.path}: writes did not commit within {timeout} s")
+        if not check:
+            return
         with self._lock:
             rejected, self._rejected = self._rejected, []
         if rejected:
