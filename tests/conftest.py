@@ -33,13 +33,16 @@ def _require_slurm(request):
     pytest.skip(f"SLURM TESTS SKIPPED: {reason}")
 
 
-@pytest.fixture
-def local_cluster():
-    """A small TLS local cluster: 2 workers x 1 thread, 1 GiB each."""
+def small_cluster() -> packlab.PackCluster:
+    """A small TLS local cluster: 2 workers x 1 thread, 1 GiB each (clamping notes silenced)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", packlab.PacklabWarning)
-        pc = packlab.launch(workers=2, cores=1, memory="1GiB", wait=True)
-    with pc:
+        return packlab.launch(workers=2, cores=1, memory="1GiB", wait=True)
+
+
+@pytest.fixture
+def local_cluster():
+    with small_cluster() as pc:
         yield pc
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -85,17 +86,28 @@ def _read_until(stream, prefix: str, seen: list[str], timeout: float = 120) -> s
     return found[0].split(":", 1)[1].strip()
 
 
+@contextlib.contextmanager
+def _cluster_up(*args: str):
+    """``packlab cluster up ARGS`` in a session of its own (so a test can signal its whole
+    process group the way a terminal's Ctrl-C does, without touching pytest); killed if
+    the test leaves it running."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "packlab.cli", "cluster", "up", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 @pytest.mark.parametrize("ctrl_c", ["process", "process-group"])
 def test_cluster_up_prints_address_and_dashboard_and_stops_on_ctrl_c(ctrl_c):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "packlab.cli", "cluster", "up", "--profile", "general-batch",
-           "--workers", "1"]
-    # A session of its own, so "process-group" can signal it and its workers the way a
-    # terminal's Ctrl-C does, without touching pytest.
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
     seen: list[str] = []
-    try:
+    with _cluster_up("--profile", "general-batch", "--workers", "1") as proc:
         address = _read_until(proc.stdout, "scheduler:", seen)
         dashboard = _read_until(proc.stdout, "dashboard:", seen)
         assert address.startswith("tls://127.0.0.1:")
@@ -107,10 +119,6 @@ def test_cluster_up_prints_address_and_dashboard_and_stops_on_ctrl_c(ctrl_c):
         else:
             os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert proc.returncode == 0, err
     assert "stopping cluster" in err
     assert err.rstrip().endswith("stopped.")
@@ -118,19 +126,10 @@ def test_cluster_up_prints_address_and_dashboard_and_stops_on_ctrl_c(ctrl_c):
 
 
 def test_cluster_up_sigterm_also_stops_cleanly():
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "packlab.cli", "cluster", "up", "--workers", "0", "--insecure"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
-    )
     seen: list[str] = []
-    try:
+    with _cluster_up("--workers", "0", "--insecure") as proc:
         assert _read_until(proc.stdout, "scheduler:", seen).startswith("tcp://")
         proc.terminate()
         _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert proc.returncode == 0, err
     assert err.rstrip().endswith("stopped.")

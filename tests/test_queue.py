@@ -11,11 +11,11 @@ import sqlite3
 import sys
 import threading
 import time
-import warnings
 
 import cloudpickle
 import pytest
 from click.testing import CliRunner
+from conftest import small_cluster
 
 import packlab
 from packlab.cli import main as cli
@@ -85,10 +85,7 @@ def until(cond, what, timeout=60.0):
 # -- fixtures ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cluster():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", packlab.PacklabWarning)
-        pc = packlab.launch(workers=2, cores=1, memory="1GiB", wait=True)
-    with pc:
+    with small_cluster() as pc:
         yield pc
 
 
@@ -592,9 +589,8 @@ def test_killed_worker_is_transient_and_in_flight_follows_scaling(tmp_path):
 
     import dask
 
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), warnings.catch_warnings():
-        warnings.simplefilter("ignore", packlab.PacklabWarning)
-        pc = packlab.launch(workers=2, cores=1, memory="1GiB", wait=True)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        pc = small_cluster()
     with pc, JobQueue(pc, store=str(tmp_path / "q.db"), retry=FAST) as q:
         assert q.stats()["max_in_flight"] == 2 * packlab.config.get("queue.in-flight-factor")
         pidfile = tmp_path / "pid"
