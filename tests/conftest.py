@@ -7,8 +7,7 @@ import shutil
 import warnings
 
 import pytest
-
-import packlab
+from support import small_cluster
 
 
 def slurm_ready() -> str | None:
@@ -31,13 +30,6 @@ def _require_slurm(request):
     if os.environ.get("CI") == "true":
         pytest.fail(f"SLURM unavailable in CI (these tests must run there): {reason}")
     pytest.skip(f"SLURM TESTS SKIPPED: {reason}")
-
-
-def small_cluster() -> packlab.PackCluster:
-    """A small TLS local cluster: 2 workers x 1 thread, 1 GiB each (clamping notes silenced)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", packlab.PacklabWarning)
-        return packlab.launch(workers=2, cores=1, memory="1GiB", wait=True)
 
 
 @pytest.fixture

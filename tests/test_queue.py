@@ -15,7 +15,7 @@ import time
 import cloudpickle
 import pytest
 from click.testing import CliRunner
-from conftest import small_cluster
+from support import small_cluster
 
 import packlab
 from packlab.cli import main as cli
