@@ -481,3 +481,28 @@ def test_on_slurm_workers():
         want = np.std(poly(x.compute()), axis=0)
         got = packlab.mapreduce(poly, x, reduce="std", axis=0).compute()
     np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+@pytest.mark.parametrize(("split_every", "direct"), [(None, True), (4, True), (2, False)])
+def test_group_partials_go_straight_to_one_final_task_unless_the_fan_in_is_smaller(split_every, direct):
+    """Three worker threads make three groups: with a fan-in of at least 3 one task per
+    kept block folds and finalizes them; with split_every=2 Dask's tree combines them."""
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=3, processes=False,
+                                  dashboard_address=None) as lc, distributed.Client(lc) as client:
+        x = client.persist(da.random.default_rng(9).normal(size=(48, 6), chunks=(4, 3)))
+        distributed.wait(x)
+        ref = x.compute()
+        for reduce, want, opts in [
+            ("var", np.var(poly(ref), axis=0), {}),
+            ("histogram", np.stack([np.histogram(c, bins=5, range=(-1, 10))[0] for c in poly(ref).T]),
+             {"bins": 5, "range": (-1, 10)}),
+        ]:
+            r = packlab.mapreduce(poly, x, reduce=reduce, axis=0, split_every=split_every, **opts)
+            names = list(r.__dask_graph__().layers)
+            assert any(n.startswith("group-partial") for n in names), names
+            assert any(n.startswith("combine-groups") for n in names) is direct, names
+            assert r.numblocks[0] == 2  # the kept axis keeps its two blocks
+            np.testing.assert_allclose(r.compute(), want, rtol=1e-9)
+        total = packlab.mapreduce(poly, x, split_every=split_every)
+        assert total.shape == ()
+        np.testing.assert_allclose(total.compute(), poly(ref).sum(), rtol=1e-9)

@@ -98,7 +98,7 @@ class Kernel:
         if self._cpu is None:
             with _LOCK:
                 if self._cpu is None:
-                    self._cpu = numba.njit(nogil=True)(self.py_func)
+                    self._cpu = numba.njit(nogil=True, fastmath={"contract"})(self.py_func)
         return self._cpu
 
     @property

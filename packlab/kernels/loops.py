@@ -120,7 +120,7 @@ def compiled_loop(kern: Kernel, nin: int, kept: tuple[bool, ...], red: Reduction
             if fn is None:
                 ns: dict[str, Any] = {"kern": kern.cpu, "np": np, **red.globals()}
                 exec(compile(loop_source(nin, kept, red), f"<packlab loop {kern.name}>", "exec"), ns)
-                fn = _LOOPS[key] = numba.njit(nogil=True, fastmath={"reassoc"})(ns["chunk"])
+                fn = _LOOPS[key] = numba.njit(nogil=True, fastmath={"reassoc", "contract"})(ns["chunk"])
     return fn
 
 

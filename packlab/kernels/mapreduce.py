@@ -143,6 +143,9 @@ def _graph(kern, red, data, shape, axes, gpu, split_every):
         if client is not None:
             partials = placement.grouped_partials(client, many, red, data, shape, axes)
         if partials is not None:
+            if partials.numblocks[-1] <= _fan_in(split_every):
+                final = functools.partial(_final_of_groups, red=red)
+                return placement.combine_groups(partials, final, red.result_dtype(), red.extra_shape())
             raxes = (partials.ndim - 1,)  # kept dims, then one axis of groups
         else:
             partials = da.blockwise(
@@ -188,6 +191,20 @@ def partial_of_chunks(chunks, *, kern: Kernel, red: Reduction, kept, gpu: bool) 
             state = chunk_state(kern, red, blocks, kept, state)
     partial = red.combine(np.stack(parts), (0,))[0] if gpu else red.to_partial(state)
     return partial.reshape(tuple(n if k else 1 for n, k in zip(shape, kept, strict=True)))
+
+
+def _fan_in(split_every: int | dict | None) -> int:
+    """How many partials one combine task takes (Dask's rule: ``split_every``, else
+    the ``split_every`` config value, else 4)."""
+    if isinstance(split_every, dict):
+        return max(2, min(split_every.values(), default=2))
+    return max(2, int(split_every or dask.config.get("split_every", 4)))
+
+
+def _final_of_groups(parts: list[np.ndarray], red: Reduction) -> np.ndarray:
+    """The grouped path's last step: fold the group partials, then finalize."""
+    p = np.concatenate(parts, axis=-1)
+    return red.finalize(red.combine(p, (p.ndim - 1,)).squeeze(axis=-1))
 
 
 def _as_is(x, axis=None, keepdims=True):

@@ -119,6 +119,26 @@ def grouped_partials(client, many, red, data: list[da.Array], shape, axes) -> da
     return da.Array(graph, name, chunks=chunks, dtype=pdt, meta=np.empty((0,) * len(chunks), pdt))
 
 
+def combine_groups(partials: da.Array, final, dtype: np.dtype, extra: tuple[int, ...]) -> da.Array:
+    """One task per kept block that folds the block's group partials and finalizes them.
+
+    For a small fan-in (the usual case: one group per worker thread) this replaces
+    Dask's tree reduction, whose chunk, aggregate and finalize steps each cost a
+    scheduler round trip: here the partials go straight from the group tasks into the
+    one task that makes the answer. ``final(parts)`` takes the list of the block's
+    group partials (each with a trailing group axis of length 1).
+    """
+    name = "combine-groups-" + dask.base.tokenize(partials.name, final, dtype, extra)
+    n_groups = partials.numblocks[-1]
+    dsk = {
+        (name, *kidx, *(0,) * len(extra)): (final, [(partials.name, *kidx, g) for g in range(n_groups)])
+        for kidx in itertools.product(*(range(n) for n in partials.numblocks[:-1]))
+    }
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[partials])
+    chunks = (*partials.chunks[:-1], *((n,) for n in extra))
+    return da.Array(graph, name, chunks=chunks, dtype=dtype, meta=np.empty((0,) * len(chunks), dtype))
+
+
 def _group(chunks: list[list[np.ndarray]], many, red, cells: tuple[int, ...]) -> np.ndarray:
     """One group's partial; a group with no chunks (padding) gives the identity."""
     if not chunks:
