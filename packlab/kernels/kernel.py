@@ -216,6 +216,8 @@ def kernel(func: Callable[..., Any]) -> Kernel:
     Kernel
         Compiles lazily, once per dtype signature and process. Wrapping the same
         function again returns the same Kernel, with the code it already compiled.
+        Multiply-adds may be fused (numba ``fastmath={"contract"}``), so results can
+        differ from plain Python's in the last bit.
 
     Examples
     --------

@@ -6,7 +6,8 @@ become a 1-D contiguous loop (full reduction) or a 2-D loop (reduce the outer ax
 keep the inner one), which LLVM vectorizes. The loop calls the kernel on each element
 and folds the value straight into the reduction's state: no temporary array. Values
 of an inner reduced axis are accumulated in locals ("reassoc" fast-math lets LLVM
-use several accumulators) and flushed once per output cell.
+use several accumulators) and flushed once per output cell. "contract" allows fused
+multiply-adds; no flag that assumes away NaN or infinity is used, so ``skipna`` holds.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ The graph has one task per chunk (the fused pass of :mod:`.loops` or :mod:`.cuda
 returning a small structured *partial*), then Dask's own tree reduction
 (:func:`dask.array.reduction`, ``split_every``) over the partials, then a finalize.
 Inputs stay where they live: on a cluster each chunk's task runs on the worker that
-holds the chunk and only partials travel.
+holds the chunk and only partials travel. When the inputs are persisted on the
+workers, :mod:`.placement` replaces the per-chunk tasks with one task per worker
+thread and, for a small fan-in, the tree with one final task per kept block.
 """
 
 from __future__ import annotations
