@@ -42,8 +42,10 @@ def test_profiles_lists_all_five_with_sizes(runner):
 def test_demo_small_matches_numpy(runner):
     r = runner.invoke(main, ["demo", "--size", "64MB", "--workers", "1"])
     assert r.exit_code == 0, r.output
-    assert "matches NumPy" in r.output
-    assert "61.04 MiB of float64" in r.output  # 64 MB, in the units Dask prints
+    assert r.output.count("matches NumPy") == 4, r.output  # dask and packlab, two questions
+    assert "DOES NOT" not in r.output
+    assert "61.00 MiB of float64 on 1 worker " in r.output  # 64 MB in whole 256 x 256 time steps
+    assert "generated on the workers and kept there" in r.output
 
 
 @pytest.mark.parametrize(
