@@ -7,6 +7,11 @@ every job lives in a SQLite store so a dead driver loses nothing.
 
 Guarantees
 ----------
+* One live queue drives a store: opening a store another live ``JobQueue`` drives (in
+  any process, on any host) raises a PacklabError naming it (pid, host, since, last
+  heartbeat). A dead driver is taken over: at once when it ran on this host, after
+  ``packlab.queue.lease-timeout`` without a heartbeat otherwise, or with
+  ``take_over=True``. A queue that lost its lease writes nothing more and raises.
 * A job is committed to the store before it is handed to Dask; it is durable once
   committed (``map`` and ``flush`` wait for that, ``submit`` does not).
 * After the driver dies, ``JobQueue(cluster, store=same).resume()`` runs again every
@@ -47,6 +52,7 @@ from . import control
 from . import payload as _payload
 from .admission import Admission
 from .job import TERMINAL, Job, check_requeueable, deadline_epoch, priority_rank, timeout_seconds
+from .lease import Lease
 from .policies import Policy, get_policy
 from .retry import CircuitBreaker, Retry, RetryBudget, as_retry
 from .store import Store
@@ -86,6 +92,10 @@ class JobQueue:
         ``packlab.queue.retry-budget``); a retry over budget waits, it is not dropped.
     breaker : CircuitBreaker, optional
         The per-function circuit breaker settings (``packlab.queue.breaker``).
+    take_over : bool, default False
+        One live queue drives a store (see Guarantees); a dead driver's store is taken
+        over anyway. ``True`` takes it at once from a driver you know is gone (e.g. on
+        another host); if it still runs, it stops with an error before its next write.
 
     Examples
     --------
@@ -102,7 +112,7 @@ class JobQueue:
     def __init__(self, cluster_or_client: Any, policy: str | Policy | None = None,
                  store: str | None = None, max_in_flight: int | None = None,
                  retry: Retry | int | bool | None = None, *, retry_budget: RetryBudget | float | None = None,
-                 breaker: CircuitBreaker | None = None):
+                 breaker: CircuitBreaker | None = None, take_over: bool = False):
         if max_in_flight is not None:
             whole_number(max_in_flight, "max_in_flight", minimum=1)
         pol = get_policy(config.get("queue.policy") if policy is None else policy)
@@ -113,13 +123,23 @@ class JobQueue:
             raise bad_value("retry_budget", retry_budget, "a RetryBudget or a fraction such as 0.2")
         if breaker is not None and not isinstance(breaker, CircuitBreaker):
             raise bad_value("breaker", breaker, "a packlab.queue.CircuitBreaker(threshold=, cooldown=)")
+        if not isinstance(take_over, bool):
+            raise bad_value("take_over", take_over, "True or False")
         result_max = memory_bytes(config.get("queue.result-max-bytes"), "result-max-bytes")
         factor = int(config.get("queue.in-flight-factor"))
         self._store = Store(config.get("queue.store") if store is None else store)
-        client, self._owns_client = _client_of(cluster_or_client)
-        self._store.start_writer()
-        self._engine = Admission(client, pol, self._store, default_retry, retry_budget,
-                                 breaker or CircuitBreaker.from_config(), max_in_flight, factor, result_max)
+        self._lease: Lease | None = None
+        try:  # the lease first: a refused queue makes no client and reads no jobs
+            self._lease = self._store.fence = Lease(self._store.path, take_over=take_over)
+            client, self._owns_client = _client_of(cluster_or_client)
+            self._store.start_writer()
+            self._engine = Admission(client, pol, self._store, default_retry, retry_budget, breaker
+                                     or CircuitBreaker.from_config(), max_in_flight, factor, result_max)
+        except BaseException:
+            self._store.close()
+            if self._lease is not None:
+                self._lease.release()
+            raise
         self._seq = iter(range(self._store.next_seq(), 1 << 62))
         self._lock = threading.Lock()
         self._keys: dict[str, Job] = {}
@@ -396,6 +416,8 @@ class JobQueue:
             raise PacklabError("this JobQueue is closed: open a new one (with the same store to continue).")
 
     def _check_healthy(self) -> None:
+        if self._lease.lost:
+            raise self._lease.lost_error()
         err = self._store.error
         if err is not None:
             raise PacklabError(f"store {self._store.path} failed to write ({type(err).__name__}: {err}): "
@@ -414,6 +436,7 @@ class JobQueue:
         self._engine.inbox.put(("stop",))
         self._engine.thread.join(timeout=60)
         self._store.close()
+        self._lease.release()
         if self._owns_client:
             self._engine.client.close()
 

@@ -23,6 +23,7 @@ import cloudpickle
 
 from ..errors import PacklabError
 from .job import DEAD, FAILED, QUEUED, RETRYING, RUNNING, STATUSES, Job, Signal, check_requeueable
+from .lease import HELD
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -128,6 +129,21 @@ class Store:
         #: (disk full, a broken file): the store cannot be trusted; ``submit`` raises it.
         self.error: BaseException | None = None
         self._rejected: list[str] = []  # rows that failed since the last flush()
+        #: The driver lease (see lease.py) every write transaction checks, once a queue
+        #: holds one: a driver that lost its lease cannot overwrite the new driver's rows.
+        self.fence: Any = None
+
+    def _begin(self) -> None:
+        """Open a write transaction, checking the lease; a lost lease fails the store."""
+        if self.fence is None:
+            self._con.execute("BEGIN")
+            return
+        self._con.execute("BEGIN IMMEDIATE")  # the lease cannot change before we commit
+        if not self._con.execute(HELD, (self.fence.driver,)).fetchall():
+            self._rollback()
+            self.fence.lost = True
+            self.error = self.fence.lost_error()
+            raise self.error
 
     # -- writing (through the writer thread) --------------------------------------------
     def start_writer(self) -> None:
@@ -153,6 +169,8 @@ class Store:
                 raise PacklabError(f"store {self.path}: writes did not commit within {timeout} s")
         if not check:
             return
+        if self.fence is not None and self.fence.lost:
+            raise self.fence.lost_error()
         with self._lock:
             rejected, self._rejected = self._rejected, []
         if rejected:
@@ -180,7 +198,7 @@ class Store:
     def _commit(self, batch: list) -> None:
         try:
             with self._lock:
-                self._con.execute("BEGIN")
+                self._begin()
                 try:
                     i = 0
                     while i < len(batch):  # group runs of the same statement into executemany
@@ -198,6 +216,8 @@ class Store:
         except sqlite3.Error:
             # One bad row must not take the others down with it: write them one by one.
             done = [self._commit_one(op) for op in batch]
+        except PacklabError as e:  # the lease is lost: nothing is written, flushes still return
+            done = [(then, e if sql else None) for sql, _, then, _ in batch]
         for then, err in done:
             if err is None:
                 if then is not None:
@@ -212,8 +232,16 @@ class Store:
             return then, None
         try:
             with self._lock:
-                self._con.execute(sql, params)  # autocommit: its own transaction
+                self._begin()  # its own transaction
+                try:
+                    self._con.execute(sql, params)
+                    self._con.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
             return then, None
+        except PacklabError as e:  # the lease is lost
+            return then, e
         except sqlite3.Error as e:
             what = f"{sql.split('(')[0].strip()} {params[0]!r}: {e}"
             with self._lock:

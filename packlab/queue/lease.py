@@ -1,0 +1,187 @@
+"""One live driver per store: the driver lease.
+
+Two queues driving one store would each run its unfinished jobs and overwrite each
+other's records. So a ``JobQueue`` takes the store's lease when it opens: one row
+(driver id, pid, host, started, heartbeat) written in a ``BEGIN IMMEDIATE`` transaction,
+so of two openers exactly one wins. The holder refreshes the heartbeat from a small
+thread every ``lease-timeout / 5``; ``close()`` deletes the row.
+
+A lease is taken over when its holder is gone: at once when the holder ran on this host
+and its pid is not alive (a killed driver, the common case), after ``lease-timeout``
+without a heartbeat otherwise (a hung process, another host), or on request
+(``take_over=True``). The store checks the lease in every write transaction, so a
+driver that lost it (stopped for longer than the timeout, then woken) can no longer
+write: its queue stops with an error instead of overwriting the new driver's records.
+
+Staleness compares the holder's heartbeat with this host's clock: hosts sharing a store
+(e.g. over NFS, where SQLite locking is itself unreliable) need synchronised clocks.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+
+from .. import config
+from ..errors import PacklabError
+from ..units import seconds
+
+log = logging.getLogger("packlab.queue")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS lease (
+  one INTEGER PRIMARY KEY CHECK (one = 1), driver TEXT NOT NULL, pid INTEGER, host TEXT,
+  started REAL, heartbeat REAL);
+"""
+#: Run inside a store's write transaction: a row means this driver still holds the lease.
+HELD = "SELECT 1 FROM lease WHERE driver=?"
+
+
+def lease_timeout() -> float:
+    """``packlab.queue.lease-timeout`` in seconds: a lease whose heartbeat is older is
+    taken over.
+
+    Examples
+    --------
+    >>> lease_timeout()
+    30.0
+    """
+    return seconds(config.get("queue.lease-timeout"), "packlab.queue.lease-timeout", allow_zero=False)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host is alive (a zombie, killed but not yet
+    reaped by its parent, is not).
+
+    Examples
+    --------
+    >>> pid_alive(os.getpid())
+    True
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:  # no /proc (macOS): os.kill said it exists
+        return True
+
+
+def _when(t: float) -> str:
+    return _dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+class Lease:
+    """This driver's lease on a store (see the module docs). ``Lease(path)`` takes it or
+    raises a PacklabError naming the holder; ``release()`` gives it back.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "q.db")
+    >>> a = Lease(path)
+    >>> try:
+    ...     Lease(path)
+    ... except PacklabError as e:
+    ...     print("driven by another JobQueue" in str(e))
+    True
+    >>> a.release()
+    >>> Lease(path).release()
+    """
+
+    def __init__(self, path: str, take_over: bool = False, timeout: float | None = None) -> None:
+        self.path = path
+        self.timeout = lease_timeout() if timeout is None else timeout
+        self.driver = uuid.uuid4().hex
+        self.lost = False  # set when a heartbeat finds another driver's row
+        self._con = sqlite3.connect(os.path.abspath(path), timeout=30, check_same_thread=False,
+                                    isolation_level=None)
+        try:
+            self.taken_from = self._acquire(take_over)
+        except BaseException:
+            self._con.close()
+            raise
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="packlab-queue-lease", daemon=True)
+        self._thread.start()
+
+    def _acquire(self, take_over: bool) -> str | None:
+        """Write our row; return why an earlier holder's row was replaced (or None)."""
+        con = self._con
+        con.executescript(SCHEMA)
+        host, pid, now = socket.gethostname(), os.getpid(), time.time()
+        con.execute("BEGIN IMMEDIATE")  # the check and the write in one transaction: one winner
+        try:
+            row = con.execute("SELECT driver, pid, host, started, heartbeat FROM lease").fetchone()
+            why = None if row is None else self._take_over_reason(row, take_over, host, now)
+            con.execute("INSERT OR REPLACE INTO lease VALUES (1, ?, ?, ?, ?, ?)",
+                        (self.driver, pid, host, now, now))
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        if why:
+            log.warning("store %s: took the driver lease over from pid %s on %s (%s)", self.path,
+                        row[1], row[2], why)
+        return why
+
+    def _take_over_reason(self, row: tuple, take_over: bool, host: str, now: float) -> str:
+        """Why the holder's lease may be taken, or raise the PacklabError naming it."""
+        _, pid, holder_host, started, beat = row
+        if take_over:
+            return "take_over=True"
+        if holder_host == host and not pid_alive(pid):
+            return "its process is gone"
+        if now - beat > self.timeout:
+            return f"no heartbeat for {now - beat:.0f} s"
+        same = " (this process: close the other JobQueue first)" if holder_host == host and \
+            pid == os.getpid() else ""
+        raise PacklabError(
+            f"store {self.path} is driven by another JobQueue: pid {pid} on host {holder_host}{same}, "
+            f"since {_when(started)}, last heartbeat {now - beat:.1f} s ago. Two drivers would run its "
+            f"jobs twice. Close the other queue, or wait: a driver that died is taken over automatically "
+            f"(at once on this host, after {self.timeout:g} s of silence otherwise: "
+            f"packlab.queue.lease-timeout). If you know it is gone, pass take_over=True.")
+
+    def _beat(self) -> None:
+        interval = self.timeout / 5
+        while not self._stop.wait(interval):
+            try:
+                cur = self._con.execute("UPDATE lease SET heartbeat=? WHERE driver=?",
+                                        (time.time(), self.driver))
+            except sqlite3.Error as e:  # a busy store: the next beat tries again
+                log.warning("store %s: lease heartbeat failed (%s)", self.path, e)
+                continue
+            if cur.rowcount == 0:
+                self.lost = True
+                log.error("store %s: another driver took over this queue's lease", self.path)
+                return
+
+    def lost_error(self) -> PacklabError:
+        """The error a queue that lost its lease raises."""
+        return PacklabError(
+            f"store {self.path}: another JobQueue took over this queue's driver lease (this one was "
+            f"silent for over {self.timeout:g} s, or take_over=True was used), so this queue no longer "
+            "records or runs jobs. Use the queue that took over, or close it and open a new one.")
+
+    def release(self) -> None:
+        """Stop the heartbeat and delete our row (if it is still ours)."""
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        try:
+            self._con.execute("DELETE FROM lease WHERE driver=?", (self.driver,))
+        except sqlite3.Error as e:  # stale now: the next opener takes it over after the timeout
+            log.warning("store %s: could not release the driver lease (%s)", self.path, e)
+        finally:
+            self._con.close()
