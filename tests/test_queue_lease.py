@@ -64,6 +64,17 @@ def effect(key, log):
     return key
 
 
+def hold(flag, log):
+    """Occupy a worker until the test removes ``flag`` (fails loudly after 60 s)."""
+    effect("hold", log)
+    t0 = time.monotonic()
+    while os.path.exists(flag):
+        if time.monotonic() - t0 > 60:
+            raise TimeoutError(f"{flag} was never removed")
+        time.sleep(0.005)
+    return "released"
+
+
 @pytest.fixture(scope="module")
 def cluster():
     with small_cluster() as pc:
@@ -243,10 +254,14 @@ def test_take_over_true_takes_the_store_and_the_old_queue_stops(cluster, tmp_pat
         job = old.submit(effect, "old", str(tmp_path / "log"))
         with pytest.raises(PacklabError, match="another JobQueue took over this queue's driver lease"):
             old.flush()
-        with pytest.raises(PacklabError, match="was not recorded"):
-            job.result(timeout=60)
+        with pytest.raises(PacklabError, match="queued and its queue is closed"):
+            job.result(timeout=60)  # the old queue stopped before it could run it
         with pytest.raises(PacklabError, match="took over this queue's driver lease"):
             old.submit(abs, -1)
+        with pytest.raises(PacklabError, match="took over this queue's driver lease"):
+            old.wait(timeout=60)
+        with pytest.raises(PacklabError, match="took over this queue's driver lease"):
+            old.cancel(job.id)
         old.close()
         assert lease_row(store)[0] == new._lease.driver  # closing the old one spared the new lease
         assert new.submit(abs, -3).result(timeout=60) == 3
@@ -254,3 +269,31 @@ def test_take_over_true_takes_the_store_and_the_old_queue_stops(cluster, tmp_pat
     finally:
         old.close()
         new.close()
+
+
+def test_a_queue_that_lost_its_lease_dispatches_nothing_more(cluster, tmp_path):
+    store, log, flag = str(tmp_path / "q.db"), str(tmp_path / "log"), tmp_path / "flag"
+    flag.touch()
+    with dask.config.set({"packlab.queue.lease-timeout": "1s"}):  # it notices within 0.2 s
+        old = JobQueue(cluster, store=store, max_in_flight=1)
+    try:
+        blocker = old.submit(hold, str(flag), log)
+        queued = old.map(effect, [f"k{i}" for i in range(5)], log=log)
+        until = time.monotonic() + 60
+        while not os.path.exists(log):  # the blocker runs on a worker
+            assert time.monotonic() < until, "the blocker never started"
+            time.sleep(0.01)
+        with JobQueue(cluster, store=store, take_over=True).resume() as new:
+            while not old._lease.lost:  # its heartbeat finds the new driver's row
+                assert time.monotonic() < until, "the old queue never noticed the take-over"
+                time.sleep(0.01)
+            flag.unlink()  # the old queue's slot frees: it must not fill it
+            jobs = new.wait([j.id for j in [blocker, *queued]], timeout=120)
+            assert [j.result() for j in jobs[1:]] == [f"k{i}" for i in range(5)]
+        lines = open(log).read().split()
+        # The blocker was running at the take-over: it runs again (at least once); the
+        # queued jobs ran once, in the new queue only.
+        assert sorted(lines) == ["hold", "hold", *[f"k{i}" for i in range(5)]]
+    finally:
+        flag.unlink(missing_ok=True)
+        old.close()

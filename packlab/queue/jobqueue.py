@@ -11,7 +11,8 @@ Guarantees
   any process, on any host) raises a PacklabError naming it (pid, host, since, last
   heartbeat). A dead driver is taken over: at once when it ran on this host, after
   ``packlab.queue.lease-timeout`` without a heartbeat otherwise, or with
-  ``take_over=True``. A queue that lost its lease writes nothing more and raises.
+  ``take_over=True``. A queue that lost its lease stops: it dispatches and writes nothing
+  more, and raises.
 * A job is committed to the store before it is handed to Dask; it is durable once
   committed (``map`` and ``flush`` wait for that, ``submit`` does not).
 * After the driver dies, ``JobQueue(cluster, store=same).resume()`` runs again every
@@ -135,6 +136,7 @@ class JobQueue:
             self._store.start_writer()
             self._engine = Admission(client, pol, self._store, default_retry, retry_budget, breaker
                                      or CircuitBreaker.from_config(), max_in_flight, factor, result_max)
+            self._lease.on_lost = lambda: self._engine.inbox.put(("stop",))  # run nothing more
         except BaseException:
             self._store.close()
             if self._lease is not None:
@@ -290,7 +292,7 @@ class JobQueue:
                 if i == len(todo):
                     return todo
                 n = sum(j.status not in TERMINAL for j in todo)
-                if sig.closed:
+                if sig.closed and not self._lease.lost:
                     raise PacklabError(f"{n} of {len(todo)} jobs are not finished and the queue is closed: "
                                        "open packlab.JobQueue(cluster, store=same).resume() to run them.")
                 if todo[i]._cv is None:
@@ -412,6 +414,8 @@ class JobQueue:
 
     # -- lifecycle -----------------------------------------------------------------------
     def _check_open(self) -> None:
+        if self._lease.lost:
+            raise self._lease.lost_error()
         if self._closed:
             raise PacklabError("this JobQueue is closed: open a new one (with the same store to continue).")
 

@@ -27,6 +27,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 from .. import config
 from ..errors import PacklabError
@@ -103,7 +104,9 @@ class Lease:
         self.path = path
         self.timeout = lease_timeout() if timeout is None else timeout
         self.driver = uuid.uuid4().hex
-        self.lost = False  # set when a heartbeat finds another driver's row
+        self.lost = False  # set when a heartbeat or a store write finds another driver's row
+        #: Called once when the lease is found lost (the queue stops its loop).
+        self.on_lost: Callable[[], None] | None = None
         self._con = sqlite3.connect(os.path.abspath(path), timeout=30, check_same_thread=False,
                                     isolation_level=None)
         try:
@@ -112,6 +115,7 @@ class Lease:
             self._con.close()
             raise
         self._stop = threading.Event()
+        self._lost_lock = threading.Lock()
         self._thread = threading.Thread(target=self._beat, name="packlab-queue-lease", daemon=True)
         self._thread.start()
 
@@ -163,9 +167,18 @@ class Lease:
                 log.warning("store %s: lease heartbeat failed (%s)", self.path, e)
                 continue
             if cur.rowcount == 0:
-                self.lost = True
-                log.error("store %s: another driver took over this queue's lease", self.path)
+                self.mark_lost()
                 return
+
+    def mark_lost(self) -> None:
+        """Another driver holds the store now: stop (once)."""
+        with self._lost_lock:
+            if self.lost:
+                return
+            self.lost = True
+        log.error("store %s: another driver took over this queue's lease; it stops", self.path)
+        if self.on_lost is not None:
+            self.on_lost()
 
     def lost_error(self) -> PacklabError:
         """The error a queue that lost its lease raises."""

@@ -141,8 +141,8 @@ class Store:
         self._con.execute("BEGIN IMMEDIATE")  # the lease cannot change before we commit
         if not self._con.execute(HELD, (self.fence.driver,)).fetchall():
             self._rollback()
-            self.fence.lost = True
             self.error = self.fence.lost_error()
+            self.fence.mark_lost()
             raise self.error
 
     # -- writing (through the writer thread) --------------------------------------------
