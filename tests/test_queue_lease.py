@@ -210,6 +210,8 @@ def test_a_silent_driver_is_taken_over_after_the_timeout_and_not_before(cluster,
         time.sleep(0.05)
     os.killpg(p.pid, signal.SIGSTOP)  # alive, but silent
     try:
+        while open(f"/proc/{p.pid}/stat").read().rpartition(")")[2].split()[0] != "T":
+            time.sleep(0.01)  # stopped for sure: no heartbeat lands after the one we read
         beat = lease_row(store)[4]
         with dask.config.set({"packlab.queue.lease-timeout": "1h"}):  # far from stale: refused
             with pytest.raises(PacklabError, match=f"pid {p.pid}"):
