@@ -3,7 +3,10 @@ conftest.py, and ``from conftest import ...`` picks whichever was imported first
 
 from __future__ import annotations
 
+import threading
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import packlab
 
@@ -13,3 +16,23 @@ def small_cluster() -> packlab.PackCluster:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", packlab.PacklabWarning)
         return packlab.launch(workers=2, cores=1, memory="1GiB", wait=True)
+
+
+def race(fn: Callable[[], Any], n: int = 4) -> list[Any]:
+    """Call ``fn`` from ``n`` threads released together; return what each call returned,
+    or the PacklabError it raised."""
+    start, outcomes = threading.Barrier(n), []
+
+    def call():
+        start.wait()
+        try:
+            outcomes.append(fn())
+        except packlab.PacklabError as e:
+            outcomes.append(e)
+
+    threads = [threading.Thread(target=call) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcomes

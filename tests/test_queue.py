@@ -15,7 +15,7 @@ import time
 import cloudpickle
 import pytest
 from click.testing import CliRunner
-from support import small_cluster
+from support import race, small_cluster
 
 import packlab
 from packlab.cli import main as cli
@@ -397,20 +397,7 @@ def test_concurrent_requeues_of_one_job_run_it_once(queue, tmp_path):
     with pytest.raises(RuntimeError):
         job.result(timeout=60)
     flag.unlink()
-    start, outcomes = threading.Barrier(4), []
-
-    def requeue():
-        start.wait()
-        try:
-            outcomes.append(q.requeue(job.id))
-        except PacklabError as e:
-            outcomes.append(e)
-
-    threads = [threading.Thread(target=requeue) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outcomes = race(lambda: q.requeue(job.id))
     assert sum(o is job for o in outcomes) == 1, outcomes
     assert all(re.search(r"only dead, failed or cancelled", str(o)) for o in outcomes if o is not job)
     assert job.result(timeout=60) == "fixed"

@@ -18,7 +18,7 @@ import cloudpickle
 import dask
 import pytest
 from click.testing import CliRunner
-from support import small_cluster
+from support import race, small_cluster
 
 from packlab.cli import main as cli
 from packlab.errors import PacklabError
@@ -142,20 +142,9 @@ def test_a_second_queue_in_this_process_is_refused_until_the_first_closes(cluste
 def test_of_concurrent_openers_exactly_one_wins(cluster, tmp_path):
     store = str(tmp_path / "q.db")
     JobQueue(cluster, store=store).close()  # the schema exists: the openers race on the lease only
-    start, won, refused = threading.Barrier(4), [], []
-
-    def open_queue():
-        start.wait()
-        try:
-            won.append(JobQueue(cluster, store=store))
-        except PacklabError as e:
-            refused.append(e)
-
-    threads = [threading.Thread(target=open_queue) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outcomes = race(lambda: JobQueue(cluster, store=store))
+    won = [o for o in outcomes if isinstance(o, JobQueue)]
+    refused = [o for o in outcomes if isinstance(o, PacklabError)]
     try:
         assert len(won) == 1 and len(refused) == 3, refused
         assert lease_row(store)[0] == won[0]._lease.driver
