@@ -2,9 +2,9 @@
 
 Workload A: ``sum(x*x + 2x)`` over float64, 24 and 48 chunks of 128 MiB (3.22 and 6.44
 GB; 64 MB with ``--quick``): the smaller shows what the fixed latency of one Dask
-compute (tens of ms on a process cluster) costs against a ~0.1 s pass. Workload B: per-
-cell variance over time of a 3-D (time, lat, lon) DataArray. Data are generated on the
-workers and persisted before timing (the notes say how the chunks were spread); each
+compute (tens of ms on a process cluster) costs against a ~0.1 s pass. Workload B:
+per-cell variance over time of a 3-D (time, lat, lon) DataArray. Data are generated on
+the workers and persisted before timing (the notes say how the chunks were spread); each
 figure is the input bytes divided by the best of 5 wall times of the reduction alone,
 after one warm-up run (which is where numba compiles, once per worker process). The
 ceiling is a numba ``prange`` pass over one in-memory NumPy array of the same size on
