@@ -1,19 +1,52 @@
-"""packlab: right-sized Dask clusters, queues, pipelines and kernels for pack compute."""
+"""packlab: right-sized Dask clusters, queues, pipelines and kernels for pack compute.
 
+The public names are imported on first use (PEP 562), so ``import packlab`` and the
+command line stay quick: distributed, dask.array, numba and xarray load only when a
+cluster, a kernel or a queue is asked for.
+"""
+
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 from . import config  # noqa: F401  (merges packlab.yaml into dask.config)
-from .clusters import PackCluster, PacklabWarning
 from .errors import PacklabError
-from .kernels import kernel, mapreduce
-from .launch import launch
 from .profiles import PROFILES, Profile
-from .queue import Job, JobQueue, Retry
 
 try:
     __version__ = version("packlab")
 except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0+unknown"
+
+_LAZY = {
+    "PackCluster": ".clusters",
+    "PacklabWarning": ".clusters",
+    "kernel": ".kernels",
+    "mapreduce": ".kernels",
+    "launch": ".clusters.launch",
+    "Job": ".queue",
+    "JobQueue": ".queue",
+    "Retry": ".queue",
+}
+
+if TYPE_CHECKING:
+    from .clusters import PackCluster, PacklabWarning
+    from .clusters.launch import launch
+    from .kernels import kernel, mapreduce
+    from .queue import Job, JobQueue, Retry
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'packlab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "PROFILES",

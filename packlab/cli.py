@@ -56,7 +56,7 @@ def cluster() -> None:
 @click.option("--insecure", is_flag=True, help="no TLS (not advised on shared machines)")
 def cluster_up(insecure: bool, **kwargs) -> None:
     """Start a cluster in the foreground; Ctrl-C stops it cleanly."""
-    from .launch import launch
+    from .clusters.launch import launch
 
     pc = launch(security=False if insecure else None, **kwargs)
     stop = threading.Event()

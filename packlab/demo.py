@@ -19,7 +19,7 @@ import dask.array as da
 import numpy as np
 
 from .clusters import PacklabWarning
-from .launch import launch
+from .clusters.launch import launch
 from .units import format_bytes, memory_bytes
 
 _CHUNK = 2**23  # elements per chunk: 64 MiB of float64

@@ -18,8 +18,8 @@ import ipywidgets as w
 
 from .. import config
 from ..clusters import BACKENDS, PackCluster, PacklabWarning
+from ..clusters.launch import launch
 from ..errors import PacklabError
-from ..launch import launch
 from ..profiles import PROFILES
 from ..units import format_walltime
 from .forms import launch_arguments, scale_action

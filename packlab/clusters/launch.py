@@ -6,12 +6,11 @@ from typing import Any
 
 from distributed import Security
 
-from . import config
-from .clusters import ClusterRequest, PackCluster
-from .clusters.base import get_backend, make_security, validate_bounds, warn_notes
-from .errors import PacklabError, whole_number
-from .profiles import PROFILES
-from .units import memory_bytes, seconds, walltime_seconds
+from .. import config
+from ..errors import PacklabError, whole_number
+from ..profiles import PROFILES
+from ..units import memory_bytes, seconds, walltime_seconds
+from .base import ClusterRequest, PackCluster, get_backend, make_security, validate_bounds, warn_notes
 
 
 def launch(
