@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
 import threading
@@ -14,7 +15,19 @@ from .profiles import PROFILES
 
 
 class _Group(click.Group):
-    """Turn packlab's input errors into one readable line and exit code 2."""
+    """Turn packlab's input errors into one readable line and exit code 2; load the
+    subcommand groups that need heavy imports only when they are used."""
+
+    _lazy = {"queue": ("packlab.queue.cli", "queue")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self._lazy])
+
+    def get_command(self, ctx: click.Context, name: str):
+        if name in self._lazy:
+            module, attr = self._lazy[name]
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -90,10 +103,6 @@ def demo(size: str, profile: str, workers: int | None) -> None:
     if not r.ok:
         sys.exit(1)
 
-
-from .queue.cli import queue as _queue  # noqa: E402
-
-main.add_command(_queue)
 
 if __name__ == "__main__":
     main()

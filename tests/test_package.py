@@ -34,3 +34,11 @@ def test_an_unknown_name_is_an_attribute_error():
         assert "lunch" in str(e)
     else:
         raise AssertionError("packlab.lunch did not raise")
+
+
+def test_the_command_line_starts_without_heavy_imports():
+    code = ("import sys; from click.testing import CliRunner; from packlab.cli import main; "
+            "r = CliRunner().invoke(main, ['--version']); assert r.exit_code == 0, r.output; "
+            f"print([m for m in {HEAVY!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
