@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import re
 import sys
+import warnings
 
 import cloudpickle
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 import packlab
 from packlab.errors import PacklabError
 from packlab.kernels.kernel import Kernel
-from packlab.kernels.loops import collapse, loop_source
+from packlab.kernels.loops import UNROLL, collapse, loop_source
 from packlab.kernels.reductions import REDUCTIONS, make_reduction
 
 
@@ -154,8 +155,35 @@ def test_collapse_merges_contiguous_axes_and_keeps_broadcast_ones_apart():
 def test_loop_accumulates_inner_reduced_axes_in_locals():
     src = loop_source(1, (True, False), make_reduction("sum", np.dtype("f8"), False, {}))
     assert "l_s += v" in src and "s_s[o] += l_s" in src
+    # inner axis kept: UNROLL rows fold in locals per state update, a plain pass does the rest
     src = loop_source(1, (False, True), make_reduction("sum", np.dtype("f8"), False, {}))
-    assert "s_s[o] += v" in src and "l_s" not in src
+    assert f"for i0 in range(0, m, {UNROLL}):" in src and "for i0 in range(m, n0):" in src
+    assert src.count("l_s += v") == UNROLL and src.count("s_s[o] += l_s") == 1
+    assert src.count("s_s[o] += v") == 1  # the remainder rows
+
+
+@packlab.kernel
+def ident(x):
+    return x
+
+
+@pytest.mark.parametrize("red", ["sum", "mean", "var", "min", "max", "count"])
+@pytest.mark.parametrize("rows", [0, 1, 3, 4, 5, 9])
+def test_unrolled_rows_and_the_remainder_match_numpy(red, rows):
+    from packlab.kernels.loops import chunk_state
+
+    x = np.random.default_rng(rows).normal(size=(rows, 3, 7)) * 10 + 100
+    x[rows // 2 :, 1, 2] = np.nan  # a NaN in the unrolled rows and/or the remainder
+    r = make_reduction(red, np.dtype("f8"), True, {})
+    if rows == 0 and r.empty_error:
+        return
+    got = r.finalize(r.to_partial(chunk_state(ident, r, [x], (False, True, True)))).reshape(3, 7)
+    ref = {"sum": np.nansum, "mean": np.nanmean, "var": np.nanvar, "min": np.nanmin, "max": np.nanmax,
+           "count": lambda a, axis: np.sum((a != 0) & ~np.isnan(a), axis=axis)}[red]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells and empty means
+        want = ref(x, axis=0)
+    np.testing.assert_allclose(got, want, rtol=1e-12, equal_nan=True)
 
 
 def test_registry_lists_the_documented_reductions():

@@ -24,6 +24,7 @@ from .kernel import Kernel
 from .reductions import Reduction
 
 _LOOPS: dict[tuple, Any] = {}
+UNROLL = 4  # reduced rows folded in locals per state update when the inner axis is kept
 _LOCK = threading.Lock()
 
 
@@ -94,6 +95,9 @@ def loop_source(nin: int, kept: tuple[bool, ...], red: Reduction) -> str:
                 pad + "    s_k[o] = x if np.isfinite(x) else 0.0"]
     pad = "    "
     index = [f"i{i}" for i in range(nd)]
+    reduced = [i for i in range(nd) if not kept[i]]
+    if inner == nd and red.uses_locals and reduced:
+        return "\n".join(out + _unrolled(nd, reduced[-1], o_expr, index, value, red)) + "\n"
     for i in range(nd):
         if i == inner:
             out.append(pad + f"o = {o_expr}")
@@ -109,6 +113,37 @@ def loop_source(nin: int, kept: tuple[bool, ...], red: Reduction) -> str:
         pad = "    " * (inner + 1)
         out += [pad + x for x in red.flush()]
     return "\n".join(out) + "\n"
+
+
+def _unrolled(nd: int, r: int, o_expr: str, index: list[str], value, red: Reduction) -> list[str]:
+    """The loop nest when the innermost axis is kept: every element would update its
+    cell's state in memory (loads and stores of several arrays per element, which
+    streams them through the caches once per reduced row). Instead the last reduced
+    axis ``r`` advances by UNROLL rows at a time and each cell folds those rows in
+    locals, then flushes once: UNROLL times less state traffic; a plain pass does the
+    remaining rows."""
+    out, pad = [], "    "
+    for i in range(r):
+        out.append(f"{pad}for i{i} in range(n{i}):")
+        pad += "    "
+    out.append(f"{pad}m = n{r} - n{r} % {UNROLL}")
+    for start, stop, step in (("0", "m", f", {UNROLL}"), ("m", f"n{r}", "")):
+        p = pad
+        out.append(f"{p}for i{r} in range({start}, {stop}{step}):")
+        p += "    "
+        for i in range(r + 1, nd):
+            out.append(f"{p}for i{i} in range(n{i}):")
+            p += "    "
+        out.append(p + f"o = {o_expr}")
+        if step:
+            out += [p + x for x in red.init_locals()]
+            for u in range(UNROLL):
+                out.append(p + value([f"i{r} + {u}" if i == r else ix for i, ix in enumerate(index)]))
+                out += [p + x for x in red.update_local()]
+            out += [p + x for x in red.flush()]
+        else:
+            out += [p + value(index), *(p + x for x in red.update_state())]
+    return out
 
 
 def compiled_loop(kern: Kernel, nin: int, kept: tuple[bool, ...], red: Reduction):
