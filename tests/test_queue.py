@@ -20,7 +20,7 @@ from support import race, small_cluster
 import packlab
 from packlab.cli import main as cli
 from packlab.errors import PacklabError
-from packlab.queue import FIFO, CircuitBreaker, JobQueue, JobTimeout, Retry, RetryBudget, Store
+from packlab.queue import FIFO, CircuitBreaker, FairShare, JobQueue, JobTimeout, Retry, RetryBudget, Store
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import tests/
 
@@ -232,6 +232,34 @@ def test_fair_share_light_owner_finishes_long_before_heavy_one(queue, tmp_path):
     b_last = max(when(j, "done")[0] for j in light)
     a_after = sum(when(j, "done")[0] > b_last for j in heavy)
     assert a_after >= 500, f"only {a_after} of A's jobs finished after B's last"
+
+
+def timed_nap(seconds):
+    """Sleep; return how long this call took, as the function itself measures it."""
+    t0 = time.perf_counter()
+    time.sleep(seconds)
+    return time.perf_counter() - t0
+
+
+def test_fair_share_charges_the_run_time_on_the_worker_not_the_wait_in_dask(queue, tmp_path):
+    flag, started = tmp_path / "hold", tmp_path / "blockers"
+    flag.touch()
+    q = queue(policy=FairShare(half_life="1000d"))  # no decay worth the name during the test
+    assert q.stats()["max_in_flight"] >= 3  # the job goes to Dask with the blockers
+    blockers = [q.submit(hold, str(flag), str(started), owner="blocker") for _ in range(2)]
+    until(lambda: ncalls(started) == 2, "both workers (one thread each) are held")
+    job = q.submit(timed_nap, 0.2, owner="A")
+    until(lambda: job.status == "running", "the job is handed to Dask")
+    time.sleep(2.0)  # the job waits in Dask's queue, behind the blockers
+    released = time.time()
+    flag.unlink()
+    ran = job.result(timeout=60)
+    q.wait(blockers, timeout=60)
+    waited = released - when(job, "running")[0]  # handed to Dask, not running yet
+    charged = q.policy.usage(time.time())["A"]
+    (done,) = [d for _, k, d in job.events if k == "done"]
+    assert ran * 0.999 <= charged < waited  # its run time (the wrapper's clock encloses it), not the wait
+    assert f"in {charged:.3f} s" in done
 
 
 def test_earliest_deadline_first_and_late_jobs_are_flagged_not_dropped(queue, tmp_path):

@@ -162,7 +162,8 @@ class Admission:
             if tok != job._token or job.status != RUNNING:
                 continue  # cancelled (or cancelled and requeued) meanwhile
             if ok:
-                self._guard("result", self._succeeded, job, value, now)
+                result, runtime = value  # payload.run timed the call on its worker
+                self._guard("result", self._succeeded, job, result, now, runtime)
             else:
                 self._guard("result", self._failed, job, value, tb, now)
 
@@ -288,15 +289,18 @@ class Admission:
         else:
             self._failed(job, FutureCancelledError(fut.key, reason="lost by the scheduler"), "", now)
 
-    def end_attempt(self, job: Job, now: float) -> float:
+    def end_attempt(self, job: Job, now: float, runtime: float | None = None) -> float:
+        """Free the attempt's slot and charge its owner: ``runtime`` as its worker timed
+        it, else (a failure, a timeout, a cancel) the time since it was handed to Dask."""
         self.running.pop(job.id, None)
         job._future = None
-        runtime = max(0.0, now - job._started)
+        since = max(0.0, now - job._started)
+        runtime = since if runtime is None else min(max(0.0, runtime), since)
         self.policy.finished(job, runtime, now)
         return runtime
 
-    def _succeeded(self, job: Job, result: Any, now: float) -> None:
-        runtime = self.end_attempt(job, now)
+    def _succeeded(self, job: Job, result: Any, now: float, runtime: float | None = None) -> None:
+        runtime = self.end_attempt(job, now, runtime)
         for held in self.breakers.success(job.fn_name, now):
             self.event(held, "released", f"circuit closed for {job.fn_name}", now)
             self.policy.push(held)

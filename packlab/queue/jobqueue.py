@@ -33,6 +33,10 @@ future is cancelled and released and the attempt fails with :class:`JobTimeout`,
 retried like any transient error. Dask cannot stop a running thread: the function
 keeps running on its worker thread, occupying it, until it returns; its result is
 then ignored. Make long functions check a time budget if that matters.
+
+The ``fair-share`` policy, by contrast, charges an owner the run time its job's worker
+measured around the call, not the wait in Dask before it; an attempt that failed, timed
+out or was cancelled is charged the time since it was handed to Dask.
 """
 
 from __future__ import annotations

@@ -207,7 +207,8 @@ class FairShare(Policy):
     The next job comes from the owner whose decayed usage divided by its weight is
     lowest (Slurm's factor ``2**(-usage/share)`` is highest there). Usage is running
     time in seconds with a half-life; a job is charged its owner's average runtime
-    when it starts, corrected to its real runtime when it ends, so jobs in flight count
+    when it starts, corrected to its real runtime when it ends (the queue reports the
+    time its worker spent in the call, not its wait in Dask), so jobs in flight count
     too. Over time each owner's share of running time converges to its weight, and a
     heavy submitter cannot crowd out a light one. Within an owner: priority, then FIFO.
 
