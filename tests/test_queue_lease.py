@@ -288,3 +288,42 @@ def test_a_queue_that_lost_its_lease_dispatches_nothing_more(cluster, tmp_path):
     finally:
         flag.unlink(missing_ok=True)
         old.close()
+
+
+def scheduler_saw(client, fragment):
+    """Whether the scheduler ever had a task whose key contains ``fragment``. Ask after a
+    round trip of this client's own: what it sent before has reached the scheduler."""
+    client.submit(abs, -1, pure=False).result(timeout=60)
+    return client.run_on_scheduler(
+        lambda dask_scheduler: any(fragment in str(t[0]) for t in dask_scheduler.transition_log))
+
+
+def test_a_queue_that_lost_its_lease_hands_nothing_to_dask_before_it_notices(cluster, tmp_path):
+    store, log, flag = str(tmp_path / "q.db"), str(tmp_path / "log"), tmp_path / "flag"
+    flag.touch()
+    with dask.config.set({"packlab.queue.lease-timeout": "1h"}):  # no heartbeat during this test
+        old = JobQueue(cluster, store=store, max_in_flight=1)
+    try:
+        old.submit(hold, str(flag), log)
+        queued = old.submit(effect, "queued", log)
+        old.flush()
+        until = time.monotonic() + 60
+        while not os.path.exists(log):  # the blocker runs on a worker; the other job waits
+            assert time.monotonic() < until, "the blocker never started"
+            time.sleep(0.01)
+        with JobQueue(cluster, store=store, take_over=True) as new:
+            assert not old._lease.lost  # taken between two heartbeats: the old queue has no idea
+            flag.unlink()  # its slot frees, and its loop would fill it with the queued job
+            while not old._lease.lost:  # it notices on its next store write
+                assert time.monotonic() < until, "the old queue never noticed the take-over"
+                time.sleep(0.01)
+            assert not scheduler_saw(cluster.client, f"-packlab-{queued.id}-")  # never handed to Dask
+            assert queued.status == "queued" and old.stats()["in_flight"] == 0
+            new.resume().wait(timeout=120)
+            assert new.get(queued.id).result() == "queued"
+        # The blocker was running at the take-over: it runs again (at least once); the
+        # queued job ran once, in the new queue.
+        assert sorted(open(log).read().split()) == ["hold", "hold", "queued"]
+    finally:
+        flag.unlink(missing_ok=True)
+        old.close()

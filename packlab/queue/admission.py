@@ -20,6 +20,7 @@ import itertools
 import logging
 import queue
 import re
+import sqlite3
 import threading
 import time
 import traceback
@@ -239,23 +240,35 @@ class Admission:
             i = j
 
     def _dispatch_run(self, jobs: list[Job], now: float) -> None:
+        self._dispatched += 1
+        # The attempt number (stored) keeps keys apart across drivers: a resumed attempt
+        # must not pick up an earlier driver's future of the same key on a shared cluster.
+        keys = [f"{_short(j.fn_name)}-packlab-{j.id}-{j.attempts + 1}.{j._token + 1}" for j in jobs]
+
+        def hand_over():
+            try:
+                # Dask's priority follows packlab's order: an earlier batch runs first,
+                # and Dask keeps submission order within a batch.
+                return self.client.map(_run_payload, [Payload(j._payload) for j in jobs], key=keys,
+                                       priority=-self._dispatched, pure=False,
+                                       resources=jobs[0].resources, retries=0)
+            except Exception as e:  # recorded running all the same: the attempt counts, and fails
+                return e
+
+        try:
+            futs = self.store.dispatching([(j.id, j.attempts + 1) for j in jobs], now, hand_over)
+        except (PacklabError, sqlite3.Error) as e:
+            self._not_dispatched(jobs, e, now)
+            return
         for job in jobs:
             job.attempts += 1
             job._token += 1
             job.status, job._started = RUNNING, now
             self.running[job.id] = job
-        self._dispatched += 1
-        try:
-            # Dask's priority follows packlab's order: an earlier batch runs first, and
-            # Dask keeps submission order within a batch.
-            futs = self.client.map(_run_payload, [Payload(j._payload) for j in jobs],
-                                   key=[f"{_short(j.fn_name)}-packlab-{j.id}-{j._token}" for j in jobs],
-                                   priority=-self._dispatched, pure=False, resources=jobs[0].resources,
-                                   retries=0)
-        except Exception as e:
+        if isinstance(futs, Exception):
             for job in jobs:
                 self.event(job, "running", f"attempt {job.attempts}", now)
-                self._failed(job, FutureCancelledError(f"packlab-{job.id}", reason=str(e)), "", now)
+                self._failed(job, FutureCancelledError(f"packlab-{job.id}", reason=str(futs)), "", now)
             return
         for job, fut in zip(jobs, futs, strict=True):
             job._future = fut
@@ -264,9 +277,19 @@ class Admission:
             if job.deadline is not None and now > job.deadline:
                 self._late(job, "started after its deadline", now)
             self.event(job, "running", f"attempt {job.attempts}", now)
-            self.store.update(job)
         watch(self.client, [(j, j._token, j._future) for j in jobs],
               lambda job, tok: self.inbox.put(("done", job, tok)))
+
+    def _not_dispatched(self, jobs: list[Job], error: BaseException, now: float) -> None:
+        """The store could not record the jobs running, so nothing went to Dask: back to
+        the policy they go. A lost lease has stopped the queue by its next turn; a store
+        error (e.g. locked by another writer past the busy timeout) is tried again."""
+        if isinstance(error, sqlite3.Error):
+            log.warning("packlab queue: store %s could not record %d jobs running (%s); they wait",
+                        self.store.path, len(jobs), error)
+        for job in jobs:
+            self.policy.finished(job, 0.0, now)
+            self.policy.push(job)
 
     # -- outcomes ------------------------------------------------------------------------
     def _completed(self, job: Job, tok: int, now: float) -> None:

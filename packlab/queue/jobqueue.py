@@ -12,7 +12,9 @@ Guarantees
   heartbeat). A dead driver is taken over: at once when it ran on this host, after
   ``packlab.queue.lease-timeout`` without a heartbeat otherwise, or with
   ``take_over=True``. A queue that lost its lease stops: it dispatches and writes nothing
-  more, and raises.
+  more, and raises. It hands no job to Dask even before it notices: jobs reach Dask only
+  inside the store write that records them running, which checks the lease and holds the
+  write lock (so no take-over can slip in) until they are handed over.
 * A job is committed to the store before it is handed to Dask; it is durable once
   committed (``map`` and ``flush`` wait for that, ``submit`` does not).
 * After the driver dies, ``JobQueue(cluster, store=same).resume()`` runs again every
