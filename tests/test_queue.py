@@ -394,6 +394,76 @@ def test_resume_after_killing_the_driver_runs_every_job_exactly_once(cluster, tm
     assert sorted(k for (k,) in effects) == sorted(f"k{i}" for i in range(n))  # exactly once
 
 
+def query(store, sql):
+    con = sqlite3.connect(store, timeout=30)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_a_job_retrying_when_the_driver_died_waits_out_its_backoff_after_resume(cluster, tmp_path):
+    import signal
+    import subprocess
+
+    store, log, base = str(tmp_path / "q.db"), str(tmp_path / "log"), 4.0
+    driver = os.path.join(os.path.dirname(__file__), "queue_driver.py")
+    p = subprocess.Popen([sys.executable, driver, "retry", store, log, f"{base}s"], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        assert p.stdout.readline().strip() == "submitted"
+        until(lambda: query(store, "SELECT status FROM jobs") == [("retrying",)], "the first attempt failed",
+              timeout=120)
+        os.killpg(p.pid, signal.SIGKILL)  # mid-backoff: the driver and its worker
+        p.wait(timeout=30)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    ((attempts, next_attempt),) = query(store, "SELECT attempts, next_attempt FROM jobs")
+    (first,) = [float(t) for t in open(log).read().split()]
+    assert attempts == 1 and next_attempt >= first + base  # the end of its backoff is stored
+    with JobQueue(cluster, store=store).resume() as q:
+        (job,) = q.jobs()
+        assert job.status == "retrying" and job.next_attempt == next_attempt
+        assert job.result(timeout=120) == 2
+    first, second = [float(t) for t in open(log).read().split()]
+    assert second >= next_attempt and second - first >= base  # not at once on resume()
+    (resumed,) = [d for _, k, d in job.events if k == "resumed"]
+    assert "at the end of its backoff" in resumed
+
+
+def test_a_store_made_before_next_attempt_existed_is_read_and_migrated(cluster, tmp_path):
+    store = str(tmp_path / "q.db")
+    q1 = JobQueue(cluster, store=store, max_in_flight=1, retry=FAST)
+    _, release = _blocked(q1, tmp_path)
+    waiting = q1.submit(calls, str(tmp_path / "c"))
+    q1.flush()
+    q1.close()
+    release()
+    con = sqlite3.connect(store)
+    con.execute("ALTER TABLE jobs DROP COLUMN next_attempt")  # the schema of an earlier packlab
+    con.close()
+
+    def columns():
+        return [name for _, name, *_ in query(store, "PRAGMA table_info(jobs)")]
+
+    reader = Store(store, mode="ro")  # a reader may not migrate: it reads no next attempt
+    try:
+        assert waiting.id in [j.id for j in reader.unfinished()]
+    finally:
+        reader.close()
+    assert "next_attempt" not in columns()
+    with JobQueue(cluster, store=store, retry=FAST).resume() as q2:
+        assert "next_attempt" in columns()
+        assert q2.get(waiting.id).result(timeout=60) == 1
+        flaky_job = q2.submit(flaky, str(tmp_path / "f"), 1, retry=Retry(attempts=2, base="5s", jitter=False))
+        sql = f"SELECT next_attempt FROM jobs WHERE id='{flaky_job.id}' AND status='retrying'"
+        until(lambda: query(store, sql) not in ([], [(None,)]), "the flaky job's retry is recorded")
+        ((t,),) = query(store, sql)
+        assert t == flaky_job.next_attempt and t >= when(flaky_job, "failed")[0] + 5.0
+        q2.cancel(flaky_job.id)
+
+
 def test_submitting_the_key_of_a_crashed_runs_job_runs_it_and_get_waits_for_resume(cluster, tmp_path):
     store = str(tmp_path / "q.db")
     q1 = JobQueue(cluster, store=store, max_in_flight=1, retry=FAST)

@@ -3,7 +3,12 @@
 It keeps at most ``max_in_flight`` futures on Dask, pops the next job from the policy,
 handles completions (Dask's callbacks only post a message here), timeouts, deadlines,
 backoff timers and circuit breakers (:mod:`.breakers`); results are fetched off this
-thread (:mod:`.fetch`). Nothing ever sleeps on a worker: a retry waits in the timer heap.
+thread (:mod:`.fetch`). Nothing ever sleeps on a worker: a retry waits in the timer heap
+(and its end is stored, so a resumed retry waits out the rest of its backoff).
+
+Handing jobs to Dask is the one synchronous store write: the transaction that records
+them running checks the driver lease and stays open around ``client.map``, so a queue
+that lost its lease hands nothing more to Dask (:meth:`.Store.dispatching`).
 
 Threads: the thread that creates a job (``submit``) or loads it (``resume``, ``get``)
 fills it in before handing it over; from the ``push`` or ``resume`` message on, only
@@ -116,9 +121,14 @@ class Admission:
             self._guard("done", self._completed, job, tok, now)
         return False
 
-    def _on_push(self, job: Job, now: float) -> None:
+    def _on_push(self, job: Job, now: float, ready_at: float | None = None) -> None:
+        """Queue a job; with ``ready_at``, in the timer heap until then (a resumed retry)."""
         if job.status in (QUEUED, RETRYING):
-            self.policy.push(job)
+            if ready_at is None:
+                self.policy.push(job)
+            else:
+                job._token += 1
+                self._timer(ready_at, "ready", job, job._token)
             with self.budget_lock:
                 self.budget.submitted(now)
             if job.deadline is not None:
@@ -132,9 +142,12 @@ class Admission:
             return
         job.status = RETRYING if was == RETRYING else QUEUED
         why = "was running when the last driver stopped" if was == RUNNING else f"was {was}"
+        ready_at = job.next_attempt if job.status == RETRYING and (job.next_attempt or 0) > now else None
+        if ready_at is not None:  # the rest of its backoff: a restart is no reason to hurry
+            why += f"; next attempt in {ready_at - now:.3f} s, at the end of its backoff"
         self.event(job, "resumed", why, now)
         self.store.update(job)
-        self._on_push(job, now)
+        self._on_push(job, now, ready_at)
 
     def _on_rejected(self, job: Job, error: BaseException, now: float) -> None:
         """The store refused the job's record (its key exists): it never runs."""
@@ -349,12 +362,13 @@ class Admission:
         retry = job.retry or self.retry
         verdict = retry.classify(exc)
         job.error, job.traceback, job._exc = f"{type(exc).__name__}: {exc}", tb, exc
+        job.next_attempt = None
         self.event(job, "failed", f"attempt {job.attempts}: {job.error}", now)
         if verdict == "retry" and job.attempts < retry.attempts:
             delay = retry.delay(job.attempts)
-            job.status = RETRYING
+            job.status, job.next_attempt = RETRYING, now + delay
             job._token += 1
-            self._timer(now + delay, "ready", job, job._token)
+            self._timer(job.next_attempt, "ready", job, job._token)
             self.event(job, "retrying", f"in {delay:.3f} s: attempt {job.attempts + 1} of {retry.attempts}",
                        now)
             if job.deadline is not None and now + delay > job.deadline:
@@ -367,7 +381,7 @@ class Admission:
             why = "a permanent error (Retry.give_up_on)" if verdict == "dead" else \
                 f"{job.attempts} attempts exhausted"
             self.event(job, "dead", f"dead-letter queue: {why}", now)
-        self.store.update(job, error=job.error, traceback=tb)
+        self.store.update(job, error=job.error, traceback=tb, next_attempt=job.next_attempt)
 
     def _late(self, job: Job, why: str, now: float) -> None:
         if not job.late:

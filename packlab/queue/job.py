@@ -89,6 +89,9 @@ class Job:
         Attempts started so far.
     late : bool
         The job missed (or can no longer meet) its deadline.
+    next_attempt : float or None
+        While ``retrying``: the earliest time (epoch s) of its next attempt, the end of
+        its backoff. Stored, so a restarted queue waits it out too.
     events : list of (time, kind, detail)
         Its history: submitted, running, failed, retrying, held, done, ...
 
@@ -102,8 +105,8 @@ class Job:
     __slots__ = (
         "_charge", "_cv", "_exc", "_future", "_has_result", "_payload", "_pq", "_result",
         "_started", "_token", "attempts", "deadline", "error", "events", "fn_name", "id", "key",
-        "late", "owner", "rank", "resources", "retry", "seq", "status", "submitted", "timeout",
-        "traceback",
+        "late", "next_attempt", "owner", "rank", "resources", "retry", "seq", "status", "submitted",
+        "timeout", "traceback",
     )
 
     def __init__(self, id: str, seq: int, fn_name: str, payload: bytes | None, *, owner: str | None = None,
@@ -125,6 +128,7 @@ class Job:
         self.status = QUEUED
         self.attempts = 0
         self.late = False
+        self.next_attempt: float | None = None
         self.error: str | None = None
         self.traceback: str | None = None
         self.events: list[tuple[float, str, str]] = []
@@ -136,7 +140,7 @@ class Job:
         self._pq = 0  # the policy's live-entry token (0: not in a policy)
         self._token = 0  # bumped per attempt: late callbacks of an old attempt are ignored
         self._charge = 0.0  # fair-share usage charged at dispatch, corrected at the end
-        self._started = 0.0
+        self._started = 0.0  # when the attempt was handed to Dask (driver clock)
 
     @property
     def priority(self) -> str:

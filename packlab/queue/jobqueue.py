@@ -18,7 +18,9 @@ Guarantees
 * A job is committed to the store before it is handed to Dask; it is durable once
   committed (``map`` and ``flush`` wait for that, ``submit`` does not).
 * After the driver dies, ``JobQueue(cluster, store=same).resume()`` runs again every
-  job that was queued, retrying or running: execution is *at least once*. A job that
+  job that was queued, retrying or running: execution is *at least once*. A job that was
+  retrying starts no earlier than the end of its backoff, which is stored
+  (``Job.next_attempt``); it waits in the queue, not on a worker. A job that
   was running at the crash may have run (fully or partly) before. Submitting the key
   of such an unfinished job runs that job (the same as ``resume()`` does for it);
   ``get(id)`` only looks: its job runs once ``resume()`` is called.

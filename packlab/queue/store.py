@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS jobs (
   id TEXT PRIMARY KEY, seq INTEGER, key TEXT UNIQUE, fn TEXT, owner TEXT, priority INTEGER,
   deadline REAL, timeout REAL, resources TEXT, retry BLOB, status TEXT, attempts INTEGER,
   submitted REAL, updated REAL, late INTEGER DEFAULT 0, error TEXT, traceback TEXT,
-  payload BLOB, result BLOB, has_result INTEGER DEFAULT 0);
+  payload BLOB, result BLOB, has_result INTEGER DEFAULT 0, next_attempt REAL);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 CREATE TABLE IF NOT EXISTS events (job_id TEXT, t REAL, kind TEXT, detail TEXT);
 CREATE INDEX IF NOT EXISTS events_job ON events(job_id);
@@ -40,7 +40,10 @@ _INSERT = ("INSERT INTO jobs (id, seq, key, fn, owner, priority, deadline, timeo
 _UNFINISHED = (QUEUED, RUNNING, RETRYING)
 _CHUNK = 500  # ids bound per query: far below SQLite's limit on variables
 _COLUMNS = ("id, seq, key, fn, owner, priority, deadline, timeout, resources, retry, status, attempts,"
-            " submitted, late, error, traceback, payload, result, has_result")
+            " submitted, late, error, traceback, payload, result, has_result, next_attempt")
+#: Columns added after the first release: (name, type). A store made before gets them on
+#: open (a read-only opener reads NULL for them instead).
+_ADDED = (("next_attempt", "REAL"),)
 _RUNNING_ROWS = 300  # jobs per UPDATE in dispatching(): 3 variables each, under SQLite's historic 999
 
 
@@ -82,6 +85,37 @@ def _connect(path: str, mode: str = "rwc") -> sqlite3.Connection:
     return con
 
 
+def _missing(con: sqlite3.Connection) -> list[tuple[str, str]]:
+    have = {row[1] for row in con.execute("PRAGMA table_info(jobs)")}
+    return [(name, kind) for name, kind in _ADDED if name not in have]
+
+
+def migrate(con: sqlite3.Connection) -> None:
+    """Add the columns of :data:`_ADDED` that a store made by an earlier packlab lacks.
+
+    The check and the ``ALTER TABLE`` run in one write transaction, so two processes
+    opening an old store at once add each column once.
+
+    Examples
+    --------
+    >>> con = sqlite3.connect(":memory:", isolation_level=None)
+    >>> _ = con.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, status TEXT)")
+    >>> migrate(con); migrate(con)
+    >>> [row[1] for row in con.execute("PRAGMA table_info(jobs)")]
+    ['id', 'status', 'next_attempt']
+    """
+    if not _missing(con):  # the common case: no write lock taken
+        return
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        for name, kind in _missing(con):
+            con.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
 def open_checked(store: str | os.PathLike, mode: str = "rwc") -> tuple[str, sqlite3.Connection]:
     """Open the database, or raise a PacklabError that says why and how to fix.
 
@@ -97,6 +131,8 @@ def open_checked(store: str | os.PathLike, mode: str = "rwc") -> tuple[str, sqli
         try:
             con = _connect(path, mode)
             con.execute("SELECT 1 FROM jobs LIMIT 1")
+            if mode != "ro":
+                migrate(con)
         except sqlite3.DatabaseError as e:
             raise PacklabError(f"store={os.fspath(store)!r} ({os.path.abspath(path)}) is not a readable "
                                f"queue store ({e}).") from None
@@ -110,6 +146,7 @@ def open_checked(store: str | os.PathLike, mode: str = "rwc") -> tuple[str, sqli
     try:
         con = _connect(path)
         con.executescript(_SCHEMA)
+        migrate(con)
     except sqlite3.DatabaseError as e:
         raise PacklabError(f"store={os.fspath(store)!r} cannot be used as a SQLite database ({e}). "
                            f"{hint}") from None
@@ -131,6 +168,8 @@ class Store:
 
     def __init__(self, store: str | os.PathLike, mode: str = "rwc") -> None:
         self.path, self._con = open_checked(store, mode)
+        missing = {name for name, _ in _missing(self._con)}  # only a read-only opener has any
+        self._columns = ", ".join(f"NULL AS {c}" if c in missing else c for c in _COLUMNS.split(", "))
         self._ops: queue.SimpleQueue = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -377,7 +416,7 @@ class Store:
             params = [*params, *st]
         sel = "FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
         sel += " ORDER BY seq" + (f" LIMIT {int(limit)}" if limit else "")
-        jobs = [self._job(row, cv) for row in self._query(f"SELECT {_COLUMNS} {sel}", tuple(params))]
+        jobs = [self._job(row, cv) for row in self._query(f"SELECT {self._columns} {sel}", tuple(params))]
         if jobs:  # the events of the same jobs: a subquery, not one bound id per job
             by_id = {j.id: j for j in jobs}
             sql = f"SELECT job_id, t, kind, detail FROM events WHERE job_id IN (SELECT id {sel}) ORDER BY t"
@@ -397,11 +436,12 @@ class Store:
     @staticmethod
     def _job(row: tuple, cv) -> Job:
         (jid, seq, key, fn, owner, rank, deadline, timeout, res, retry, status, attempts, submitted,
-         late, error, tb, payload, result, has_result) = row
+         late, error, tb, payload, result, has_result, next_attempt) = row
         j = Job(jid, seq, fn, payload, owner=owner, rank=rank, deadline=deadline, timeout=timeout,
                 key=key, resources=None if res is None else json.loads(res),
                 retry=None if retry is None else cloudpickle.loads(retry), submitted=submitted, cv=cv)
         j.status, j.attempts, j.late, j.error, j.traceback = status, attempts, bool(late), error, tb
+        j.next_attempt = next_attempt if status == RETRYING else None
         if has_result:
             j._result, j._has_result = cloudpickle.loads(result), True
         return j
