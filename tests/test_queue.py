@@ -425,7 +425,7 @@ def test_a_job_retrying_when_the_driver_died_waits_out_its_backoff_after_resume(
     with JobQueue(cluster, store=store).resume() as q:
         (job,) = q.jobs()
         assert job.status == "retrying" and job.next_attempt == next_attempt
-        assert job.result(timeout=120) == 2
+        assert job.result(timeout=120) == 2 and job.next_attempt is None  # only a retrying job has one
     first, second = [float(t) for t in open(log).read().split()]
     assert second >= next_attempt and second - first >= base  # not at once on resume()
     (resumed,) = [d for _, k, d in job.events if k == "resumed"]

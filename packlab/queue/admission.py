@@ -276,7 +276,7 @@ class Admission:
         for job in jobs:
             job.attempts += 1
             job._token += 1
-            job.status, job._started = RUNNING, now
+            job.status, job._started, job.next_attempt = RUNNING, now, None
             self.running[job.id] = job
         if isinstance(futs, Exception):
             for job in jobs:
