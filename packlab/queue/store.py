@@ -15,7 +15,6 @@ import queue
 import sqlite3
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -24,26 +23,14 @@ import cloudpickle
 from ..errors import PacklabError
 from .job import DEAD, FAILED, QUEUED, RETRYING, RUNNING, STATUSES, Job, Signal, check_requeueable
 from .lease import HELD
+from .schema import missing_columns, open_checked
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-  id TEXT PRIMARY KEY, seq INTEGER, key TEXT UNIQUE, fn TEXT, owner TEXT, priority INTEGER,
-  deadline REAL, timeout REAL, resources TEXT, retry BLOB, status TEXT, attempts INTEGER,
-  submitted REAL, updated REAL, late INTEGER DEFAULT 0, error TEXT, traceback TEXT,
-  payload BLOB, result BLOB, has_result INTEGER DEFAULT 0, next_attempt REAL);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
-CREATE TABLE IF NOT EXISTS events (job_id TEXT, t REAL, kind TEXT, detail TEXT);
-CREATE INDEX IF NOT EXISTS events_job ON events(job_id);
-"""
 _INSERT = ("INSERT INTO jobs (id, seq, key, fn, owner, priority, deadline, timeout, resources, retry,"
            " status, attempts, submitted, updated, payload) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 _UNFINISHED = (QUEUED, RUNNING, RETRYING)
 _CHUNK = 500  # ids bound per query: far below SQLite's limit on variables
 _COLUMNS = ("id, seq, key, fn, owner, priority, deadline, timeout, resources, retry, status, attempts,"
             " submitted, late, error, traceback, payload, result, has_result, next_attempt")
-#: Columns added after the first release: (name, type). A store made before gets them on
-#: open (a read-only opener reads NULL for them instead).
-_ADDED = (("next_attempt", "REAL"),)
 _RUNNING_ROWS = 300  # jobs per UPDATE in dispatching(): 3 variables each, under SQLite's historic 999
 
 
@@ -53,104 +40,6 @@ def _running_sql(n: int, fenced: bool) -> str:
     held = " AND EXISTS (SELECT 1 FROM lease WHERE driver=?)" if fenced else ""
     return (f"UPDATE jobs SET status='{RUNNING}', updated=?, attempts=CASE id {'WHEN ? THEN ? ' * n}END "
             f"WHERE id IN ({','.join('?' * n)}){held}")
-
-
-def store_path(store: str | os.PathLike) -> str:
-    """The file path of a store given as a path or a SQLAlchemy-style URL
-    (``sqlite:///relative.db``, ``sqlite:////absolute/path.db``).
-
-    Examples
-    --------
-    >>> store_path("sqlite:////tmp/q.db"), store_path("sqlite:///q.db"), store_path("q.db")
-    ('/tmp/q.db', 'q.db', 'q.db')
-    """
-    s = os.fspath(store)
-    if "://" in s:
-        scheme, _, rest = s.partition("://")
-        if scheme != "sqlite":
-            raise PacklabError(
-                f"store={s!r} is not supported: the queue's store is SQLite; give a file path "
-                "or a sqlite:///path URL."
-            )
-        s = rest[1:] if rest.startswith("/") else rest
-    return os.path.expanduser(s)
-
-
-def _connect(path: str, mode: str = "rwc") -> sqlite3.Connection:
-    uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode={mode}"
-    con = sqlite3.connect(uri, timeout=30, check_same_thread=False, isolation_level=None, uri=True)
-    if mode != "ro":
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash
-    return con
-
-
-def _missing(con: sqlite3.Connection) -> list[tuple[str, str]]:
-    have = {row[1] for row in con.execute("PRAGMA table_info(jobs)")}
-    return [(name, kind) for name, kind in _ADDED if name not in have]
-
-
-def migrate(con: sqlite3.Connection) -> None:
-    """Add the columns of :data:`_ADDED` that a store made by an earlier packlab lacks.
-
-    The check and the ``ALTER TABLE`` run in one write transaction, so two processes
-    opening an old store at once add each column once.
-
-    Examples
-    --------
-    >>> con = sqlite3.connect(":memory:", isolation_level=None)
-    >>> _ = con.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, status TEXT)")
-    >>> migrate(con); migrate(con)
-    >>> [row[1] for row in con.execute("PRAGMA table_info(jobs)")]
-    ['id', 'status', 'next_attempt']
-    """
-    if not _missing(con):  # the common case: no write lock taken
-        return
-    con.execute("BEGIN IMMEDIATE")
-    try:
-        for name, kind in _missing(con):
-            con.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-
-
-def open_checked(store: str | os.PathLike, mode: str = "rwc") -> tuple[str, sqlite3.Connection]:
-    """Open the database, or raise a PacklabError that says why and how to fix.
-
-    ``mode`` is SQLite's: ``"rwc"`` creates a missing store (a queue), ``"rw"`` and
-    ``"ro"`` (the CLI) need an existing one, so a mistyped path is an error, not a new
-    empty database.
-    """
-    path = store_path(store)
-    if mode != "rwc":
-        if not os.path.isfile(path):
-            raise PacklabError(f"store={os.fspath(store)!r}: no queue store at {os.path.abspath(path)}. "
-                               "Check the path (--store), or run a JobQueue with that store first.")
-        try:
-            con = _connect(path, mode)
-            con.execute("SELECT 1 FROM jobs LIMIT 1")
-            if mode != "ro":
-                migrate(con)
-        except sqlite3.DatabaseError as e:
-            raise PacklabError(f"store={os.fspath(store)!r} ({os.path.abspath(path)}) is not a readable "
-                               f"queue store ({e}).") from None
-        return path, con
-    folder = os.path.dirname(os.path.abspath(path))
-    hint = "Pass store= a path in a folder you can write, e.g. store='~/packlab.db'."
-    if not os.path.isdir(folder):
-        raise PacklabError(f"store={os.fspath(store)!r}: the folder {folder} does not exist. {hint}")
-    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-        raise PacklabError(f"store={os.fspath(store)!r} is not writable. {hint}")
-    try:
-        con = _connect(path)
-        con.executescript(_SCHEMA)
-        migrate(con)
-    except sqlite3.DatabaseError as e:
-        raise PacklabError(f"store={os.fspath(store)!r} cannot be used as a SQLite database ({e}). "
-                           f"{hint}") from None
-    return path, con
 
 
 class Store:
@@ -168,7 +57,7 @@ class Store:
 
     def __init__(self, store: str | os.PathLike, mode: str = "rwc") -> None:
         self.path, self._con = open_checked(store, mode)
-        missing = {name for name, _ in _missing(self._con)}  # only a read-only opener has any
+        missing = {name for name, _ in missing_columns(self._con)}  # only a read-only opener has any
         self._columns = ", ".join(f"NULL AS {c}" if c in missing else c for c in _COLUMNS.split(", "))
         self._ops: queue.SimpleQueue = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
