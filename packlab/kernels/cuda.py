@@ -21,11 +21,10 @@ import numpy as np
 
 from ..errors import PacklabError
 from .kernel import Kernel
-from .loops import collapse
+from .loops import collapse, generated
 from .reductions import Reduction
 
 _KERNELS: dict[tuple, Any] = {}
-_LOCK = threading.Lock()
 _SIM_LOCK = threading.Lock()
 THREADS = 256
 
@@ -121,16 +120,11 @@ def compiled_kernel(kern: Kernel, nin: int, kept: tuple[bool, ...], red: Reducti
     """The CUDA kernel for this layout, generated once per process."""
     from numba import cuda
 
-    key = (kern.uid, nin, kept, red.key())
-    fn = _KERNELS.get(key)
-    if fn is None:
-        with _LOCK:
-            fn = _KERNELS.get(key)
-            if fn is None:
-                ns: dict[str, Any] = {"cuda": cuda, "np": np, "kern": kern.cuda, **red.device_globals()}
-                exec(compile(gpu_source(nin, kept, red), f"<packlab cuda {kern.name}>", "exec"), ns)
-                fn = _KERNELS[key] = cuda.jit(ns["chunk"])
-    return fn
+    return generated(
+        _KERNELS, (kern.uid, nin, kept, red.key()), lambda: gpu_source(nin, kept, red),
+        {"cuda": cuda, "np": np, "kern": kern.cuda, **red.device_globals()},
+        f"<packlab cuda {kern.name}>", cuda.jit,
+    )
 
 
 def _xp_views(blocks: list[np.ndarray]):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numba
@@ -146,18 +147,27 @@ def _unrolled(nd: int, r: int, o_expr: str, index: list[str], value, red: Reduct
     return out
 
 
-def compiled_loop(kern: Kernel, nin: int, kept: tuple[bool, ...], red: Reduction):
-    """The numba dispatcher for this layout, made once per process (then per dtypes)."""
-    key = (kern.uid, nin, kept, red.key())
-    fn = _LOOPS.get(key)
+def generated(cache: dict, key: tuple, make_source: Callable[[], str], ns: dict[str, Any], label: str,
+              jit: Callable[[Any], Any]):
+    """The compiled ``chunk`` function of generated source, made once per process and
+    ``key`` (the CPU loops here, the CUDA kernels in :mod:`.cuda`)."""
+    fn = cache.get(key)
     if fn is None:
         with _LOCK:
-            fn = _LOOPS.get(key)
+            fn = cache.get(key)
             if fn is None:
-                ns: dict[str, Any] = {"kern": kern.cpu, "np": np, **red.globals()}
-                exec(compile(loop_source(nin, kept, red), f"<packlab loop {kern.name}>", "exec"), ns)
-                fn = _LOOPS[key] = numba.njit(nogil=True, fastmath={"reassoc", "contract"})(ns["chunk"])
+                exec(compile(make_source(), label, "exec"), ns)
+                fn = cache[key] = jit(ns["chunk"])
     return fn
+
+
+def compiled_loop(kern: Kernel, nin: int, kept: tuple[bool, ...], red: Reduction):
+    """The numba dispatcher for this layout, made once per process (then per dtypes)."""
+    return generated(
+        _LOOPS, (kern.uid, nin, kept, red.key()), lambda: loop_source(nin, kept, red),
+        {"kern": kern.cpu, "np": np, **red.globals()}, f"<packlab loop {kern.name}>",
+        numba.njit(nogil=True, fastmath={"reassoc", "contract"}),
+    )
 
 
 def chunk_state(kern: Kernel, red: Reduction, blocks: list[np.ndarray], kept: tuple[bool, ...],
