@@ -142,21 +142,27 @@ def run(size: str | int = "2GB", profile: str = "analytics", workers: int | None
         persisted = 2 * n * 8 <= sum(w.get("memory_limit") or 0 for w in info)
         x = dask_field(nt)
         t0 = time.perf_counter()
-        if persisted:  # generate once, keep it on the workers, evenly spread
+        if persisted:  # generate once and keep it on the workers
             x = client.persist(x)
-            client.rebalance(x)
+            client.rebalance(x)  # moves chunks off a worker holding far more than the others
         gen = time.perf_counter() - t0
 
         poly = kernel(_poly)
         want = numpy_reference(n)
-        close = lambda v: np.isclose(v, want, rtol=1e-9)  # noqa: E731
+
+        def close(v):
+            return np.isclose(v, want, rtol=1e-9)
+
         total = Part("sum(x*x + 2x)", n * 8)
         total.timings.append(_timed("dask", lambda: float((x * x + 2 * x).sum().compute()), close))
         total.timings.append(_timed("packlab", lambda: float(mapreduce(poly, x).compute()), close))
         parts = [total]
 
         ref = _variance_reference(nt)
-        near = lambda v: np.allclose(v[0, :4], ref, rtol=1e-9)  # noqa: E731
+
+        def near(v):
+            return np.allclose(v[0, :4], ref, rtol=1e-9)
+
         var = Part(f"per-cell variance over time of (t - 0.5)**2, {nt} x {_GRID[0]} x {_GRID[1]}", n * 8)
         var.timings.append(_timed("dask", lambda: ((x - 0.5) ** 2).var(axis=0).compute(), near))
         var.timings.append(_timed("packlab", lambda: mapreduce(kernel(_anomaly), x, reduce="var",

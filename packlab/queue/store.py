@@ -37,7 +37,7 @@ _RUNNING_ROWS = 300  # jobs per UPDATE in dispatching(): 3 variables each, under
 def _running_sql(n: int, fenced: bool) -> str:
     """One statement marking ``n`` jobs running (one step: the loop thread waits less
     for the GIL than with one per job); ``fenced``: only while the lease is ours."""
-    held = " AND EXISTS (SELECT 1 FROM lease WHERE driver=?)" if fenced else ""
+    held = f" AND EXISTS ({HELD})" if fenced else ""
     return (f"UPDATE jobs SET status='{RUNNING}', updated=?, attempts=CASE id {'WHEN ? THEN ? ' * n}END "
             f"WHERE id IN ({','.join('?' * n)}){held}")
 
