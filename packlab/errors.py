@@ -7,7 +7,36 @@ from __future__ import annotations
 
 
 class PacklabError(ValueError):
-    """Bad input or an unmet requirement, with a message that says how to fix it."""
+    """Bad input or an unmet requirement, with a message that says how to fix it.
+
+    ``field`` and ``value`` name what was wrong when one argument or setting was (the
+    command line uses ``field`` to name the option as it was typed).
+    """
+
+    def __init__(self, message: str = "", *, field: str | None = None, value: object = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.value = value
+
+
+class PacklabRuntimeError(RuntimeError):
+    """A runtime state stops packlab from doing what was asked; the input was fine.
+
+    Not a ``ValueError``: ``except ValueError`` around a job's own result must not also
+    catch "the queue is closed".
+    """
+
+
+class QueueClosed(PacklabRuntimeError):
+    """The job queue is closed (or stopped because it lost its driver lease)."""
+
+
+class LeaseError(PacklabRuntimeError):
+    """The store's driver lease is held by another live driver, or this driver lost it."""
+
+
+class StoreError(PacklabRuntimeError):
+    """The queue's store failed (a write refused, the disk full or read-only)."""
 
 
 class ConfigError(PacklabError):
@@ -29,7 +58,7 @@ def bad_value(field: str, value: object, expected: str, fix: str | None = None) 
     msg = f"{field}={value!r} is invalid: expected {expected}."
     if fix:
         msg += f" {fix}"
-    return PacklabError(msg)
+    return PacklabError(msg, field=field, value=value)
 
 
 def whole_number(value: object, field: str, minimum: int = 0) -> int:
