@@ -3,30 +3,205 @@
 The defaults ship in ``packlab.yaml`` beside this file and are merged at import, the
 way dask-jobqueue does it, so users override them in ``~/.config/dask/`` or with
 ``DASK_PACKLAB__...`` environment variables exactly as they already do for Dask.
+
+The whole ``packlab`` section is checked against ``packlab-schema.yaml`` (beside the
+defaults, as distributed ships ``distributed-schema.yaml``) whenever it is read and has
+changed: a key the schema does not know, or a value of the wrong kind, raises a
+:class:`~packlab.errors.ConfigError` naming the key, the value and where it came from
+(a config file, an environment variable, or ``dask.config.set`` in code).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import dask.config
 import yaml
 
-_DEFAULTS_PATH = os.path.join(os.path.dirname(__file__), "packlab.yaml")
+from . import checks
+from .errors import ConfigError, PacklabError
+
+_HERE = os.path.dirname(__file__)
+_DEFAULTS_PATH = os.path.join(_HERE, "packlab.yaml")
+_SCHEMA_PATH = os.path.join(_HERE, "packlab-schema.yaml")
 
 with open(_DEFAULTS_PATH) as _f:
     DEFAULTS: dict[str, Any] = yaml.safe_load(_f)
 
 dask.config.update_defaults(DEFAULTS)
 
+_SCHEMA: dict[str, Any] | None = None
+_VALID: str | None = None  # repr of the last section that passed, so unchanged config is not re-checked
+_MISSING = object()
 
-def get(key: str, default: Any = None) -> Any:
-    """Read ``packlab.<key>`` from dask.config.
+
+class UnknownSetting(ConfigError, KeyError):
+    """``config.get`` of a key that packlab does not have (a ``KeyError``, as in dask.config)."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""
+
+
+def schema() -> dict[str, Any]:
+    """The parsed ``packlab-schema.yaml`` (the node of the ``packlab`` section)."""
+    global _SCHEMA
+    if _SCHEMA is None:
+        with open(_SCHEMA_PATH) as f:
+            _SCHEMA = yaml.safe_load(f)["packlab"]
+    return _SCHEMA
+
+
+def _fraction(value: object, field: str) -> float:
+    x = checks.number(value, field, minimum=0)
+    if x >= 1:
+        raise checks.bad_value(field, value, "a fraction from 0 up to (not including) 1",
+                               "For 10% write 0.1.")
+    return x
+
+
+def _check_leaf(node: Mapping[str, Any], value: object, field: str) -> None:
+    if value is None and node.get("nullable"):
+        return
+    kind = node["type"]
+    if kind == "string":
+        checks.text(value, field)
+    elif kind == "boolean":
+        checks.boolean(value, field)
+    elif kind == "integer":
+        checks.integer(value, field, minimum=node.get("minimum"))
+    elif kind == "number":
+        checks.number(value, field, minimum=node.get("minimum"), above=node.get("above"))
+    elif kind == "fraction":
+        _fraction(value, field)
+    elif kind == "duration":
+        s = checks.duration(value, field)
+        if "above" in node and s <= node["above"]:
+            raise checks.bad_value(field, value, "a positive duration", 'Use e.g. "30s".')
+    elif kind == "memory":
+        checks.memory(value, field)
+    elif kind == "walltime":
+        checks.walltime(value, field)
+    elif kind == "choice":
+        checks.choice(value, field, node["choices"])
+    elif kind == "mapping":
+        if not isinstance(value, Mapping):
+            raise checks.bad_value(field, value, "a mapping")
+    else:  # pragma: no cover - a schema typo is our bug
+        raise AssertionError(f"packlab-schema.yaml: unknown type {kind!r} at {field}")
+
+
+def _walk(node: Mapping[str, Any], value: object, path: list[str]) -> None:
+    field = ".".join(["packlab", *path])
+    props = node.get("properties")
+    if props is None:
+        _check_leaf(node, value, field)
+        return
+    if not isinstance(value, Mapping):
+        raise checks.bad_value(field, value, f"a mapping with keys {sorted(props)}")
+    for key, sub in value.items():
+        canon = str(key).replace("_", "-")
+        if canon not in props:
+            close = difflib.get_close_matches(canon, list(props), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise PacklabError(
+                f"{field}.{key} is not a packlab setting.{hint} Known keys under {field}: "
+                f"{', '.join(sorted(props))}.", field=f"{field}.{key}", value=sub)
+        _walk(props[canon], sub, [*path, canon])
+
+
+def _origin(field: str) -> str:
+    """Where the setting ``packlab.a.b`` came from: an environment variable, a file, or code."""
+    parts = field.split(".")
+    for name, _ in os.environ.items():
+        if name.startswith("DASK_") and name[5:].lower().replace("_", "-").split("--") == [
+            p.replace("_", "-") for p in parts
+        ]:
+            return f"environment variable {name}"
+    for fname in _config_files():
+        try:
+            with open(fname) as f:
+                data = yaml.safe_load(f)
+        except (OSError, yaml.YAMLError):
+            continue
+        node: Any = data
+        for p in parts:
+            if not isinstance(node, Mapping):
+                break
+            match = [k for k in node if str(k).replace("_", "-") == p]
+            if not match:
+                break
+            node = node[match[0]]
+        else:
+            return f"file {fname}"
+    return "dask.config.set(...) in code or a config file dask read earlier"
+
+
+def _config_files() -> list[str]:
+    out = []
+    for p in dask.config.paths:
+        if os.path.isdir(p):
+            try:
+                names = sorted(os.listdir(p))
+            except OSError:
+                continue
+            out += [os.path.join(p, n) for n in names if n.endswith((".yaml", ".yml", ".json"))]
+        elif os.path.isfile(p):
+            out.append(p)
+    return out
+
+
+def validate() -> None:
+    """Check the whole ``packlab`` section of dask.config against the schema.
+
+    Raises :class:`~packlab.errors.ConfigError` naming the key, the value, what is
+    expected and where the value came from. Unchanged settings are not re-checked.
+
+    Examples
+    --------
+    >>> with dask.config.set({"packlab.queue.retry.attempts": "five"}):
+    ...     validate()  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    packlab.errors.ConfigError: packlab.queue.retry.attempts='five' is invalid: ... (set by dask.config.set...
+    """
+    global _VALID
+    section = dask.config.config.get("packlab", {})
+    snapshot = repr(section)
+    if snapshot == _VALID:
+        return
+    try:
+        _walk(schema(), section, [])
+    except PacklabError as e:
+        where = _origin(e.field) if e.field else "your dask config"
+        raise ConfigError(f"{e} (set by {where})", field=e.field, value=e.value) from None
+    _VALID = snapshot
+
+
+def get(key: str, default: Any = _MISSING) -> Any:
+    """Read ``packlab.<key>`` from dask.config, after checking the section against the schema.
+
+    An unknown key raises :class:`UnknownSetting` (a ``KeyError``), as ``dask.config.get``
+    does, unless a ``default`` is given.
 
     Examples
     --------
     >>> get("backend")
     'local'
+    >>> get("queue.polcy")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    packlab.config.UnknownSetting: packlab.queue.polcy is not a packlab setting...
     """
-    return dask.config.get(f"packlab.{key}", default=default)
+    validate()
+    try:
+        return dask.config.get(f"packlab.{key}")
+    except KeyError:
+        if default is not _MISSING:
+            return default
+        field = f"packlab.{key}"
+        raise UnknownSetting(
+            f"{field} is not a packlab setting: see packlab/packlab.yaml for the keys that exist.",
+            field=field) from None

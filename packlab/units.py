@@ -6,6 +6,8 @@ their terse exceptions into messages that name the field and the fix.
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 
 from dask.utils import format_bytes, parse_bytes, parse_timedelta
@@ -23,12 +25,15 @@ def memory_bytes(value: str | int | float, field: str = "memory") -> int:
     >>> memory_bytes("2GiB")
     2147483648
     """
-    if isinstance(value, bool):
-        raise bad_value(field, value, 'a size such as "4GiB" or "500MB"')
+    expected = 'a size such as "4GiB" or "500MB"'
+    if isinstance(value, bool) or not isinstance(value, (str, numbers.Real)):
+        raise bad_value(field, value, expected)
+    if isinstance(value, float) and (not math.isfinite(value) or value != int(value)):
+        raise bad_value(field, value, expected + " (a whole number of bytes)")
     try:
         n = parse_bytes(value) if isinstance(value, str) else int(value)
-    except (ValueError, TypeError):
-        raise bad_value(field, value, 'a size such as "4GiB" or "500MB"') from None
+    except (ValueError, TypeError, OverflowError):
+        raise bad_value(field, value, expected) from None
     if n <= 0:
         raise bad_value(field, value, "a positive size", 'Use e.g. "2GiB".')
     return n
@@ -42,16 +47,19 @@ def seconds(value: str | int | float, field: str = "duration", allow_zero: bool 
     >>> seconds("2m")
     120.0
     """
-    if isinstance(value, bool):
-        raise bad_value(field, value, 'a duration such as "60s" or "5m"')
+    expected = 'a duration such as "60s" or "5m"'
+    if isinstance(value, bool) or not isinstance(value, (str, numbers.Real)):
+        raise bad_value(field, value, expected)
     positive = "a positive duration" if not allow_zero else "a duration of 0 or more"
     # Dask cannot parse a negative duration at all; say what is wrong with it.
     if str(value).strip().startswith("-"):
         raise bad_value(field, value, positive)
     try:
         s = float(parse_timedelta(value, default="seconds"))
-    except (ValueError, TypeError, KeyError):
-        raise bad_value(field, value, 'a duration such as "60s" or "5m"') from None
+    except (ValueError, TypeError, KeyError, OverflowError):
+        raise bad_value(field, value, expected) from None
+    if not math.isfinite(s):
+        raise bad_value(field, value, expected + " (finite)")
     if s < 0 or (s == 0 and not allow_zero):
         raise bad_value(field, value, positive)
     return s
