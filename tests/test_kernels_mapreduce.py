@@ -60,8 +60,9 @@ def reference(v: np.ndarray, red: str, axis, skipna: bool):
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         nan = skipna and v.dtype.kind == "f"
-        if red == "count":
-            return np.count_nonzero(np.where(np.isnan(v), 0, v) if nan else v, axis=axis)
+        if red == "count":  # valid values, as xarray's count(), whatever skipna
+            return np.sum(~np.isnan(v), axis=axis) if v.dtype.kind == "f" else np.sum(
+                np.ones_like(v, bool), axis=axis)
         w = v.astype(np.float64) if v.dtype.kind == "f" else v
         return (NAN if nan else PLAIN)[red](w, axis=axis)
 
@@ -375,7 +376,7 @@ def test_xarray_scalar_and_axis():
 
 # -- errors --------------------------------------------------------------------
 @pytest.mark.parametrize("call, match", [
-    (lambda: packlab.mapreduce(poly, np.array(["a"])), "dtype <U1 which is invalid"),
+    (lambda: packlab.mapreduce(poly, np.array(["a"])), "dtype <U1, which is invalid"),
     (lambda: packlab.mapreduce(anomaly, np.zeros((3, 2)), np.zeros(3)), "do not broadcast"),
     (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="median"), "reduce='median' is unknown"),
     (lambda: packlab.mapreduce(poly, np.zeros(3), axis=1), "axis=1 is invalid.*1 dimension"),
@@ -383,7 +384,7 @@ def test_xarray_scalar_and_axis():
     (lambda: packlab.mapreduce(poly, np.zeros(3), dim="x"), "needs DataArray inputs"),
     (lambda: packlab.mapreduce(poly, np.zeros(3), axis=0, dim="x"), "both given"),
     (lambda: packlab.mapreduce(poly, np.zeros(3), device="tpu"), "device='tpu' is invalid"),
-    (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="histogram"), "needs bins="),
+    (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="histogram"), "bins=None is invalid"),
     (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="histogram", bins=3), "range=None"),
     (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="sum", bins=3), "bins= is not an option"),
     (lambda: packlab.mapreduce(poly, np.zeros(3), axis=0.5), r"axis=0.5 is invalid.*whole numbers"),

@@ -35,7 +35,8 @@ _LOCK = threading.Lock()
 
 
 def check_numeric(dtype: np.dtype, field: str) -> np.dtype:
-    """Accept bool, integer and real float dtypes; anything else is a clear error.
+    """Accept bool, integer and real float dtypes numba compiles; anything else is a
+    clear error (complex, strings, dates, object, long double).
 
     Examples
     --------
@@ -43,12 +44,32 @@ def check_numeric(dtype: np.dtype, field: str) -> np.dtype:
     dtype('float32')
     """
     dtype = np.dtype(dtype)
+    if dtype.kind == "f" and dtype.itemsize > 8:
+        raise PacklabError(
+            f"{field} has dtype {dtype}, which is invalid: numba has no long double, and "
+            "converting silently would drop its extra precision. Convert it first, e.g. "
+            "with .astype('float64').", field=field, value=dtype)
     if dtype.kind not in _NUMERIC_KINDS:
         raise PacklabError(
-            f"{field} has dtype {dtype} which is invalid: expected a real numeric dtype "
-            "(bool, integer or float). Convert it first, e.g. with .astype('float64')."
-        )
+            f"{field} has dtype {dtype}, which is invalid: expected a real numeric dtype "
+            "(bool, integer or float). Convert it first, e.g. with .astype('float64').",
+            field=field, value=dtype)
     return dtype
+
+
+def compute_dtype(dtype: np.dtype, field: str) -> np.dtype:
+    """The dtype an input is computed in: its own in native byte order; float16, which
+    numba does not compile, widened (exactly) to float32.
+
+    Examples
+    --------
+    >>> compute_dtype(np.dtype(">f8"), "arrays[0]"), compute_dtype(np.dtype("f2"), "arrays[0]")
+    (dtype('float64'), dtype('float32'))
+    """
+    dtype = check_numeric(dtype, field)
+    if dtype.kind == "f" and dtype.itemsize == 2:
+        return np.dtype("f4")
+    return dtype.newbyteorder("=")
 
 
 def numba_reason(err: BaseException) -> str:
@@ -98,7 +119,10 @@ class Kernel:
         if self._cpu is None:
             with _LOCK:
                 if self._cpu is None:
-                    self._cpu = numba.njit(nogil=True, fastmath={"contract"})(self.py_func)
+                    # error_model="numpy": 1/0 is inf and 0/0 NaN, as NumPy and the ufunc
+                    # of __call__ give, not a ZeroDivisionError out of the fused loop
+                    self._cpu = numba.njit(nogil=True, fastmath={"contract"}, error_model="numpy")(
+                        self.py_func)
         return self._cpu
 
     @property
@@ -116,7 +140,7 @@ class Kernel:
         Errors from numba become one readable :class:`~packlab.errors.PacklabError`
         naming the kernel, the argument types and numba's reason.
         """
-        key = tuple(np.dtype(d) for d in dtypes)
+        key = tuple(compute_dtype(np.dtype(d), f"{self.name} argument {i}") for i, d in enumerate(dtypes))
         if key in self._types:
             return self._types[key]
         if len(key) != self.nargs:
@@ -159,8 +183,8 @@ class Kernel:
     def __call__(self, *args: Any) -> Any:
         """Apply elementwise to scalars or NumPy arrays, broadcasting like a ufunc."""
         arrays = [np.asarray(a) for a in args]
-        for i, a in enumerate(arrays):
-            check_numeric(a.dtype, f"{self.name} argument {i}")
+        arrays = [a.astype(compute_dtype(a.dtype, f"{self.name} argument {i}"), copy=False)
+                  for i, a in enumerate(arrays)]
         return self.ufunc([a.dtype for a in arrays])(*arrays)
 
     # -- identity across processes -----------------------------------------

@@ -23,7 +23,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import PacklabError, whole_number
+from ..errors import PacklabError, bad_value, whole_number
+from .codegen import locals_to_state
 
 REDUCTIONS: dict[str, type[Reduction]] = {}
 
@@ -61,6 +62,20 @@ def whole(value: Any, field: str, minimum: int = 0) -> int:
     return whole_number(value, field, minimum)
 
 
+def flag(value: Any, field: str) -> bool:
+    """``value`` if it is a bool (NumPy's too); a string such as ``"no"`` or a number is an
+    error, not its truthiness.
+
+    Examples
+    --------
+    >>> flag(np.True_, "skipna")
+    True
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise bad_value(field, value, "True or False", f"Pass {field}=True or {field}=False.")
+    return bool(value)
+
+
 def acc_dtype(vtype: np.dtype) -> np.dtype:
     """Accumulate floats in float64, signed ints and bools in int64, unsigned in uint64."""
     return np.dtype({"f": "f8", "u": "u8"}.get(vtype.kind, "i8"))
@@ -85,7 +100,7 @@ class Reduction:
                 " combine/identity for reduce='custom')."
             )
         self.vtype = np.dtype(vtype)
-        self.skipna = bool(skipna) and self.vtype.kind == "f"
+        self.skipna = flag(skipna, "skipna") and self.vtype.kind == "f"
 
     # -- description --------------------------------------------------------
     def key(self) -> tuple:
@@ -138,8 +153,9 @@ class Reduction:
         return [f"s_{f}[o] += l_{f}" for f in self.fields]
 
     def update_state(self) -> list[str]:
-        """The same update, straight into the state (when no inner loop is reduced)."""
-        return [_to_state(line, self.fields) for line in self.update_local()]
+        """The same update, straight into the state (when no inner loop is reduced):
+        :func:`.codegen.locals_to_state` rewrites every ``l_<field>`` on the syntax tree."""
+        return locals_to_state(self.update_local(), self.state_dtype().names)
 
     def guarded(self, lines: list[str]) -> list[str]:
         """Skip NaN values when ``skipna`` (floats only: ints have no NaN)."""
@@ -186,12 +202,6 @@ class Reduction:
 
     def finalize(self, p: np.ndarray) -> np.ndarray:
         raise NotImplementedError
-
-
-def _to_state(line: str, fields: tuple[str, ...]) -> str:
-    for f in fields:
-        line = line.replace(f"l_{f}", f"s_{f}[o]")
-    return line
 
 
 def _squeezed(shape: tuple[int, ...], axis: tuple[int, ...]) -> tuple[int, ...]:
