@@ -44,8 +44,38 @@ def register_reduction(cls: type[Reduction]) -> type[Reduction]:
     >>> import packlab
     >>> int(packlab.mapreduce(lambda x: x, np.array([-1, 2, -3]), reduce="sumabs").compute())
     6
+
+    The class is checked here, not when it first runs: it must subclass
+    :class:`Reduction` and name itself (``name``, a new name: the built-in ones cannot be
+    replaced) and its state (``fields``, ``params``: distinct identifiers). Its snippets
+    are rewritten on their syntax tree (:mod:`.codegen`), so any field names work, also
+    ones that are prefixes of each other (``s`` and ``s2``). Registering a class of the
+    same name again (a notebook cell run twice) replaces it.
     """
-    REDUCTIONS[cls.name] = cls
+    if not (isinstance(cls, type) and issubclass(cls, Reduction)):
+        raise bad_value("register_reduction(cls)", cls, "a subclass of packlab.kernels.Reduction",
+                        "Decorate a class such as `class MyReduction(Reduction): ...`.")
+    name = getattr(cls, "name", None)
+    if not (isinstance(name, str) and name.isidentifier()):
+        raise bad_value(f"{cls.__name__}.name", name, "an identifier such as 'sumabs'",
+                        "Set the class attribute name = '...': it is what reduce= takes.")
+    old = REDUCTIONS.get(name)
+    same = old is not None and (old.__module__, old.__qualname__) == (cls.__module__, cls.__qualname__)
+    if old is not None and not same and old.__module__.startswith("packlab.kernels."):
+        raise bad_value(f"{cls.__name__}.name", name,
+                        f"a name not built into packlab (it is {old.__qualname__}'s)",
+                        "Give the reduction a name of its own.")
+    for attr in ("fields", "params"):
+        names = getattr(cls, attr, None)
+        if attr == "fields" and names is None:
+            raise bad_value(f"{cls.__name__}.fields", None, "a tuple of state field names, e.g. ('s', 's2')",
+                            "Set the class attribute fields = (...).")
+        ok = isinstance(names, tuple) and all(isinstance(n, str) and n.isidentifier() for n in names)
+        if not ok or len(set(names)) < len(names) or (attr == "fields" and not names):
+            raise bad_value(f"{cls.__name__}.{attr}", names,
+                            "a tuple of distinct identifiers, e.g. ('s', 's2')",
+                            f"Set the class attribute {attr} = (...).")
+    REDUCTIONS[name] = cls
     return cls
 
 
@@ -94,11 +124,12 @@ class Reduction:
 
     def __init__(self, vtype: np.dtype, skipna: bool = False, **options: Any):
         if options:
+            given = ", ".join(f"{k}={v!r}" for k, v in options.items())
             raise PacklabError(
-                f"{', '.join(f'{k}=' for k in options)} is not an option of reduce={self.name!r}."
+                f"{given} is not an option of reduce={self.name!r}."
                 f" Remove it (options by reduction: ddof for var/std, bins/range for histogram,"
-                " combine/identity for reduce='custom')."
-            )
+                " combine/identity for reduce='custom').", field=next(iter(options)),
+                value=next(iter(options.values())))
         self.vtype = np.dtype(vtype)
         self.skipna = flag(skipna, "skipna") and self.vtype.kind == "f"
 
