@@ -4,9 +4,11 @@ Binning follows :func:`numpy.histogram` exactly: with ``bins=N, range=(lo, hi)``
 edges are ``np.linspace(lo, hi, N + 1)`` in the data's result type (float32 data and
 Python-number ranges give float32 edges) and every value is compared with those edges
 in that type; the last bin is closed; NaN and values outside the range are ignored;
-booleans count as 0 and 1. A value's bin is first guessed arithmetically, then moved
-until the edges hold it, so no input (a range narrower than a float's resolution,
-values on the edges, infinities) can give an index outside ``[0, N)``.
+booleans count as 0 and 1. A value's bin is guessed arithmetically, clamped to
+``[0, N)``, then corrected by one step against the edges (NumPy's own rule); the guess
+is only made where it is finite (a range of subnormal width bisects the edges), so no
+input (a range narrower than a float's resolution, values on the edges, infinities,
+NaN) can give an index outside ``[0, N)``.
 """
 
 from __future__ import annotations
@@ -28,13 +30,15 @@ class Histogram(Reduction):
     name = "histogram"
     fields = ("c",)
     additive = True
-    params = ("edges", "lo", "den", "nb", "uniform")
+    params = ("edges", "lo", "norm", "nb", "uniform")
     uses_locals = False
 
     def __init__(self, vtype, skipna=False, bins=None, range=None, **options):
         super().__init__(vtype, skipna, **options)
         self.edges, self.uniform = bin_edges(bins, range, self.vtype)
         self.nb = len(self.edges) - 1
+        if self.uniform and not np.isfinite(self._norm()):  # a range of subnormal width: bisect the edges instead
+            self.uniform = False
 
     def key(self):  # the edges are a loop argument: one compiled loop for every range
         return (*super().key(), self.nb, self.uniform, self.edges.dtype.str)
@@ -54,11 +58,11 @@ class Histogram(Reduction):
             convert,
             "if x >= p_edges[0] and x <= p_edges[p_nb]:",  # False for NaN
             "    if p_uniform:",
-            "        f = (float(x) - p_lo) / p_den * p_nb",  # 0 <= f, maybe inf: clamp first
+            "        f = (float(x) - p_lo) * p_norm",  # 0 <= f (finite: see __init__); clamp first
             "        b = int(f) if f < p_nb else p_nb - 1",
-            "        while b > 0 and x < p_edges[b]:",
+            "        if x < p_edges[b]:",  # NumPy's one-step correction; b > 0 here as x >= edges[0]
             "            b -= 1",
-            "        while b < p_nb - 1 and x >= p_edges[b + 1]:",
+            "        elif b < p_nb - 1 and x >= p_edges[b + 1]:",
             "            b += 1",
             "    else:",
             "        b = 0",  # bisect by hand: the CUDA target has no searchsorted
@@ -72,9 +76,13 @@ class Histogram(Reduction):
             "    s_c[o, b] += 1",
         ]
 
+    def _norm(self) -> float:
+        with np.errstate(all="ignore"):
+            return float(self.nb / (np.float64(self.edges[-1]) - np.float64(self.edges[0])))
+
     def param_values(self):
-        lo, hi = float(self.edges[0]), float(self.edges[-1])
-        return (self.edges, lo, hi - lo, self.nb, self.uniform)
+        return (self.edges, float(self.edges[0]), self._norm() if self.uniform else 0.0, self.nb,
+                self.uniform)
 
     def extra_shape(self):
         return (self.nb,)

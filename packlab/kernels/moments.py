@@ -162,9 +162,14 @@ class Var(Reduction):
         return np.zeros(1, self.vtype).mean().dtype
 
     def finalize(self, p):
+        # With no degrees of freedom left (ddof >= n) NumPy's two disagree and packlab
+        # follows each: np.var divides by zero (inf, or NaN for 0/0), np.nanvar gives NaN.
         with np.errstate(invalid="ignore", divide="ignore"):
             dof = p["n"] - self.ddof
-            v = np.where(dof > 0, np.maximum(p["m2"], 0.0) / np.maximum(dof, 1), np.nan)
+            m2 = np.maximum(p["m2"], 0.0)
+            v = m2 / np.maximum(dof, 0)
+            if self.skipna:
+                v = np.where(dof > 0, v, np.nan)
             v = np.where(np.isnan(p["m2"]), np.nan, v)
         return v.astype(self.result_dtype())
 
