@@ -71,8 +71,8 @@ def resolve_device(device: str) -> bool:
              else "no CUDA device is visible to this process")
     raise PacklabError(
         f"device='gpu' but {where}: use device='cpu' (or 'auto'), or run on a GPU machine, "
-        "e.g. packlab.launch(gpus=1) there (needs pip install 'packlab[gpu]')."
-    )
+        "e.g. packlab.launch(gpus=1) there (needs pip install 'packlab[gpu]').",
+        field="device", value=device)
 
 
 def gpu_source(nin: int, kept: tuple[bool, ...], red: Reduction) -> str:

@@ -37,7 +37,7 @@ class Histogram(Reduction):
         super().__init__(vtype, skipna, **options)
         self.edges, self.uniform = bin_edges(bins, range, self.vtype)
         self.nb = len(self.edges) - 1
-        if self.uniform and not np.isfinite(self._norm()):  # a range of subnormal width: bisect the edges instead
+        if self.uniform and not np.isfinite(self._norm()):  # a range of subnormal width: bisect
             self.uniform = False
 
     def key(self):  # the edges are a loop argument: one compiled loop for every range
@@ -119,7 +119,8 @@ def bin_edges(bins: Any, range_: Any, vtype: np.dtype) -> tuple[np.ndarray, bool
             "increasing array of bin edges. packlab does not scan the data for a range "
             "(NumPy's estimators such as 'auto'); give the range of interest.", field="bins", value=bins)
     if np.ndim(bins) == 0:
-        return _uniform(whole(bins, "bins", minimum=1), range_, vtype), True
+        nb = whole(bins, "bins", minimum=1, fix="e.g. bins=10, range=(0, 1).")
+        return _uniform(nb, range_, vtype), True
     try:
         edges = np.asarray(bins, dtype=np.float64)
     except (TypeError, ValueError):

@@ -100,8 +100,9 @@ class Kernel:
     def __init__(self, func: Callable[..., Any], uid: str | None = None):
         if not callable(func):
             raise PacklabError(
-                f"kernel={func!r} is invalid: expected a plain Python function of scalars."
-            )
+                f"kernel={func!r} is invalid: expected a plain Python function of scalars. "
+                "Decorate one, e.g. @packlab.kernel above def f(x): return x * x.",
+                field="kernel", value=func)
         self.py_func = func
         self.name = getattr(func, "__name__", "kernel")
         self.uid = uid or uuid.uuid4().hex
@@ -146,8 +147,8 @@ class Kernel:
         if len(key) != self.nargs:
             raise PacklabError(
                 f"kernel {self.name!r} takes {self.nargs} argument(s) but {len(key)} array(s) "
-                "were given: pass one array (or scalar) per kernel argument."
-            )
+                "were given as arrays: pass one array (or scalar) per kernel argument.", field="arrays",
+                value=len(key))
         sig = tuple(from_dtype(d) for d in key)
         try:
             self.cpu.compile(sig)
@@ -214,12 +215,13 @@ def _arity(func: Callable[..., Any]) -> int:
     try:
         params = inspect.signature(func).parameters.values()
     except (TypeError, ValueError):
-        raise PacklabError(f"kernel={func!r} is invalid: its signature cannot be read.") from None
+        raise PacklabError(f"kernel={func!r} is invalid: its signature cannot be read. Pass a plain "
+                           "Python function (def or lambda).", field="kernel", value=func) from None
     if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.KEYWORD_ONLY) for p in params):
         raise PacklabError(
             f"kernel {func.__name__!r} is invalid: expected positional arguments only "
-            "(one per input array), no *args, **kwargs or keyword-only arguments."
-        )
+            "(one per input array), no *args, **kwargs or keyword-only arguments. Name each "
+            "argument, e.g. def f(t, clim).", field="kernel", value=func.__name__)
     return len(params)
 
 

@@ -95,9 +95,12 @@ def mapreduce(
     """
     kern = kernel(kern)
     if not arrays:
-        raise PacklabError(f"mapreduce({kern.name}) got no arrays: pass one per kernel argument.")
+        raise PacklabError(f"arrays=() is invalid: mapreduce({kern.name}) got no arrays; pass one "
+                           "per kernel argument.", field="arrays", value=())
     if axis is not None and dim is not None:
-        raise PacklabError("axis= and dim= were both given: pass positions (axis) or names (dim).")
+        raise PacklabError(f"axis={axis!r} and dim={dim!r} were both given: pass positions (axis) or "
+                           "names (dim), not both.", field="dim", value=dim)
+    split_every = _split_every(split_every)
     if not isinstance(device, str) or device not in ("auto", "cpu", "gpu"):
         raise bad_value("device", device, "'auto', 'cpu' or 'gpu'",
                         "Use device='auto' to run on GPU workers when the cluster has them.")
@@ -109,10 +112,11 @@ def mapreduce(
     try:
         shape = np.broadcast_shapes(*(x.shape for x in data))
     except ValueError:
+        shapes = [tuple(x.shape) for x in data]
         raise PacklabError(
-            f"arrays of shapes {[tuple(x.shape) for x in data]} do not broadcast together: "
-            "make trailing dimensions equal or 1 (NumPy rules), or use DataArrays with named dims."
-        ) from None
+            f"arrays of shapes {shapes} do not broadcast together: "
+            "make trailing dimensions equal or 1 (NumPy rules), or use DataArrays with named dims.",
+            field="arrays", value=shapes) from None
     axes = _axes(axis, dim, len(shape), dims)
 
     vtype = kern.result_dtype([x.dtype for x in data])
@@ -193,6 +197,18 @@ def partial_of_chunks(chunks, *, kern: Kernel, red: Reduction, kept, gpu: bool) 
             state = chunk_state(kern, red, blocks, kept, state)
     partial = red.combine(np.stack(parts), (0,))[0] if gpu else red.to_partial(state)
     return partial.reshape(tuple(n if k else 1 for n, k in zip(shape, kept, strict=True)))
+
+
+def _split_every(value: Any) -> int | dict | None:
+    """``split_every`` as Dask takes it: None, a whole number of at least 2, or {axis: number}."""
+    fix = "e.g. split_every=8, or None for Dask's default."
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        if not all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in value):
+            raise bad_value("split_every", value, "a dict of axis: fan-in", fix)
+        return {int(k): whole(v, "split_every", minimum=2, fix=fix) for k, v in value.items()}
+    return whole(value, "split_every", minimum=2, fix=fix)
 
 
 def _fan_in(split_every: int | dict | None) -> int:

@@ -102,7 +102,7 @@ class Var(Reduction):
 
     def __init__(self, vtype, skipna=False, ddof: int = 0, **options):
         super().__init__(vtype, skipna, **options)
-        self.ddof = whole(ddof, "ddof")
+        self.ddof = whole(ddof, "ddof", fix="e.g. ddof=1 for the sample variance.")
 
     def state_dtype(self):
         return np.dtype([("n", "i8"), ("s1", "f8"), ("s2", "f8"), ("k", "f8")])

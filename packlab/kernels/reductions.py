@@ -79,8 +79,9 @@ def register_reduction(cls: type[Reduction]) -> type[Reduction]:
     return cls
 
 
-def whole(value: Any, field: str, minimum: int = 0) -> int:
-    """:func:`packlab.errors.whole_number` that also accepts NumPy integers (not bools).
+def whole(value: Any, field: str, minimum: int = 0, fix: str | None = None) -> int:
+    """:func:`packlab.errors.whole_number` that also accepts NumPy integers (not bools),
+    with ``fix`` appended to its message.
 
     Examples
     --------
@@ -89,7 +90,12 @@ def whole(value: Any, field: str, minimum: int = 0) -> int:
     """
     if isinstance(value, np.integer):
         value = int(value)
-    return whole_number(value, field, minimum)
+    try:
+        return whole_number(value, field, minimum)
+    except PacklabError as e:
+        if fix is None:
+            raise
+        raise PacklabError(f"{e} {fix}", field=field, value=value) from None
 
 
 def flag(value: Any, field: str) -> bool:
@@ -256,17 +262,15 @@ def make_reduction(reduce: Any, vtype: np.dtype, skipna: bool, options: dict[str
         if reduce not in REDUCTIONS:
             raise PacklabError(
                 f"reduce={reduce!r} is unknown: choose one of {sorted(REDUCTIONS)}, or pass an "
-                "associative combine function f(a, b) with identity=."
-            )
+                "associative combine function f(a, b) with identity=.", field="reduce", value=reduce)
         return REDUCTIONS[reduce](vtype, skipna, **options)
     if callable(reduce):
         if "combine" in options:
             raise PacklabError(
-                f"reduce={reduce!r} is a combine function and combine= was given too: pass "
-                "reduce=f, identity=... or reduce='custom', combine=f, identity=..."
-            )
+                f"reduce={reduce!r} is a combine function and combine={options['combine']!r} was "
+                "given too: pass reduce=f, identity=... or reduce='custom', combine=f, identity=...",
+                field="combine", value=options["combine"])
         return combine.Custom(vtype, skipna, combine=reduce, **options)
     raise PacklabError(
         f"reduce={reduce!r} is invalid: expected a reduction name such as 'sum', or a "
-        "combine function f(a, b) with identity=."
-    )
+        "combine function f(a, b) with identity=.", field="reduce", value=reduce)
