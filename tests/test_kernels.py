@@ -293,3 +293,21 @@ def test_register_reduction_checks_the_class(bad, field):
         register_reduction(bad)
     assert e.value.field == field and "expected" in str(e.value)
     assert getattr(bad, "name", None) not in REDUCTIONS or REDUCTIONS[bad.name] is not bad
+
+
+def test_histogram_never_indexes_outside_its_state_under_numba_boundscheck():
+    """Ranges of subnormal width, at a float's resolution or overflowing, values on every
+    edge and one ulp either side, NaN, infinities, float32/float64/int data: with numba's
+    bounds checks on (a fresh process), no bin index leaves the state, and the counts
+    are np.histogram's (or both refuse). The code before the fix fails here."""
+    import os
+    import pathlib
+    import subprocess
+
+    script = pathlib.Path(__file__).with_name("histogram_fuzz.py")
+    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1",
+           "PYTHONPATH": os.pathsep.join([str(script.parent.parent), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, str(script), "200"], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    assert "checked" in out.stdout

@@ -255,11 +255,10 @@ def _as_dask(x: Any, field: str) -> da.Array:
     if isinstance(x, da.Array) and any(math.isnan(n) for n in x.shape):
         raise PacklabError(
             f"{field} has unknown chunk sizes (shape {x.shape}), which is invalid: packlab must "
-            f"know every chunk to broadcast and reduce. Call {field}.compute_chunk_sizes() first "
-            "(or avoid boolean-mask indexing before mapreduce).", field=field, value=x.shape)
-    if dtype != x.dtype:  # big-endian data, float16: converted chunk by chunk
-        x = x.astype(dtype)
-    return x if isinstance(x, da.Array) else da.asarray(x)
+            "know every chunk to broadcast and reduce. Call .compute_chunk_sizes() on it first "
+            "(boolean-mask indexing makes them unknown).", field=field, value=x.shape)
+    x = x if isinstance(x, da.Array) else da.asarray(x)
+    return x if dtype == x.dtype else x.astype(dtype)  # big-endian, float16: chunk by chunk
 
 
 def _axes(axis, dim, nd: int, dims: list[str] | None) -> tuple[int, ...]:
