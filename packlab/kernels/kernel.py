@@ -243,7 +243,10 @@ def kernel(func: Callable[..., Any]) -> Kernel:
         Compiles lazily, once per dtype signature and process. Wrapping the same
         function again returns the same Kernel, with the code it already compiled.
         Multiply-adds may be fused (numba ``fastmath={"contract"}``), so results can
-        differ from plain Python's in the last bit.
+        differ from plain Python's in the last bit. Arithmetic follows NumPy, not
+        Python: ``1 / 0`` is ``inf``, ``0 / 0`` is NaN and an integer ``x // 0`` is 0
+        (numba's ``error_model="numpy"``), never a ``ZeroDivisionError``. Inputs of
+        float16, which numba does not compile, are computed in float32.
 
     Examples
     --------
