@@ -95,7 +95,10 @@ def number(value: object, field: str, *, minimum: float | None = None, maximum: 
     expected = "a finite number" + (" " + " and ".join(parts) if parts else "")
     if _is_bool(value) or not isinstance(value, numbers.Real):
         raise bad_value(field, value, expected, fix or _number_fix(value))
-    x = float(value)
+    try:
+        x = float(value)
+    except OverflowError:  # an int too large for a float
+        x = math.inf
     if (not math.isfinite(x) or (above is not None and x <= above)
             or (minimum is not None and x < minimum) or (maximum is not None and x > maximum)):
         raise bad_value(field, value, expected, fix)
@@ -105,10 +108,11 @@ def number(value: object, field: str, *, minimum: float | None = None, maximum: 
 def _number_fix(value: object) -> str | None:
     if isinstance(value, str):
         try:
-            float(value)
+            x = float(value)
         except ValueError:
             return None
-        return f"Pass the number itself ({value.strip()}), not a string."
+        if math.isfinite(x):
+            return f"Pass the number itself ({value.strip()}), not a string."
     return None
 
 

@@ -10,8 +10,13 @@ import threading
 import click
 
 from . import __version__
-from .errors import PacklabError, PacklabRuntimeError
-from .profiles import PROFILES
+from .errors import ConfigError, PacklabError, PacklabRuntimeError
+
+
+class _InputError(click.ClickException):
+    """A bad setting, not a bad command line: one line, exit code 2, no usage text."""
+
+    exit_code = 2
 
 
 class _Group(click.Group):
@@ -37,7 +42,11 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
+            from . import config  # noqa: F401  (first: an unreadable dask config file is one line)
+
             return super().invoke(ctx)
+        except ConfigError as e:
+            raise _InputError(str(e)) from None
         except PacklabError as e:
             raise click.UsageError(as_typed(e, ctx.meta.get("packlab.commands", [])), ctx) from None
         except PacklabRuntimeError as e:
@@ -81,6 +90,8 @@ def main() -> None:
 @main.command()
 def profiles() -> None:
     """List the workload profiles (per-worker resources)."""
+    from .profiles import PROFILES  # here: an unreadable dask config is then one line
+
     for p in PROFILES.values():
         click.echo(f"{p.summary():<62}  {p.description}")
 
