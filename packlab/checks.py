@@ -34,7 +34,9 @@ T = TypeVar("T")
 
 
 def _is_bool(value: object) -> bool:
-    return isinstance(value, bool) or type(value).__name__ == "bool_"  # numpy.bool_ too
+    # numpy's bool is named bool_ before NumPy 2 and bool since
+    return isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in
+                                       ("bool_", "bool"))
 
 
 def integer(value: object, field: str, *, minimum: int | None = None, maximum: int | None = None,

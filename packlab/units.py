@@ -33,7 +33,8 @@ _WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+):(\d{1,2})(?::(\d{1,2}))?$", re.ASCII)
 def _real(value: object) -> float | None:
     """``value`` as a float when it is a real number (not a bool), else ``None``;
     ``inf`` for a number too large for a float."""
-    if isinstance(value, bool) or type(value).__name__ == "bool_" or not isinstance(value, numbers.Real):
+    if (isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in
+                                    ("bool_", "bool")) or not isinstance(value, numbers.Real)):
         return None
     try:
         return float(value)
