@@ -82,6 +82,8 @@ def _check_leaf(node: Mapping[str, Any], value: object, field: str) -> None:
     kind = node["type"]
     if kind == "string":
         checks.text(value, field)
+    elif kind == "path":
+        checks.path(value, field)
     elif kind == "boolean":
         checks.boolean(value, field)
     elif kind == "integer":
