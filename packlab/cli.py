@@ -55,6 +55,7 @@ class _Group(click.Group):
         name, cmd, rest = super().resolve_command(ctx, args)
         if cmd is not None:  # remembered so an error can name the option as it was typed
             ctx.meta.setdefault("packlab.commands", []).append(cmd)
+            ctx.meta.setdefault("packlab.args", []).extend(rest)
         return name, cmd, rest
 
     def invoke(self, ctx: click.Context):
@@ -65,17 +66,19 @@ class _Group(click.Group):
         except ConfigError as e:
             raise _InputError(str(e)) from None
         except PacklabError as e:
-            raise click.UsageError(as_typed(e, ctx.meta.get("packlab.commands", [])), ctx) from None
+            raise click.UsageError(as_typed(e, ctx.meta.get("packlab.commands", []),
+                                            ctx.meta.get("packlab.args")), ctx) from None
         except PacklabRuntimeError as e:
             raise click.ClickException(str(e)) from None
 
 
-def as_typed(error: PacklabError, commands: list[click.Command]) -> str:
+def as_typed(error: PacklabError, commands: list[click.Command], args: list[str] | None = None) -> str:
     """The error's message, naming each option as the user typed it (``--min-workers``)
     rather than as the Python argument (``min_workers``).
 
-    Every ``name=`` in the message that is the Python name of an option of the commands
-    run is replaced, so a message about two arguments names both as typed.
+    Each ``name=`` in the message that is the Python name of an option of the commands
+    run, and that the user typed (in ``args``, when given), is replaced, so a message
+    about two options names both as typed; the error's own field always is.
 
     Examples
     --------
@@ -94,7 +97,11 @@ def as_typed(error: PacklabError, commands: list[click.Command]) -> str:
         if isinstance(cmd, click.Group):
             stack += list(cmd.commands.values())
         for param in cmd.params:
-            if isinstance(param, click.Option) and param.name:
+            if not isinstance(param, click.Option) or not param.name:
+                continue
+            given = args is None or param.name == error.field or any(
+                a.split("=", 1)[0] in param.opts for a in args)
+            if given:
                 typed.setdefault(param.name, max(param.opts, key=len))
     if not typed:
         return message
