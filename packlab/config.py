@@ -17,6 +17,7 @@ import copy
 import difflib
 import math
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,13 @@ try:
     import dask.config
 except ValueError as _e:  # dask reads every config file when imported; one is not YAML
     raise ConfigError(" ".join(str(_e).split()) + " Fix that file or move it away.") from None
+except TypeError as _e:  # dask fails on a key that is not a string (``1:`` in YAML)
+    _dirs = [os.environ.get("DASK_ROOT_CONFIG", "/etc/dask"), os.path.join(sys.prefix, "etc", "dask"),
+             os.path.join(os.path.expanduser("~"), ".config", "dask"), os.environ.get("DASK_CONFIG", "")]
+    raise ConfigError(
+        f"dask could not read its config files ({_e}): one has a key that is not a string, such as "
+        f"`1:` in YAML; quote it ('1':). Dask reads the files in {', '.join(d for d in _dirs if d)}."
+    ) from None
 
 from . import checks  # after dask.config: a malformed file is reported above
 

@@ -72,8 +72,11 @@ def parse_profile(name: str, spec: Mapping[str, Any]) -> Profile:
 
 
 def _parse(name: object, spec: object) -> Profile:
-    checks.text(name, "packlab.profiles key", expected="a profile name (a non-empty string)")
     where = f"packlab.profiles.{name}"
+    if not isinstance(name, str) or not name.strip():
+        raise PacklabError(
+            f"{where} is invalid: a profile name must be a non-empty string, not {name!r}. "
+            f"In YAML, quote it: '{name}': {{cores: 2, memory: 4GiB}}.", field=where, value=spec)
     if not isinstance(spec, Mapping):
         raise PacklabError(f"{where} must be a mapping of cores, memory, gpus, walltime, description: "
                            f"{where}={spec!r} is invalid. Write e.g. {{cores: 2, memory: 4GiB}}.",
@@ -119,7 +122,7 @@ class _Profiles(Mapping[str, Profile]):
     def __getitem__(self, name: str) -> Profile:
         raw = self._raw()
         key = _match(name, raw)
-        if key is None:
+        if key is _NONE:
             names = sorted(map(str, raw))
             close = difflib.get_close_matches(name, names, n=1) if isinstance(name, str) else []
             hint = f"Did you mean {close[0]!r}? " if close else ""
@@ -132,7 +135,7 @@ class _Profiles(Mapping[str, Profile]):
 
     def __contains__(self, name: object) -> bool:
         # Mapping's default catches only KeyError; an unknown name is a PacklabError here.
-        return _match(name, self._raw()) is not None
+        return _match(name, self._raw()) is not _NONE
 
     def get(self, name: str, default: Any = None) -> Any:
         return self[name] if name in self else default
@@ -154,13 +157,20 @@ def _display(key: object) -> Any:
     return key
 
 
+_NONE = object()
+
+
 def _match(name: object, raw: Mapping[Any, Any]) -> Any:
+    """The key of ``raw`` that ``name`` means, or ``_NONE``."""
     if not isinstance(name, str):
-        return None
+        try:  # a YAML key such as ``1:`` is there, and parse_profile says what is wrong with it
+            return name if name in raw else _NONE
+        except TypeError:  # unhashable
+            return _NONE
     for candidate in (name, name.replace("_", "-"), name.replace("-", "_")):
         if candidate in raw:
             return candidate
-    return None
+    return _NONE
 
 
 PROFILES: Mapping[str, Profile] = _Profiles()

@@ -241,7 +241,16 @@ def test_a_bad_profile_in_a_file_or_variable_names_it(user_config):
                  "environment variable DASK_PACKLAB__PROFILES__GENERAL_BATCH__MEMORY")
 
 
+def test_a_profile_name_that_is_not_a_string_is_named():
+    with dask.config.set({"packlab.profiles": {1: {"cores": 1, "memory": "1GiB"}}}):
+        with pytest.raises(ConfigError, match="packlab.profiles.1 is invalid: a profile name must be"):
+            list(packlab.PROFILES.values())
+
+
 def test_an_unknown_profile_suggests_one():
+    for name in (["a"], None, 3):
+        with pytest.raises(PacklabError, match="is unknown"):
+            packlab.PROFILES[name]
     with pytest.raises(PacklabError) as err:
         packlab.PROFILES["analytic"]
     assert_names(err.value, "profile='analytic' is unknown", "Did you mean 'analytics'?")
@@ -282,6 +291,8 @@ CLI_CONFIG = [
      ["packlab.profiles.mine.memory='lots'", "0-packlab.yaml"]),
     (["demo", "--workers", "1"], [], {"DASK_PACKLAB__SECURITY": "off"},
      ["packlab.security='off'", "environment variable DASK_PACKLAB__SECURITY"]),
+    (["profiles"], ["packlab:\n  profiles:\n    1: {cores: 2, memory: 1GiB}\n"], None,
+     ["a key that is not a string", "{where}"]),  # dask itself fails on it when imported
     (["profiles"], ["packlab: {oops\n"], None, ["0-packlab.yaml", "is malformed"]),
     (["demo"], ["packlab: {oops\n"], None, ["0-packlab.yaml", "is malformed"]),
     (["queue", "ls"], [], {"DASK_PACKLAB__QUEUE__STORE": "0"}, ["packlab.queue.store=0"]),
@@ -295,7 +306,7 @@ def test_the_command_line_reports_a_bad_config_in_one_line(tmp_path, args, files
     assert "Traceback" not in r.stderr + r.stdout
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
-    assert_names(lines[0], *says)
+    assert_names(lines[0], *[s.format(where=tmp_path / "dask") for s in says])
 
 
 def test_the_widget_shows_a_broken_config_instead_of_raising():
