@@ -173,6 +173,7 @@ def test_a_wrong_value_in_a_file_names_the_file(user_config, text, says):
     with pytest.raises(ConfigError) as err:
         config.validate()
     assert_names(err.value, says, f"file {path}")
+    assert pathlib.Path(path).read_text() == text  # the user's file is never touched
 
 
 def test_the_origin_follows_dask_priority(user_config):
@@ -243,7 +244,7 @@ def test_a_bad_profile_in_a_file_or_variable_names_it(user_config):
 
 def test_a_profile_name_that_is_not_a_string_is_named():
     with dask.config.set({"packlab.profiles": {1: {"cores": 1, "memory": "1GiB"}}}):
-        with pytest.raises(ConfigError, match="packlab.profiles.1 is invalid: a profile name must be"):
+        with pytest.raises(ConfigError, match=r"packlab\.profiles\.1 is invalid: a profile name must be"):
             list(packlab.PROFILES.values())
 
 
@@ -306,6 +307,8 @@ def test_the_command_line_reports_a_bad_config_in_one_line(tmp_path, args, files
     assert "Traceback" not in r.stderr + r.stdout
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
+    for i, text in enumerate(files):  # nothing rewritten
+        assert (tmp_path / "dask" / f"{i}-packlab.yaml").read_text() == text
     assert_names(lines[0], *[s.format(where=tmp_path / "dask") for s in says])
 
 
