@@ -140,7 +140,7 @@ def boolean(value: object, field: str) -> bool:
 
 
 def text(value: object, field: str, *, expected: str = "a non-empty string", fix: str | None = None) -> str:
-    """A non-empty ``str`` (a list, a number or ``""`` is refused).
+    """A non-empty ``str`` (a list, a number, ``""`` or a NUL character is refused).
 
     Examples
     --------
@@ -149,7 +149,7 @@ def text(value: object, field: str, *, expected: str = "a non-empty string", fix
     ...
     packlab.errors.PacklabError: owner=['ann'] is invalid: expected a non-empty string.
     """
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
         raise bad_value(field, value, expected, fix)
     return value
 
@@ -172,7 +172,8 @@ def choice(value: object, field: str, choices: Iterable[str], *, fix: str | None
     expected = "one of " + ", ".join(repr(c) for c in options)
     hint = fix
     if hint is None and isinstance(value, str):
-        close = difflib.get_close_matches(value, options, n=1)
+        same_case = [c for c in options if c.lower() == value.strip().lower()]
+        close = same_case or difflib.get_close_matches(value, options, n=1)
         if close:
             hint = f"Did you mean {close[0]!r}?"
     raise bad_value(field, value, expected, hint)

@@ -232,9 +232,23 @@ def validate() -> None:
         return
     try:
         _walk(schema(), section, [])
+        _check_default_profile(section)
     except PacklabError as e:
         raise with_origin(e) from None
     _VALID = snapshot
+
+
+def _check_default_profile(section: Mapping[str, Any]) -> None:
+    """``packlab.profile`` must name one of ``packlab.profiles`` (``_`` and ``-`` alike)."""
+    name, profiles = section.get("profile"), section.get("profiles")
+    if not isinstance(name, str) or not isinstance(profiles, Mapping):
+        return
+    names = {str(k).replace("_", "-"): k for k in profiles}
+    if name.replace("_", "-") not in names:
+        close = difflib.get_close_matches(name, sorted(map(str, profiles)), n=1)
+        raise checks.bad_value("packlab.profile", name, "one of the profiles: " + ", ".join(sorted(
+            map(str, profiles))), f"Did you mean {close[0]!r}?" if close else
+            "Or define it under packlab.profiles.")
 
 
 def get(key: str, default: Any = _MISSING) -> Any:

@@ -85,6 +85,7 @@ WRONG = [
     ("queue.retry-budget.minimum", -1), ("queue.breaker.threshold", 0),
     ("queue.breaker.cooldown", "a while"),
     ("profiles", ["a"]), ("profiles", "big"), ("queue", 5), ("queue.retry", "fast"),
+    ("profile", "analytic"), ("profile", "nope"),
 ]
 
 
@@ -142,6 +143,7 @@ ENV = [
     ("DASK_PACKLAB__QUEUE__RETRY__JITTER", "no", "packlab.queue.retry.jitter='no'"),
     ("DASK_PACKLAB__PROFILES", "['a']", "packlab.profiles=['a']"),
     ("DASK_PACKLAB__BACKEND", "[1]", "packlab.backend=[1]"),
+    ("DASK_PACKLAB__PROFILE", "ml_trainin", "Did you mean 'ml-training'?"),
 ]
 
 
@@ -243,7 +245,8 @@ def test_a_bad_profile_in_a_file_or_variable_names_it(user_config):
 
 
 def test_a_profile_name_that_is_not_a_string_is_named():
-    with dask.config.set({"packlab.profiles": {1: {"cores": 1, "memory": "1GiB"}}}):
+    mine = {"cores": 1, "memory": "1GiB"}
+    with dask.config.set({"packlab.profiles": {"general-batch": mine, 1: mine}}):
         with pytest.raises(ConfigError, match=r"packlab\.profiles\.1 is invalid: a profile name must be"):
             list(packlab.PROFILES.values())
 
@@ -393,7 +396,8 @@ REFUSED = [
     (checks.number, 10**400, {}), (checks.number, None, {}), (checks.number, 0, {"above": 0}),
     (checks.boolean, "no", {}), (checks.boolean, "false", {}), (checks.boolean, 0, {}),
     (checks.boolean, 1, {}), (checks.boolean, None, {}), (checks.text, ["ann"], {}),
-    (checks.text, "", {}), (checks.text, 3, {}), (checks.text, None, {}),
+    (checks.text, "", {}), (checks.text, 3, {}), (checks.text, None, {}), (checks.text, "a\0b", {}),
+    (checks.choice, "FIFO", {"choices": ["fifo", "priority"]}),
     (checks.choice, "priorty", {"choices": ["fifo", "priority"]}),
     (checks.choice, 3, {"choices": ["fifo"]}), (checks.choice, ["fifo"], {"choices": ["fifo"]}),
     (checks.path, 0, {}), (checks.path, "", {}), (checks.path, None, {}), (checks.path, b"/tmp", {}),
