@@ -221,3 +221,39 @@ def test_whole_random_sections_never_crash_validation(section):
             config.validate()
         except ConfigError:
             pass
+
+
+# -- profiles and the widget built from them ------------------------------------------
+SPEC = st.one_of(VALUES, st.fixed_dictionaries(
+    {"cores": VALUES, "memory": st.one_of(VALUES, NEAR)},
+    optional={"gpus": VALUES, "walltime": st.one_of(VALUES, NEAR), "description": VALUES, "gpu": VALUES}))
+
+
+@FUZZ
+@given(SPEC)
+def test_a_profile_entry_parses_or_is_a_config_error(spec):
+    import packlab
+
+    with dask.config.set({"packlab.profiles.fuzzed": spec}):
+        try:
+            p = packlab.PROFILES["fuzzed"]
+        except ConfigError as e:
+            assert "packlab.profiles.fuzzed" in str(e) and "(set by " in str(e)
+            return
+    assert p.cores >= 1 and p.memory >= 1 and p.gpus >= 0 and p.walltime >= 1
+    assert isinstance(p.description, str) and p.summary()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.sampled_from(["backend", "profile", "min_workers", "max_workers",
+                                        "refresh_interval", "cost_source"]), VALUES, max_size=3))
+def test_the_widget_opens_whatever_its_arguments(kwargs):
+    import warnings
+
+    from packlab.ui import ClusterLauncher
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ui = ClusterLauncher(**kwargs)
+    assert ui.cluster is None and ui.min_workers.value <= ui.max_workers.value
+    assert ui.profile.value in ui.profile.options and ui.backend.value in ui.backend.options
