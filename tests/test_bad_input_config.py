@@ -315,6 +315,12 @@ def test_the_command_line_reports_a_bad_config_in_one_line(tmp_path, args, files
     assert_names(lines[0], *[s.format(where=tmp_path / "dask") for s in says])
 
 
+def test_the_widget_takes_a_profile_name_spelt_as_dask_keys_are():
+    from packlab.ui import ClusterLauncher
+
+    assert ClusterLauncher(profile="general_batch", refresh_interval=None).profile.value == "general-batch"
+
+
 def test_the_widget_shows_a_broken_config_instead_of_raising():
     from packlab.ui import ClusterLauncher
 

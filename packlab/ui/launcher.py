@@ -345,9 +345,9 @@ def _profile_name(name: object, names: list[str], config_ok: bool) -> str:
     checks.text(name, "profile", fix="Pick one of `packlab profiles`.")
     if config_ok:
         PROFILES[name]  # an unknown or broken profile: packlab's own message
-    elif name not in names:
-        checks.choice(name, "profile", names)
-    return name  # type: ignore[return-value]
+    # the dropdown's spelling: general_batch is general-batch, as dask keys are
+    same = [n for n in names if n.replace("_", "-") == name.replace("_", "-")]  # type: ignore[union-attr]
+    return same[0] if same else checks.choice(name, "profile", names)
 
 
 def _profile_names() -> list[str]:
