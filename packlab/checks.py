@@ -34,7 +34,9 @@ T = TypeVar("T")
 
 
 def _is_bool(value: object) -> bool:
-    return isinstance(value, bool) or type(value).__name__ == "bool_"  # numpy.bool_ too
+    # numpy's bool is named bool_ before NumPy 2 and bool since
+    return isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in
+                                       ("bool_", "bool"))
 
 
 def integer(value: object, field: str, *, minimum: int | None = None, maximum: int | None = None,
@@ -95,7 +97,10 @@ def number(value: object, field: str, *, minimum: float | None = None, maximum: 
     expected = "a finite number" + (" " + " and ".join(parts) if parts else "")
     if _is_bool(value) or not isinstance(value, numbers.Real):
         raise bad_value(field, value, expected, fix or _number_fix(value))
-    x = float(value)
+    try:
+        x = float(value)
+    except OverflowError:  # an int too large for a float
+        x = math.inf
     if (not math.isfinite(x) or (above is not None and x <= above)
             or (minimum is not None and x < minimum) or (maximum is not None and x > maximum)):
         raise bad_value(field, value, expected, fix)
@@ -105,10 +110,11 @@ def number(value: object, field: str, *, minimum: float | None = None, maximum: 
 def _number_fix(value: object) -> str | None:
     if isinstance(value, str):
         try:
-            float(value)
+            x = float(value)
         except ValueError:
             return None
-        return f"Pass the number itself ({value.strip()}), not a string."
+        if math.isfinite(x):
+            return f"Pass the number itself ({value.strip()}), not a string."
     return None
 
 
@@ -134,7 +140,7 @@ def boolean(value: object, field: str) -> bool:
 
 
 def text(value: object, field: str, *, expected: str = "a non-empty string", fix: str | None = None) -> str:
-    """A non-empty ``str`` (a list, a number or ``""`` is refused).
+    """A non-empty ``str`` (a list, a number, ``""`` or a NUL character is refused).
 
     Examples
     --------
@@ -143,7 +149,7 @@ def text(value: object, field: str, *, expected: str = "a non-empty string", fix
     ...
     packlab.errors.PacklabError: owner=['ann'] is invalid: expected a non-empty string.
     """
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
         raise bad_value(field, value, expected, fix)
     return value
 
@@ -166,7 +172,8 @@ def choice(value: object, field: str, choices: Iterable[str], *, fix: str | None
     expected = "one of " + ", ".join(repr(c) for c in options)
     hint = fix
     if hint is None and isinstance(value, str):
-        close = difflib.get_close_matches(value, options, n=1)
+        same_case = [c for c in options if c.lower() == value.strip().lower()]
+        close = same_case or difflib.get_close_matches(value, options, n=1)
         if close:
             hint = f"Did you mean {close[0]!r}?"
     raise bad_value(field, value, expected, hint)

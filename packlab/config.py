@@ -13,16 +13,31 @@ changed: a key the schema does not know, or a value of the wrong kind, raises a
 
 from __future__ import annotations
 
+import copy
 import difflib
+import math
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
-import dask.config
 import yaml
 
-from . import checks
 from .errors import ConfigError, PacklabError
+
+try:
+    import dask.config
+except ValueError as _e:  # dask reads every config file when imported; one is not YAML
+    raise ConfigError(" ".join(str(_e).split()) + " Fix that file or move it away.") from None
+except TypeError as _e:  # dask fails on a key that is not a string (``1:`` in YAML)
+    _dirs = [os.environ.get("DASK_ROOT_CONFIG", "/etc/dask"), os.path.join(sys.prefix, "etc", "dask"),
+             os.path.join(os.path.expanduser("~"), ".config", "dask"), os.environ.get("DASK_CONFIG", "")]
+    raise ConfigError(
+        f"dask could not read its config files ({_e}): one has a key that is not a string, such as "
+        f"`1:` in YAML; quote it ('1':). Dask reads the files in {', '.join(d for d in _dirs if d)}."
+    ) from None
+
+from . import checks  # after dask.config: a malformed file is reported above
 
 _HERE = os.path.dirname(__file__)
 _DEFAULTS_PATH = os.path.join(_HERE, "packlab.yaml")
@@ -31,7 +46,14 @@ _SCHEMA_PATH = os.path.join(_HERE, "packlab-schema.yaml")
 with open(_DEFAULTS_PATH) as _f:
     DEFAULTS: dict[str, Any] = yaml.safe_load(_f)
 
+_USER = copy.deepcopy(dask.config.config.get("packlab"))  # what files and DASK_* set, if anything
 dask.config.update_defaults(DEFAULTS)
+if _USER is not None:
+    # update_defaults silently replaces a user's non-mapping (``packlab: [1, 2]``,
+    # ``profiles: [a]``) by the defaults' mapping; put it back so that it is refused, as it
+    # is after dask.config.refresh().
+    dask.config.update(dask.config.config, {"packlab": _USER}, priority="new")
+del _USER
 
 _SCHEMA: dict[str, Any] | None = None
 _VALID: str | None = None  # repr of the last section that passed, so unchanged config is not re-checked
@@ -68,6 +90,8 @@ def _check_leaf(node: Mapping[str, Any], value: object, field: str) -> None:
     kind = node["type"]
     if kind == "string":
         checks.text(value, field)
+    elif kind == "path":
+        checks.path(value, field)
     elif kind == "boolean":
         checks.boolean(value, field)
     elif kind == "integer":
@@ -107,36 +131,70 @@ def _walk(node: Mapping[str, Any], value: object, path: list[str]) -> None:
             close = difflib.get_close_matches(canon, list(props), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise PacklabError(
-                f"{field}.{key} is not a packlab setting.{hint} Known keys under {field}: "
-                f"{', '.join(sorted(props))}.", field=f"{field}.{key}", value=sub)
+                f"{field}.{key}={sub!r} is invalid: {key!r} is not a packlab setting.{hint} "
+                f"Known keys under {field}: {', '.join(sorted(props))}.", field=f"{field}.{key}", value=sub)
         _walk(props[canon], sub, [*path, canon])
 
 
-def _origin(field: str) -> str:
-    """Where the setting ``packlab.a.b`` came from: an environment variable, a file, or code."""
-    parts = field.split(".")
-    for name, _ in os.environ.items():
-        if name.startswith("DASK_") and name[5:].lower().replace("_", "-").split("--") == [
-            p.replace("_", "-") for p in parts
-        ]:
-            return f"environment variable {name}"
-    for fname in _config_files():
+def _origin(field: str, value: object = None) -> str:
+    """Where the setting ``packlab.a.b`` (now ``value``) came from: the environment
+    variable or the config file that sets it to that value, else code.
+
+    Dask's priority is followed: environment variables over files, a later file over
+    an earlier one. A file that sets the key to another value (overridden since) is not
+    the origin.
+    """
+    parts = _canon(field.split("."))
+    for name, raw in sorted(os.environ.items()):
+        if not name.startswith("DASK_") or name == "DASK_INTERNAL_INHERIT_CONFIG":
+            continue
+        keys = _canon(name[5:].lower().split("__"))
+        if keys == parts[: len(keys)]:
+            found = _lookup(dask.config.interpret_value(raw), parts[len(keys):])
+            if found is not _MISSING and _same(found, value):
+                return f"environment variable {name}"
+    for fname in reversed(_config_files()):
         try:
             with open(fname) as f:
                 data = yaml.safe_load(f)
-        except (OSError, yaml.YAMLError):
+        except (OSError, ValueError, yaml.YAMLError):
             continue
-        node: Any = data
-        for p in parts:
-            if not isinstance(node, Mapping):
-                break
-            match = [k for k in node if str(k).replace("_", "-") == p]
-            if not match:
-                break
-            node = node[match[0]]
-        else:
+        found = _lookup(data, parts)
+        if found is not _MISSING and _same(found, value):
             return f"file {fname}"
-    return "dask.config.set(...) in code or a config file dask read earlier"
+    return "dask.config.set(...) in code, or a config file dask read before it changed"
+
+
+def _canon(keys: list[str]) -> list[str]:
+    return [str(k).replace("_", "-") for k in keys]
+
+
+def _lookup(node: Any, parts: list[str]) -> Any:
+    """``node[a][b]...`` matching keys as dask does (``_`` and ``-`` alike), or ``_MISSING``."""
+    for p in parts:
+        if not isinstance(node, Mapping):
+            return _MISSING
+        match = [k for k in node if str(k).replace("_", "-") == p]
+        if not match:
+            return _MISSING
+        node = node[match[-1]]
+    return node
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    try:
+        return bool(a == b)
+    except Exception:  # an exotic value whose == fails: compare what the user sees
+        return repr(a) == repr(b)
+
+
+def with_origin(error: PacklabError) -> ConfigError:
+    """``error`` (about a ``packlab.*`` setting) as a :class:`ConfigError` that also says
+    where the bad value came from: an environment variable, a file, or code."""
+    where = _origin(error.field, error.value) if error.field else "your dask config"
+    return ConfigError(f"{error} (set by {where})", field=error.field, value=error.value)
 
 
 def _config_files() -> list[str]:
@@ -174,10 +232,23 @@ def validate() -> None:
         return
     try:
         _walk(schema(), section, [])
+        _check_default_profile(section)
     except PacklabError as e:
-        where = _origin(e.field) if e.field else "your dask config"
-        raise ConfigError(f"{e} (set by {where})", field=e.field, value=e.value) from None
+        raise with_origin(e) from None
     _VALID = snapshot
+
+
+def _check_default_profile(section: Mapping[str, Any]) -> None:
+    """``packlab.profile`` must name one of ``packlab.profiles`` (``_`` and ``-`` alike)."""
+    name, profiles = section.get("profile"), section.get("profiles")
+    if not isinstance(name, str) or not isinstance(profiles, Mapping):
+        return
+    names = {str(k).replace("_", "-"): k for k in profiles}
+    if name.replace("_", "-") not in names:
+        close = difflib.get_close_matches(name, sorted(map(str, profiles)), n=1)
+        raise checks.bad_value("packlab.profile", name, "one of the profiles: " + ", ".join(sorted(
+            map(str, profiles))), f"Did you mean {close[0]!r}?" if close else
+            "Or define it under packlab.profiles.")
 
 
 def get(key: str, default: Any = _MISSING) -> Any:

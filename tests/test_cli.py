@@ -54,7 +54,7 @@ def test_demo_small_matches_numpy(runner):
         (["cluster", "up", "--profile", "nope"], "profile='nope' is unknown"),
         (["cluster", "up", "--backend", "nope"], "backend='nope' is unknown"),
         (["cluster", "up", "--workers", "-1"], "workers=-1 is invalid"),
-        (["cluster", "up", "--min-workers", "3", "--max-workers", "1"], "min_workers=3 is greater"),
+        (["cluster", "up", "--min-workers", "3", "--max-workers", "1"], "--min-workers=3 is greater"),
         (["cluster", "up", "--workers", "2", "--max-workers", "3"], "pass one or the other"),
         (["cluster", "up", "--walltime", "soon"], "walltime='soon' is invalid"),
         (["cluster", "up", "--spot"], "spot=True needs backend='slurm'"),
