@@ -10,7 +10,7 @@ import threading
 import click
 
 from . import __version__
-from .errors import PacklabError
+from .errors import PacklabError, PacklabRuntimeError
 from .profiles import PROFILES
 
 
@@ -29,11 +29,47 @@ class _Group(click.Group):
             return getattr(importlib.import_module(module), attr)
         return super().get_command(ctx, name)
 
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if cmd is not None:  # remembered so an error can name the option as it was typed
+            ctx.meta.setdefault("packlab.commands", []).append(cmd)
+        return name, cmd, rest
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except PacklabError as e:
-            raise click.UsageError(str(e), ctx) from None
+            raise click.UsageError(as_typed(e, ctx.meta.get("packlab.commands", [])), ctx) from None
+        except PacklabRuntimeError as e:
+            raise click.ClickException(str(e)) from None
+
+
+def as_typed(error: PacklabError, commands: list[click.Command]) -> str:
+    """The error's message, naming the option as the user typed it (``--min-workers``)
+    rather than the Python argument (``min_workers``) when the error is about one.
+
+    Examples
+    --------
+    >>> cmd = click.Command("up", params=[click.Option(["--min-workers"], type=int)])
+    >>> as_typed(PacklabError("min_workers=-1 is invalid: ...", field="min_workers"), [cmd])
+    '--min-workers=-1 is invalid: ...'
+    """
+    message = str(error)
+    if not error.field:
+        return message
+    stack = list(commands)
+    while stack:
+        cmd = stack.pop()
+        if isinstance(cmd, click.Group):
+            stack += list(cmd.commands.values())
+        for param in cmd.params:
+            if param.name == error.field and isinstance(param, click.Option):
+                typed = max(param.opts, key=len)
+                if message.startswith(f"{error.field}="):
+                    return typed + message[len(error.field):]
+                return message.replace(f"{error.field}=", f"{typed}=", 1).replace(
+                    f"{error.field}", typed, 1)
+    return message
 
 
 @click.group(cls=_Group)

@@ -16,7 +16,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from .. import config
+from .. import checks, config
 from ..clusters import BACKENDS, PackCluster, PacklabWarning
 from ..clusters.launch import launch
 from ..errors import PacklabError
@@ -87,6 +87,23 @@ class ClusterLauncher(w.VBox):
         refresh_interval: float | None = 2.0,
         **launch_kwargs: Any,
     ):
+        # Bad arguments are shown in the widget's error line (and warned), never as a
+        # traitlets traceback: the form opens with the default in place of each one.
+        problems: list[str] = []
+        backend = _or_default(problems, "local", lambda: checks.choice(
+            backend or config.get("backend"), "backend", BACKENDS,
+            fix="Set it in the form, or pass a registered backend."))
+        profile = _or_default(problems, "general-batch",
+                              lambda: _profile_name(profile or config.get("profile")))
+        min_workers = _or_default(problems, 1, lambda: checks.integer(min_workers, "min_workers", minimum=0))
+        max_workers = _or_default(problems, max(1, min_workers),
+                                  lambda: checks.integer(max_workers, "max_workers", minimum=1))
+        refresh_interval = _or_default(problems, 2.0, lambda: checks.optional(
+            checks.number, refresh_interval, "refresh_interval", above=0))
+        if cost_source is not None and not callable(cost_source):
+            problems.append(str(checks.bad_value("cost_source", cost_source,
+                                                 "a function cost_source(cluster) -> float | str | None")))
+            cost_source = None
         self.cost_source = cost_source
         self.refresh_interval = refresh_interval
         self.launch_kwargs = launch_kwargs
@@ -94,10 +111,7 @@ class ClusterLauncher(w.VBox):
         self._lock = threading.RLock()  # buttons and the refresh thread share the state
         self._stop_refresh: threading.Event | None = None
 
-        self.backend = w.Dropdown(
-            options=sorted(BACKENDS), value=backend or config.get("backend"), description="Backend"
-        )
-        profile = profile or config.get("profile")
+        self.backend = w.Dropdown(options=sorted(BACKENDS), value=backend, description="Backend")
         self.profile = w.Dropdown(options=list(PROFILES), value=profile, description="Profile")
         self.min_workers = w.IntText(value=min_workers, description="Min workers")
         self.max_workers = w.IntText(value=max_workers, description="Max workers")
@@ -131,6 +145,10 @@ class ClusterLauncher(w.VBox):
         )
         self._sync_buttons()
         self.refresh()
+        if problems:
+            for p in problems:
+                warnings.warn(p, PacklabWarning, stacklevel=2)
+            self.error.value = _error_html("; ".join(problems))
 
     # -- public -----------------------------------------------------------------
     @property
@@ -292,10 +310,29 @@ class _Reporting:
         else:
             logger.error("packlab launcher: %s failed", self.action, exc_info=(kind, exc, tb))
             message = f"unexpected error during {self.action}: {_one_line(exc)} (details in the log)"
-        text = html.escape(message, quote=False)
-        self.ui.error.value = f'<span style="color:#b00020">&#9888; {text}</span>'
+        self.ui.error.value = _error_html(message)
         self.ui.refresh()
         return True
+
+
+def _error_html(message: str) -> str:
+    text = html.escape(message, quote=False)
+    return f'<span style="color:#b00020">&#9888; {text}</span>'
+
+
+def _or_default(problems: list[str], default: Any, check: Callable[[], Any]) -> Any:
+    """``check()``'s value, or ``default`` with its error message added to ``problems``."""
+    try:
+        return check()
+    except PacklabError as e:
+        problems.append(str(e))
+        return default
+
+
+def _profile_name(name: object) -> str:
+    checks.text(name, "profile", fix="Pick one of `packlab profiles`.")
+    PROFILES[name]  # an unknown or broken profile: packlab's own message
+    return name  # type: ignore[return-value]
 
 
 def _one_line(exc: BaseException) -> str:
