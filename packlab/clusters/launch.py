@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from distributed import Security
@@ -174,11 +175,14 @@ def check_backend_kwargs(impl: Backend, extra: dict[str, Any]) -> None:
         return
     unknown = sorted(set(extra) - accepted)
     if unknown:
-        import difflib
 
         key = unknown[0]
         close = difflib.get_close_matches(key, sorted(accepted), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = ""
+        if close and close[0] in impl.reserved:
+            hint = f" Did you mean {close[0]!r}? packlab sets that one: pass {impl.reserved[close[0]]}."
+        elif close:
+            hint = f" Did you mean {close[0]!r}?"
         raise PacklabError(
             f"{key}={extra[key]!r} is not a keyword of launch() nor of backend {impl.name!r}'s "
             f"Dask cluster class: remove it, or use one of launch()'s arguments.{hint}",
