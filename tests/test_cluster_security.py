@@ -82,7 +82,7 @@ def test_security_off_from_the_environment_is_an_error_naming_the_variable(monke
     monkeypatch.setenv("DASK_PACKLAB__SECURITY", "off")
     dask.config.refresh()
     try:
-        with pytest.raises(PacklabError, match="packlab.security='off' is invalid") as e:
+        with pytest.raises(PacklabError, match=r"packlab\.security='off' is invalid") as e:
             packlab.launch(workers=0, **SMALL)
         assert "DASK_PACKLAB__SECURITY" in str(e.value)
     finally:

@@ -7,7 +7,6 @@ with a message that says what to change, rather than somewhere deep in a cluster
 from __future__ import annotations
 
 import inspect
-import signal
 import subprocess
 import sys
 import time
