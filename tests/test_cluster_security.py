@@ -12,8 +12,8 @@ import warnings
 from urllib.parse import urlparse
 
 import dask
-import psutil
 import pytest
+from support import dashboard_binds, listening
 
 import packlab
 from packlab.clusters import PacklabSecurityWarning
@@ -21,20 +21,6 @@ from packlab.clusters.security import private_directory
 from packlab.errors import PacklabError
 
 SMALL = {"cores": 1, "memory": "1GiB"}
-
-
-def listening(pid: int | None = None) -> set[tuple[str, int]]:
-    """(ip, port) of every listening TCP socket of process ``pid`` (default: this one)."""
-    conns = psutil.Process(pid).net_connections(kind="tcp")
-    return {(c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN}
-
-
-def dashboard_binds(link: str, pid: int | None = None) -> set[str]:
-    """The IPs the dashboard at ``link`` listens on."""
-    port = urlparse(link).port
-    ips = {ip for ip, p in listening(pid) if p == port}
-    assert ips, f"nothing listens on the dashboard's port {port}"
-    return ips
 
 
 def quiet(**kwargs) -> packlab.PackCluster:

@@ -195,8 +195,7 @@ def _request(*, backend, profile, workers, min_workers, max_workers, cooldown, s
              extra) -> ClusterRequest:
     """Validate every argument of :func:`launch`, naming the field and the fix on error."""
     checks.choice(backend, "backend", BACKENDS,
-                  fix=f"choose one of {sorted(BACKENDS)} (local runs on this machine; slurm "
-                  "submits worker jobs with sbatch).")
+                  fix="local runs on this machine; slurm submits worker jobs with sbatch.")
     checks.text(profile, "profile", fix=f"choose one of {sorted(PROFILES)}.")
     base = PROFILES[profile]
     overrides: dict[str, Any] = {}

@@ -86,6 +86,9 @@ class LocalBackend(Backend):
             dashboard_address=request.dashboard_address,
             security=security,
         )
+        if self.spawns_processes(request):
+            # The parent stops the workers; Ctrl-C to the process group must not (see module).
+            kwargs["preload"] = [*extra.pop("preload", []), "packlab.clusters.worker_setup"]
         if security is not None:
             kwargs["protocol"] = "tls://"
         if profile.gpus:
