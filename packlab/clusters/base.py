@@ -84,6 +84,10 @@ class Backend(abc.ABC):
         """True if workers are processes of this machine that re-import the main script."""
         return False
 
+    def check_started(self, cluster: Cluster) -> None:  # noqa: B027 - optional hook
+        """After the first ``scale``: raise :class:`ClusterStartError` if its workers could
+        not even be started (e.g. the batch system refused the job)."""
+
     def check_available(self) -> None:  # noqa: B027 - optional hook
         """Raise :class:`~packlab.errors.BackendUnavailable` if this backend cannot run here."""
 

@@ -153,6 +153,8 @@ def launch(
             pc.adapt(request.min_workers or 0, request.max_workers)
         else:
             pc.scale(request.initial_workers)
+        if request.initial_workers:
+            impl.check_started(cluster)
         if wait and request.initial_workers:
             pc.wait_for_workers(request.initial_workers, timeout=120 if wait is True else wait)
     except BaseException:

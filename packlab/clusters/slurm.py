@@ -2,7 +2,16 @@
 
 We only translate a profile into job directives and check the request against
 what SLURM says exists; job scripts, submission and cancellation are
-dask-jobqueue's.
+dask-jobqueue's. Everything else comes from the site's ``jobqueue.slurm`` settings
+(its ``jobqueue.yaml``): packlab passes only what it decides, and extends the list-valued
+settings (``job-extra-directives``, ``worker-extra-args``, ``scheduler-options``)
+rather than replacing them. dask-jobqueue is imported on first use, so the local
+backend never imports it.
+
+A worker job can end while the cluster runs: preempted on a spot partition, or retired
+by ``--lifetime`` before its walltime. Dask then forgets the worker but submits nothing,
+so a fixed-size cluster would shrink for good; :func:`~._dask_compat.keep_workers`
+submits a new job for it. Workers removed by ``scale``/``adapt`` are not replaced.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from ..errors import BackendUnavailable, PacklabError
 from ..profiles import Profile
 from ..units import format_bytes, format_walltime
 from ._dask_compat import import_slurm_cluster, keep_workers
-from .base import Backend, ClusterRequest, clamp_gpus, keywords_of, register_backend
+from .base import Backend, ClusterRequest, ClusterStartError, clamp_gpus, keywords_of, register_backend
 from .security import private_directory
 
 
@@ -92,6 +101,15 @@ class SlurmBackend(Backend):
     """Each worker is one SLURM batch job submitted by dask-jobqueue."""
 
     name = "slurm"
+    reserved = {
+        "n_workers": "workers= (or min_workers=/max_workers=)",
+        "queue": "partition=",
+        "processes": "nothing: packlab runs one worker per job",
+        "job_cpu": "cores=",
+        "job_mem": "memory=",
+        "security": "security=",
+        "protocol": "security=",
+    }
 
     def check_available(self) -> None:
         missing = [c for c in ("sbatch", "squeue", "scancel", "sinfo") if shutil.which(c) is None]
@@ -156,6 +174,21 @@ class SlurmBackend(Backend):
         cluster = import_slurm_cluster()(**kwargs)
         keep_workers(cluster)
         return cluster
+
+    def check_started(self, cluster) -> None:
+        async def submitted() -> None:
+            await cluster  # public: runs the pending state correction, starts each job
+            for job in list(cluster.workers.values()):
+                await job  # a job whose sbatch failed is not running: this raises why
+
+        try:
+            cluster.sync(submitted)
+        except Exception as e:
+            raise ClusterStartError(
+                f"SLURM refused the first worker job: {type(e).__name__}: {e}".rstrip()
+                + " Check the job's directives (cluster.job_script()) and your jobqueue.slurm "
+                "settings."
+            ) from e
 
     def cluster_keywords(self) -> set[str]:
         cls = import_slurm_cluster()
