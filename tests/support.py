@@ -43,7 +43,9 @@ def race(fn: Callable[[], Any], n: int = 4) -> list[Any]:
 
 def listening(pid: int | None = None) -> set[tuple[str, int]]:
     """(ip, port) of every listening TCP socket of process ``pid`` (default: this one)."""
-    conns = psutil.Process(pid).net_connections(kind="tcp")
+    proc = psutil.Process(pid)
+    # net_connections is psutil >= 6; connections() before (the declared minimum is 5.9).
+    conns = (proc.net_connections if hasattr(proc, "net_connections") else proc.connections)(kind="tcp")
     return {(c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN}
 
 

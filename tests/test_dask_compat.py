@@ -93,3 +93,12 @@ def test_keep_workers_starts_again_a_worker_the_cluster_lost():
             time.sleep(0.1)
         time.sleep(1.0)  # five keep_workers checks
         assert len(cluster.worker_spec) == 1 and len(cluster.workers) == 1
+
+
+def test_dask_jobqueue_job_close_still_leaves_the_status_unset():
+    from dask_jobqueue.core import Job
+
+    assert "self.status" not in inspect.getsource(Job.close), (
+        "dask_jobqueue's Job.close now sets the job's status: _dask_compat.discard_unstarted "
+        "no longer needs to set it."
+    )

@@ -433,6 +433,9 @@ jobqueue:
 
 
 def test_a_job_slurm_refuses_raises_sbatchs_reason():
-    with pytest.raises(ClusterStartError, match=r"SLURM refused the first worker job.*[Nn]ode count"):
-        small(workers=1, job_extra_directives=["--nodes=5"])
-    assert not queued("--nodes=5")
+    # The node has no GPUs: sbatch itself refuses the job (no job is queued).
+    name = unique_name("refused")
+    with pytest.raises(ClusterStartError, match=r"(?s)SLURM refused the first worker job.*Invalid generic"):
+        packlab.launch(backend="slurm", cores=1, memory="1GiB", job_name=name, workers=1,
+                       job_extra_directives=["--gres=gpu:8"])
+    assert not queued(name)

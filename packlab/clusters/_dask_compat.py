@@ -15,6 +15,9 @@ change), not somewhere deep in a cluster's lifecycle.
   starts it again. Uses only public names (``worker_spec``, ``workers``, ``scale``,
   ``periodic_callbacks``), replacing an override of the private ``_update_worker_status``
   and a ``_correct_state`` call timed to run just after Dask's own callback.
+- :func:`discard_unstarted`: dask-jobqueue's ``Job.close`` does not set the job's
+  ``status``, and ``SpecCluster`` asserts, when it closes, that every worker object it
+  ever made is closed; a job whose ``sbatch`` failed would make closing the cluster fail.
 """
 
 from __future__ import annotations
@@ -94,3 +97,15 @@ def keep_workers(cluster: Any, interval: float = KEEP_WORKERS_INTERVAL) -> Perio
     cluster.periodic_callbacks["packlab-keep-workers"] = pc
     cluster.loop.add_callback(pc.start)
     return pc
+
+
+async def discard_unstarted(cluster: Any) -> None:
+    """Drop the cluster's workers that never started (their submission failed), so that
+    the cluster can still be closed cleanly."""
+    for name, job in list(cluster.workers.items()):
+        if job.status != Status.running:
+            cluster.worker_spec.pop(name, None)
+            del cluster.workers[name]
+            with contextlib.suppress(Exception):
+                await job.close()
+            job.status = Status.closed

@@ -29,7 +29,7 @@ from .. import config
 from ..errors import BackendUnavailable, PacklabError
 from ..profiles import Profile
 from ..units import format_bytes, format_walltime
-from ._dask_compat import import_slurm_cluster, keep_workers
+from ._dask_compat import discard_unstarted, import_slurm_cluster, keep_workers
 from .base import Backend, ClusterRequest, ClusterStartError, clamp_gpus, keywords_of, register_backend
 from .security import private_directory
 
@@ -184,6 +184,7 @@ class SlurmBackend(Backend):
         try:
             cluster.sync(submitted)
         except Exception as e:
+            cluster.sync(discard_unstarted, cluster)
             raise ClusterStartError(
                 f"SLURM refused the first worker job: {type(e).__name__}: {e}".rstrip()
                 + " Check the job's directives (cluster.job_script()) and your jobqueue.slurm "
