@@ -71,7 +71,7 @@ def test_slurm_up_from_a_checkout_in_a_0700_directory_runs_packlab_workers(priva
     assert "RESULT 3" in run.stdout
 
 
-def test_slurm_up_says_what_really_failed(private_checkout, tmp_path):
+def test_slurm_up_says_what_really_failed(private_checkout):
     # Its daemons' directory under the 0700 one: munge cannot reach it, and the message
     # says so (not "needs root and apt-get").
     inside = os.path.join(os.path.dirname(private_checkout), "daemons")
@@ -79,6 +79,8 @@ def test_slurm_up_says_what_really_failed(private_checkout, tmp_path):
                         env=clean_env(PACKLAB_SLURM_DIR=inside), capture_output=True, text=True,
                         timeout=600)
     assert up.returncode != 0
-    private = os.path.dirname(private_checkout)
-    assert f"user munge cannot enter {private} (drwx------ root)" in up.stderr, up.stderr
+    m = re.search(r"user munge cannot enter (\S+) \(drwx------ root\), on the way to its "
+                  r"directory (\S+): make \1 searchable", up.stderr)
+    assert m, up.stderr
+    assert m[2] == os.path.join(inside, "munge") and inside.startswith(m[1] + "/")
     assert "apt-get" not in up.stderr
