@@ -8,7 +8,7 @@ from typing import Any
 from distributed import Security
 
 from .. import checks, config
-from ..errors import PacklabError
+from ..errors import ConfigError, PacklabError
 from ..profiles import PROFILES
 from ..resources import MIN_WORKER_MEMORY
 from ..units import format_bytes
@@ -196,10 +196,17 @@ def _request(*, backend, profile, workers, min_workers, max_workers, cooldown, s
              cores, memory, walltime, partition, account, security, dashboard_address,
              extra) -> ClusterRequest:
     """Validate every argument of :func:`launch`, naming the field and the fix on error."""
+    close = difflib.get_close_matches(backend, sorted(BACKENDS), n=1) if isinstance(backend, str) else []
     checks.choice(backend, "backend", BACKENDS,
-                  fix="local runs on this machine; slurm submits worker jobs with sbatch.")
+                  fix=(f"Did you mean {close[0]!r}? " if close else "")
+                  + "local runs on this machine; slurm submits worker jobs with sbatch.")
     checks.text(profile, "profile", fix=f"choose one of {sorted(PROFILES)}.")
-    base = PROFILES[profile]
+    try:
+        base = PROFILES[profile]
+    except ConfigError:
+        raise
+    except PacklabError as e:  # unknown: name the field, so the CLI can name --profile
+        raise PacklabError(str(e), field="profile", value=profile) from None
     overrides: dict[str, Any] = {}
     if cores is not None:
         overrides["cores"] = checks.integer(cores, "cores", minimum=1)
@@ -213,7 +220,7 @@ def _request(*, backend, profile, workers, min_workers, max_workers, cooldown, s
     if sized.memory < MIN_WORKER_MEMORY:
         field = "memory" if memory is not None else f"packlab.profiles.{profile}.memory"
         given = memory if memory is not None else sized.memory
-        raise PacklabError(
+        raise (PacklabError if memory is not None else ConfigError)(
             f"{field}={given!r} is {format_bytes(sized.memory)} per worker, less than the "
             f"{format_bytes(MIN_WORKER_MEMORY)} a Dask worker needs (it would restart in a loop): "
             'give a size with its unit, e.g. memory="4GiB" (a bare number is bytes).',

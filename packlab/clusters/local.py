@@ -107,9 +107,13 @@ class LocalBackend(Backend):
             )
         try:
             return LocalCluster(**kwargs, **extra)
-        except Exception as e:
-            cause = e.__cause__ or e
+        except RuntimeError as e:
+            # Dask's own wrappers ("Nanny failed to start.", "Cluster failed to start: ...")
+            # around what failed in a starting worker; anything else goes up as it is.
+            if "failed to start" not in str(e) or e.__cause__ is None:
+                raise
+            cause = e.__cause__
             raise ClusterStartError(
-                f"the first local worker could not start: {type(cause).__name__}: {cause}. "
-                "Check the keywords passed on to Dask (the worker's own error is above)."
+                f"the local cluster could not start its first workers: {type(cause).__name__}: "
+                f"{cause}. Check the keywords passed on to Dask (the worker's own error is above)."
             ) from e
