@@ -439,3 +439,12 @@ def test_a_job_slurm_refuses_raises_sbatchs_reason():
         packlab.launch(backend="slurm", cores=1, memory="1GiB", job_name=name, workers=1,
                        job_extra_directives=["--gres=gpu:8"])
     assert not queued(name)
+
+
+def test_a_worker_job_that_dies_at_start_raises_its_log_instead_of_waiting(figure):
+    t0 = time.monotonic()
+    with pytest.raises(ClusterStartError, match=r"(?s)ended before its worker connected.*No such file"):
+        small(workers=1, wait=120, python="/nonexistent/python")
+    elapsed = time.monotonic() - t0
+    figure("dead_job_reported_after", elapsed,
+           f"a worker job that dies at start: reported after {elapsed:.1f} s (wait=120)")

@@ -84,6 +84,11 @@ class Backend(abc.ABC):
         """True if workers are processes of this machine that re-import the main script."""
         return False
 
+    def start_failure(self, cluster: Cluster) -> str | None:
+        """While :func:`launch` waits for the first workers: why one of them can no longer
+        come (its job ended before its worker connected), or ``None``."""
+        return None
+
     def check_started(self, cluster: Cluster) -> None:  # noqa: B027 - optional hook
         """After the first ``scale``: raise :class:`ClusterStartError` if its workers could
         not even be started (e.g. the batch system refused the job)."""

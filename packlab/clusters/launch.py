@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import time
 from typing import Any
 
 from distributed import Security
@@ -16,6 +17,7 @@ from .base import (
     BACKENDS,
     Backend,
     ClusterRequest,
+    ClusterStartError,
     PackCluster,
     get_backend,
     validate_bounds,
@@ -156,11 +158,28 @@ def launch(
         if request.initial_workers:
             impl.check_started(cluster)
         if wait and request.initial_workers:
-            pc.wait_for_workers(request.initial_workers, timeout=120 if wait is True else wait)
+            wait_started(pc, impl, request.initial_workers, 120.0 if wait is True else float(wait))
     except BaseException:
         pc.close()
         raise
     return pc
+
+
+def wait_started(pc: PackCluster, impl: Backend, n: int, timeout: float) -> None:
+    """Wait for the first ``n`` workers, but stop at once, with its cause, if the backend
+    sees that one of them can no longer come (e.g. its batch job ended)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        step = max(0.1, min(1.0, deadline - time.monotonic()))
+        try:
+            pc.client.wait_for_workers(n, timeout=step)
+            return
+        except TimeoutError:
+            if time.monotonic() >= deadline:
+                raise
+        why = impl.start_failure(pc.cluster)
+        if why:
+            raise ClusterStartError(why)
 
 
 def check_backend_kwargs(impl: Backend, extra: dict[str, Any]) -> None:

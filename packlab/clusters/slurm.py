@@ -17,6 +17,7 @@ submits a new job for it. Workers removed by ``scale``/``adapt`` are not replace
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -191,12 +192,44 @@ class SlurmBackend(Backend):
                 "settings."
             ) from e
 
+    def start_failure(self, cluster) -> str | None:
+        connected = {w.get("name") for w in cluster.scheduler_info.get("workers", {}).values()}
+        waiting = {job.job_id: name for name, job in list(cluster.workers.items())
+                   if getattr(job, "job_id", None) and name not in connected}
+        if not waiting:
+            return None
+        out = subprocess.run(["squeue", "-h", "-j", ",".join(waiting), "-o", "%i"],
+                             capture_output=True, text=True, timeout=30)
+        if out.returncode != 0 and "Invalid job id" not in out.stderr:
+            return None  # squeue itself failed: no verdict, keep waiting
+        # Not listed (or already purged): the job is no longer pending or running.
+        ended = sorted(set(waiting) - set(out.stdout.split()))
+        if not ended:
+            return None
+        job_id = ended[0]
+        return (f"SLURM job {job_id} for worker {waiting[job_id]!r} ended before its worker "
+                f"connected. Its log: {job_log_tail(cluster.job_script(), job_id)}")
+
     def cluster_keywords(self) -> set[str]:
         cls = import_slurm_cluster()
         from dask_jobqueue.core import Job, JobQueueCluster
         from dask_jobqueue.slurm import SLURMJob
 
         return keywords_of(cls.__init__, JobQueueCluster.__init__, SLURMJob.__init__, Job.__init__)
+
+
+def job_log_tail(script: str, job_id: str, lines: int = 15) -> str:
+    """The last lines of a job's error log (the ``#SBATCH -e`` path of its script)."""
+    m = re.search(r"^#SBATCH -e (\S+)", script, flags=re.M)
+    if not m:
+        return "(the job script names no log file)"
+    path = m[1].replace("%J", job_id).replace("%j", job_id)
+    try:
+        with open(path, errors="replace") as f:
+            tail = f.read().splitlines()[-lines:]
+    except OSError as e:
+        return f"{path} cannot be read ({e.strerror})"
+    return f"{path}:\n" + "\n".join(tail) if tail else f"{path} (empty)"
 
 
 def jobqueue(key: str):
