@@ -28,7 +28,12 @@ class LocalBackend(Backend):
     def cluster_keywords(self) -> set[str]:
         # LocalCluster hands keywords it does not know to each Nanny, which hands them to
         # its Worker: one the Worker rejects fails only inside the worker process.
-        return keywords_of(LocalCluster.__init__, Nanny.__init__, Worker.__init__)
+        accepted = keywords_of(LocalCluster.__init__, Nanny.__init__, Worker.__init__)
+        try:  # GPU profiles run dask-cuda's LocalCUDACluster, which takes a few more
+            from dask_cuda import LocalCUDACluster
+        except ImportError:
+            return accepted
+        return accepted | keywords_of(LocalCUDACluster.__init__)
 
     def spawns_processes(self, request: ClusterRequest) -> bool:
         return request.extra.get("processes", True) is not False

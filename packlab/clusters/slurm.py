@@ -240,10 +240,11 @@ def jobqueue(key: str):
 def slurm_kwargs(request: ClusterRequest, profile: Profile, security: Security | None) -> dict:
     """The keywords for ``SLURMCluster``: the profile, packlab's additions merged with the
     site's lists, and the user's own ``backend_kwargs`` (merged the same way)."""
-    shared = private_directory(
-        jobqueue("shared-temp-directory") or os.path.join("~", ".packlab", "slurm"),
-        "jobqueue.slurm.shared-temp-directory",
-    )
+    configured = jobqueue("shared-temp-directory")
+    if configured is None:  # packlab's own ~/.packlab is owner-only too
+        private_directory(os.path.join("~", ".packlab"), "~/.packlab")
+    shared = private_directory(configured or os.path.join("~", ".packlab", "slurm"),
+                               "jobqueue.slurm.shared-temp-directory")
     logs = private_directory(jobqueue("log-directory") or os.path.join(shared, "logs"),
                              "jobqueue.slurm.log-directory")
     lifetime, stagger = worker_lifetime(profile.walltime)
