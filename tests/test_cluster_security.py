@@ -109,3 +109,54 @@ def test_private_directory_refuses_a_file(tmp_path):
     f.write_text("x")
     with pytest.raises(PacklabError, match="not a directory"):
         private_directory(str(f), "dir")
+
+
+# -- the SLURM backend's directories and keywords (no SLURM needed to build them) -------
+def slurm_kwargs_in(home, monkeypatch, **settings):
+    from packlab.clusters.base import ClusterRequest
+    from packlab.clusters.slurm import slurm_kwargs
+
+    monkeypatch.setenv("HOME", str(home))
+    profile = packlab.PROFILES["general-batch"]
+    request = ClusterRequest(backend="slurm", profile=profile, partition="batch")
+    with dask.config.set({"jobqueue.slurm.shared-temp-directory": None,
+                          "jobqueue.slurm.log-directory": None, **settings}):
+        return slurm_kwargs(request, profile, None)
+
+
+def test_slurm_default_directories_are_owner_only_even_if_packlab_dir_was_open(tmp_path, monkeypatch):
+    (tmp_path / ".packlab").mkdir(mode=0o755)
+    os.chmod(tmp_path / ".packlab", 0o755)
+    kw = slurm_kwargs_in(tmp_path, monkeypatch)
+    top = tmp_path / ".packlab"
+    for d in (top, top / "slurm", top / "slurm" / "logs"):
+        assert stat.S_IMODE(os.stat(d).st_mode) == 0o700, d
+    assert kw["shared_temp_directory"] == str(tmp_path / ".packlab" / "slurm")
+    assert kw["log_directory"] == str(tmp_path / ".packlab" / "slurm" / "logs")
+    assert kw["scheduler_options"]["dashboard_address"] == "127.0.0.1:0"
+
+
+def test_slurm_refuses_a_symlink_planted_as_its_shared_directory(tmp_path, monkeypatch):
+    (tmp_path / ".packlab").mkdir(mode=0o700)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / ".packlab" / "slurm").symlink_to(elsewhere)
+    with pytest.raises(PacklabError, match=r"jobqueue\.slurm\.shared-temp-directory=.*symbolic link"):
+        slurm_kwargs_in(tmp_path, monkeypatch)
+    assert os.listdir(elsewhere) == []
+
+
+def test_slurm_keywords_extend_the_sites_lists_and_leave_its_settings_alone(tmp_path, monkeypatch):
+    kw = slurm_kwargs_in(tmp_path, monkeypatch, **{
+        "jobqueue.slurm.job-extra-directives": ["--qos=high"],
+        "jobqueue.slurm.worker-extra-args": ["--resources", "SITE=1"],
+        "jobqueue.slurm.scheduler-options": {"idle_timeout": 60},
+        "jobqueue.slurm.local-directory": "$TMPDIR",
+    })
+    assert kw["job_extra_directives"] == ["--qos=high"]
+    assert kw["worker_extra_args"][:2] == ["--resources", "SITE=1"]
+    assert "--lifetime" in kw["worker_extra_args"]
+    assert kw["scheduler_options"] == {"idle_timeout": 60, "dashboard_address": "127.0.0.1:0"}
+    # What packlab has no opinion on is not passed, so dask-jobqueue reads the site's value.
+    for key in ("local_directory", "python", "interface", "account"):
+        assert key not in kw
