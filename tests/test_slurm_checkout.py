@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 
@@ -84,3 +85,5 @@ def test_slurm_up_says_what_really_failed(private_checkout):
     assert m, up.stderr
     assert m[2] == os.path.join(inside, "munge") and inside.startswith(m[1] + "/")
     assert "apt-get" not in up.stderr
+    # and it opened nothing on the way: the private directory is still 0700
+    assert stat.S_IMODE(os.stat(os.path.dirname(private_checkout)).st_mode) == 0o700
