@@ -160,3 +160,10 @@ def test_slurm_keywords_extend_the_sites_lists_and_leave_its_settings_alone(tmp_
     # What packlab has no opinion on is not passed, so dask-jobqueue reads the site's value.
     for key in ("local_directory", "python", "interface", "account"):
         assert key not in kw
+
+
+def test_bad_input_beside_security_false_is_only_an_error_not_also_a_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PacklabSecurityWarning)
+        with pytest.raises(PacklabError, match="cores=0"):
+            packlab.launch(workers=0, security=False, dashboard_address=":0", cores=0, memory="1GiB")

@@ -66,7 +66,10 @@ def launch(
         SLURM: put workers on the preemptible partition (``packlab.slurm.spot-partition``)
         with ``--requeue``. Lost work is recomputed by Dask.
     gpus, cores, memory, walltime : optional
-        Override the profile's per-worker values.
+        Override the profile's per-worker values. ``memory`` is a size such as ``"4GiB"``
+        (a bare number is bytes) of at least 256 MiB
+        (:data:`packlab.resources.MIN_WORKER_MEMORY`): below that a Dask worker restarts in
+        a loop.
     partition, account : str, optional
         SLURM partition and account. An unknown partition is an error listing real ones.
     security : bool or distributed.Security, default from ``packlab.security`` (True)
@@ -114,9 +117,8 @@ def launch(
         walltime=walltime,
         partition=partition,
         account=account,
-        security=security_setting(config.get("security"), "packlab.security") if security is None
-        else security_setting(security),
-        dashboard_address=check_dashboard_address(dashboard_address),
+        security=security,
+        dashboard_address=dashboard_address,
         extra=backend_kwargs,
     )
     if not isinstance(wait, bool):
@@ -267,6 +269,11 @@ def _request(*, backend, profile, workers, min_workers, max_workers, cooldown, s
     for name, value in (("partition", partition), ("account", account)):
         checks.optional(checks.text, value, name, fix=f'pass the SLURM {name} name, e.g. {name}="batch".')
     cool = checks.duration(config.get("adaptive.cooldown") if cooldown is None else cooldown, "cooldown")
+    # Last, so that their warnings (security off, a dashboard open to all) come only with
+    # a request that is otherwise valid.
+    security = (security_setting(config.get("security"), "packlab.security") if security is None
+                else security_setting(security))
+    dashboard_address = check_dashboard_address(dashboard_address)
     return ClusterRequest(
         backend=backend,
         profile=sized,

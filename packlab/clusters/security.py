@@ -68,7 +68,7 @@ def dashboard_address(value: object = None) -> str:
             f"Keep the default {LOOPBACK_DASHBOARD!r} and use an SSH tunnel "
             "(ssh -L 8787:127.0.0.1:PORT host) unless this host is yours alone.",
             PacklabSecurityWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     return value
 
@@ -102,7 +102,7 @@ def security_setting(value: object, field: str = "security") -> bool | Security:
             "who can reach its port (every user of a shared login node) can run code as you. "
             "Keep security=True (TLS with temporary certificates) unless this machine is yours alone.",
             PacklabSecurityWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     return value
 
