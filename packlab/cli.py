@@ -143,13 +143,28 @@ def cluster() -> None:
 @click.option("--partition", type=TEXT, default=None)
 @click.option("--account", type=TEXT, default=None)
 @click.option("--insecure", is_flag=True, help="no TLS (not advised on shared machines)")
+@click.option("--dashboard-address", default=None,
+              help='where the dashboard listens (default 127.0.0.1:0, this machine only)')
 def cluster_up(insecure: bool, **kwargs) -> None:
-    """Start a cluster in the foreground; Ctrl-C stops it cleanly."""
+    """Start a cluster in the foreground; Ctrl-C or SIGTERM stops it cleanly."""
     from .clusters.launch import launch
 
-    pc = launch(security=False if insecure else None, **kwargs)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    # Our own handlers, whatever this process inherited: started with SIGINT ignored
+    # (nohup, `cmd &` in a script) Ctrl-C would otherwise do nothing.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
+    try:
+        pc = launch(security=False if insecure else None, **kwargs)
+    except KeyboardInterrupt:
+        click.echo("interrupted while starting: nothing left running.", err=True)
+        sys.exit(130)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     with pc:
         click.echo(f"scheduler: {pc.scheduler_address}")
         click.echo(f"dashboard: {pc.dashboard_link}")
@@ -157,10 +172,7 @@ def cluster_up(insecure: bool, **kwargs) -> None:
         if pc.security is not None:
             click.echo("TLS on: connect with this process's certificates only.")
         click.echo("Ctrl-C to stop.", err=True)
-        try:
-            while not stop.wait(0.5):
-                pass
-        except KeyboardInterrupt:
+        while not stop.wait(0.5):  # short waits: the handler runs between them
             pass
         click.echo("stopping cluster ...", err=True)
     click.echo("stopped.", err=True)
