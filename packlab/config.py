@@ -59,6 +59,18 @@ _SCHEMA: dict[str, Any] | None = None
 _VALID: str | None = None  # repr of the last section that passed, so unchanged config is not re-checked
 _MISSING = object()
 
+MOVED = {
+    "packlab.adaptive.interval": "distributed.adaptive.interval",
+    "packlab.adaptive.wait-count": "distributed.adaptive.wait-count",
+    "packlab.slurm.partition": "jobqueue.slurm.queue (or launch(partition=...))",
+    "packlab.slurm.account": "jobqueue.slurm.account (or launch(account=...))",
+    "packlab.slurm.python": "jobqueue.slurm.python",
+    "packlab.slurm.interface": "jobqueue.slurm.interface",
+    "packlab.slurm.shared-directory": "jobqueue.slurm.shared-temp-directory",
+}
+"""Settings packlab once had that Dask or dask-jobqueue already own: an old config file
+that still sets one is told where the setting lives now."""
+
 
 class UnknownSetting(ConfigError, KeyError):
     """``config.get`` of a key that packlab does not have (a ``KeyError``, as in dask.config)."""
@@ -130,6 +142,9 @@ def _walk(node: Mapping[str, Any], value: object, path: list[str]) -> None:
         if canon not in props:
             close = difflib.get_close_matches(canon, list(props), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
+            moved = MOVED.get(f"{field}.{canon}")
+            if moved:
+                hint = f" It was removed from packlab: set {moved} instead (Dask's own setting)."
             raise PacklabError(
                 f"{field}.{key}={sub!r} is invalid: {key!r} is not a packlab setting.{hint} "
                 f"Known keys under {field}: {', '.join(sorted(props))}.", field=f"{field}.{key}", value=sub)

@@ -109,7 +109,7 @@ SETTINGS = [
     ("profile-cores-zero", {"packlab.profiles.tiny": {"cores": 0, "memory": "1GiB"}},
      "packlab.profiles.tiny.cores", "0", "at least 1"),
     ("profile-unknown-field", {"packlab.profiles.tiny": {"cores": 1, "memory": "1GiB", "cpus": 2}},
-     "packlab.profiles.tiny", "cpus", "allowed fields are"),
+     "packlab.profiles.tiny", "cpus", "Allowed fields:"),
 ]
 
 
@@ -176,7 +176,7 @@ CLI = [
     ("backend", ["--backend", "slrum"], "--backend", "'slrum'", "Did you mean 'slurm'?"),
     ("profile", ["--profile", "nope"], "--profile", "'nope'", "general-batch"),
     ("dashboard", ["--dashboard-address", "8787"], "--dashboard-address", "'8787'", '"127.0.0.1:8787"'),
-    ("partition-empty", ["--partition", ""], "--partition", "''", 'partition="batch"'),
+    ("partition-empty", ["--partition", ""], "--partition", "''", "give a value"),
 ]
 
 

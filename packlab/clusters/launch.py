@@ -103,24 +103,32 @@ def launch(
     ...     pc.client.submit(sum, [1, 2]).result()
     3
     """
-    request = _request(
-        backend=config.get("backend") if backend is None else backend,
-        profile=config.get("profile") if profile is None else profile,
-        workers=workers,
-        min_workers=min_workers,
-        max_workers=max_workers,
-        cooldown=cooldown,
-        spot=spot,
-        gpus=gpus,
-        cores=cores,
-        memory=memory,
-        walltime=walltime,
-        partition=partition,
-        account=account,
-        security=security,
-        dashboard_address=dashboard_address,
-        extra=backend_kwargs,
-    )
+    try:
+        request = _request(
+            backend=config.get("backend") if backend is None else backend,
+            profile=config.get("profile") if profile is None else profile,
+            workers=workers,
+            min_workers=min_workers,
+            max_workers=max_workers,
+            cooldown=cooldown,
+            spot=spot,
+            gpus=gpus,
+            cores=cores,
+            memory=memory,
+            walltime=walltime,
+            partition=partition,
+            account=account,
+            security=security,
+            dashboard_address=dashboard_address,
+            extra=backend_kwargs,
+        )
+    except PacklabError as e:
+        if e.field in ("backend", "profile") and {"backend": backend, "profile": profile}[e.field] is None:
+            # The name came from the settings, not from the call: say where it was set.
+            setting = f"packlab.{e.field}"
+            raise config.with_origin(PacklabError(str(e).replace(f"{e.field}=", f"{setting}=", 1),
+                                                  field=setting, value=e.value)) from None
+        raise
     if not isinstance(wait, bool):
         wait = checks.duration(wait, "wait", allow_zero=False)
     impl = get_backend(request.backend)
