@@ -1,0 +1,444 @@
+"""Alert rules over metric series, evaluated as a pure function, and the sinks they go to.
+
+A :class:`Rule` names a metric, a condition over the last ``window`` of its series and a
+threshold. :func:`evaluate` judges every rule at time ``now`` and returns the alerts to
+send and the new state: a rule fires once when its condition starts to hold (no repeats
+while it holds), resolves once when it clears, and does not fire again within
+``cooldown`` of its last firing, so a flapping metric does not flood anyone. A rule
+without enough data to judge keeps its state: missing data neither fires nor resolves.
+
+The seed's rules, with their defaults in ``packlab.telemetry.alerts``, come from
+:func:`default_rules`. Alerts go to sinks behind one method, ``send(alert) -> Delivery``:
+the log, a Python callback, a notebook display and an HTTP webhook. A sink never raises
+into the user's work; a failed delivery is logged and returned.
+
+Examples
+--------
+>>> rule = Rule("busy", "utilisation", "above_for", 0.9, window=60, cooldown=0)
+>>> alerts, state = evaluate([rule], {"utilisation": [(0, 0.95), (30, 0.97), (60, 0.99)]}, now=60)
+>>> [(a.rule, a.status) for a in alerts]
+[('busy', 'firing')]
+>>> alerts, state = evaluate([rule], {"utilisation": [(60, 0.99), (120, 0.2)]}, now=120, state=state)
+>>> [(a.rule, a.status) for a in alerts]
+[('busy', 'resolved')]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from http.client import HTTPException
+from typing import Any
+
+from .. import checks, config
+from ..errors import PacklabError, bad_value
+from .series import Row, change, percentile, rows_of, slope
+
+log = logging.getLogger("packlab.alerts")
+
+METRICS = {
+    "queue_depth": "jobs waiting in the queue",
+    "utilisation": "fraction of worker threads busy, 0 to 1",
+    "job_duration": "seconds a job ran, one row per finished job",
+    "job_failed": "1 for a job that ended failed, 0 for one that succeeded, one row per job",
+    "cost_per_job": "what a finished job cost, one row per job",
+}
+"""The metrics a rule can watch, and what one row of each means."""
+
+_FRACTIONS = {"utilisation", "job_failed"}
+SEVERITIES = ("info", "warning", "critical")
+
+
+def _in_window(rows: list[Row], now: float, window: float) -> list[Row]:
+    return [r for r in rows if now - window <= r[0] <= now]
+
+
+def _slope_above(rows, now, rule):
+    recent = _in_window(rows, now, rule.window)
+    if len(recent) < rule.min_samples or len({t for t, _ in recent}) < 2:
+        return None
+    return slope(recent)
+
+
+def _level_for(pick):
+    def judge(rows, now, rule):
+        recent = _in_window(rows, now, rule.window)
+        covered = rows and rows[0][0] <= now - rule.window  # history reaches back a whole window
+        return pick(v for _, v in recent) if recent and covered else None
+    return judge
+
+
+def _stat_above(stat):
+    def judge(rows, now, rule):
+        recent = _in_window(rows, now, rule.window)
+        return stat([v for _, v in recent]) if len(recent) >= rule.min_samples else None
+    return judge
+
+
+def _trend_above(rows, now, rule):
+    cur = [v for t, v in rows if now - rule.window < t <= now]
+    prev = [v for t, v in rows if now - 2 * rule.window < t <= now - rule.window]
+    if len(cur) < rule.min_samples or len(prev) < rule.min_samples:
+        return None
+    return change(math.fsum(cur) / len(cur), math.fsum(prev) / len(prev))
+
+
+CONDITIONS: dict[str, tuple[Callable[..., float | None], str, bool]] = {
+    # name: (the observed value from the window, or None; how the message names it; fires above?)
+    "slope_above": (_slope_above, "slope per second", True),
+    "below_for": (_level_for(max), "highest value over the whole window", False),
+    "above_for": (_level_for(min), "lowest value over the whole window", True),
+    "p95_above": (_stat_above(lambda vs: percentile(vs, 95)), "p95", True),
+    "mean_above": (_stat_above(lambda vs: math.fsum(vs) / len(vs)), "mean", True),
+    "trend_above": (_trend_above, "change of the mean, window on window", True),
+}
+"""How a rule judges its window: the value it computes and the side it fires on."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One alert rule: ``condition`` over the last ``window`` of ``metric`` against ``threshold``.
+
+    Parameters
+    ----------
+    name : str
+        Unique among the rules evaluated together (alerts and state are keyed by it).
+    metric : str
+        One of :data:`METRICS`.
+    condition : str
+        One of :data:`CONDITIONS`: ``slope_above`` (least-squares slope, per second),
+        ``below_for``/``above_for`` (every sample of a whole window), ``p95_above``,
+        ``mean_above``, ``trend_above`` (relative change of the mean against the window
+        before: 0.15 is up 15 %).
+    threshold : float
+        For the fraction metrics (utilisation, job_failed) a level is from 0 to 1.
+    window, cooldown : float or str
+        Seconds or a duration (``"5m"``); the window is positive.
+    severity : {"info", "warning", "critical"}
+    min_samples : int
+        Rows needed in the window before the rule judges it.
+
+    Examples
+    --------
+    >>> Rule("slow", "job_duraton", "p95_above", 60)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    packlab.errors.PacklabError: metric='job_duraton' is invalid: ... Did you mean 'job_duration'?
+    """
+
+    name: str
+    metric: str
+    condition: str
+    threshold: float
+    window: float | str = 300.0
+    cooldown: float | str = 900.0
+    severity: str = "warning"
+    min_samples: int = 3
+
+    def __post_init__(self) -> None:
+        checks.text(self.name, "name")
+        checks.choice(self.metric, "metric", METRICS)
+        checks.choice(self.condition, "condition", CONDITIONS)
+        threshold = checks.number(self.threshold, "threshold")
+        if self.metric in _FRACTIONS and self.condition not in ("slope_above", "trend_above") and not (
+                0 <= threshold <= 1):
+            raise bad_value("threshold", self.threshold, f"a fraction from 0 to 1 for {self.metric}",
+                            "For 50 % write 0.5.")
+        object.__setattr__(self, "threshold", threshold)
+        object.__setattr__(self, "window", checks.duration(self.window, "window", allow_zero=False))
+        object.__setattr__(self, "cooldown", checks.duration(self.cooldown, "cooldown"))
+        checks.choice(self.severity, "severity", SEVERITIES)
+        object.__setattr__(self, "min_samples", checks.integer(self.min_samples, "min_samples", minimum=1))
+
+
+def default_rules() -> list[Rule]:
+    """The seed's rules, their thresholds from ``packlab.telemetry.alerts``.
+
+    Examples
+    --------
+    >>> [r.name for r in default_rules()]  # doctest: +NORMALIZE_WHITESPACE
+    ['queue-depth-growing', 'utilisation-low', 'utilisation-high', 'job-duration-sla',
+     'failure-rate', 'cost-per-job-up']
+    """
+    s = config.get("telemetry.alerts")
+    w, c = s["window"], s["cooldown"]
+    return [
+        Rule("queue-depth-growing", "queue_depth", "slope_above", 0.0, w, c, "warning"),
+        Rule("utilisation-low", "utilisation", "below_for", s["utilisation-low"], w, c, "info"),
+        Rule("utilisation-high", "utilisation", "above_for", s["utilisation-high"], w, c, "warning"),
+        Rule("job-duration-sla", "job_duration", "p95_above", checks.duration(
+            s["duration-sla"], "packlab.telemetry.alerts.duration-sla"), w, c, "warning"),
+        Rule("failure-rate", "job_failed", "mean_above", s["failure-rate"], w, c, "critical"),
+        Rule("cost-per-job-up", "cost_per_job", "trend_above", s["cost-trend"], w, c, "info"),
+    ]
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A rule that started (``status="firing"``) or stopped (``"resolved"``) holding."""
+
+    rule: str
+    status: str
+    metric: str
+    value: float
+    threshold: float
+    severity: str
+    at: float
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The alert as JSON-ready data (what a webhook receives)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RuleState:
+    """Where one rule stands: whether a firing alert is out (``announced``) and when the
+    last one was sent (``last_fired``, for the cooldown)."""
+
+    announced: bool = False
+    last_fired: float | None = None
+
+
+def evaluate(rules: Sequence[Rule], series: Mapping[str, Iterable[Row]], now: float,
+             state: Mapping[str, RuleState] | None = None) -> tuple[list[Alert], dict[str, RuleState]]:
+    """Judge every rule at ``now``: the alerts to send, and the state to pass next time.
+
+    Parameters
+    ----------
+    rules : list of Rule
+    series : dict of metric name to (timestamp, value) rows
+        A metric with no rows leaves its rules' state as it was.
+    now : float
+    state : dict of rule name to RuleState, optional
+        What the last call returned (``None`` the first time).
+
+    Examples
+    --------
+    >>> r = Rule("fails", "job_failed", "mean_above", 0.1, window=60, cooldown=600)
+    >>> fails = [(t, 1) for t in range(0, 60, 10)]
+    >>> a, s = evaluate([r], {"job_failed": fails}, now=60)
+    >>> a[0].message
+    'fails: job_failed mean 1 is above 0.1 (window 60 s)'
+    >>> evaluate([r], {"job_failed": fails}, now=61, state=s)[0]  # still failing: no repeat
+    []
+    """
+    now = checks.number(now, "now")
+    rules = _rules(rules)
+    if not isinstance(series, Mapping):
+        raise bad_value("series", series, "a dict of metric name to (timestamp, value) rows",
+                        'E.g. {"queue_depth": [(t0, 3), (t1, 5)]}.')
+    for name in series:
+        checks.choice(name, "series key", METRICS)
+    data = {name: rows_of(rows, f"series[{name!r}]") for name, rows in series.items()}
+    old = _state(state)
+    alerts, new = [], {}
+    for rule in rules:
+        st = old.get(rule.name, RuleState())
+        judge, what, fires_above = CONDITIONS[rule.condition]
+        value = judge(data.get(rule.metric, []), now, rule)
+        if value is None:  # not enough data to judge: nothing changes
+            new[rule.name] = st
+            continue
+        holds = value > rule.threshold if fires_above else value < rule.threshold
+        if holds and not st.announced and (st.last_fired is None or now - st.last_fired >= rule.cooldown):
+            alerts.append(_alert(rule, "firing", value, now, what, fires_above))
+            st = RuleState(announced=True, last_fired=now)
+        elif not holds and st.announced:
+            alerts.append(_alert(rule, "resolved", value, now, what, fires_above))
+            st = replace(st, announced=False)
+        new[rule.name] = st
+    return alerts, new
+
+
+def _alert(rule: Rule, status: str, value: float, now: float, what: str, above: bool) -> Alert:
+    side = ("is above" if above else "is below") if status == "firing" else (
+        "is back under" if above else "is back over")
+    msg = (f"{rule.name}: {rule.metric} {what} {value:.3g} {side} {rule.threshold:g} "
+           f"(window {rule.window:g} s)")
+    return Alert(rule.name, status, rule.metric, value, rule.threshold, rule.severity, now, msg)
+
+
+def _rules(rules: object) -> list[Rule]:
+    if isinstance(rules, (str, bytes, Mapping, Rule)) or not isinstance(rules, Iterable):
+        raise bad_value("rules", rules, "a list of Rule", "E.g. packlab.telemetry.alerts.default_rules().")
+    out = list(rules)
+    seen = set()
+    for i, r in enumerate(out):
+        if not isinstance(r, Rule):
+            raise bad_value(f"rules[{i}]", r, "a Rule", 'E.g. Rule("busy", "utilisation", "above_for", 0.9).')
+        if r.name in seen:
+            raise PacklabError(f"rules: two rules are named {r.name!r}: names key the alerts and their "
+                               "state, so give each rule its own.", field="rules", value=r.name)
+        seen.add(r.name)
+    return out
+
+
+def _state(state: object) -> dict[str, RuleState]:
+    if state is None:
+        return {}
+    if not isinstance(state, Mapping) or not all(isinstance(v, RuleState) for v in state.values()):
+        raise bad_value("state", state, "the state dict the previous evaluate() returned (or None)")
+    return dict(state)
+
+
+# -- sinks -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Delivery:
+    """What became of one alert at one sink: ``ok``, and why not."""
+
+    sink: str
+    ok: bool
+    detail: str = ""
+
+
+class AlertSink:
+    """Where alerts go. A sink implements ``send(alert) -> Delivery`` and never raises:
+    a failure is returned (and logged), so an alert cannot break the work it watches."""
+
+    name = "sink"
+
+    def send(self, alert: Alert) -> Delivery:  # pragma: no cover - the interface
+        raise NotImplementedError
+
+
+_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "critical": logging.ERROR}
+
+
+class LogSink(AlertSink):
+    """Alerts as log records on ``logger`` (default ``packlab.alerts``), at the level of
+    their severity; a resolution at INFO.
+
+    Examples
+    --------
+    >>> LogSink().send(Alert("r", "resolved", "utilisation", 0.5, 0.9, "warning", 0.0, "r: ok")).ok
+    True
+    """
+
+    name = "log"
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        if logger is not None and not isinstance(logger, logging.Logger):
+            raise bad_value("logger", logger, "a logging.Logger", 'E.g. logging.getLogger("mine").')
+        self.logger = logger or log
+
+    def send(self, alert: Alert) -> Delivery:
+        level = _LEVELS[alert.severity] if alert.status == "firing" else logging.INFO
+        self.logger.log(level, "%s [%s] %s", alert.status.upper(), alert.severity, alert.message)
+        return Delivery(self.name, True)
+
+
+class CallbackSink(AlertSink):
+    """Alerts passed to ``callback(alert)``; what it raises is logged and returned."""
+
+    name = "callback"
+
+    def __init__(self, callback: Callable[[Alert], Any]) -> None:
+        if not callable(callback):
+            raise bad_value("callback", callback, "a function taking one Alert", "E.g. CallbackSink(print).")
+        self.callback = callback
+
+    def send(self, alert: Alert) -> Delivery:
+        try:
+            self.callback(alert)
+        except Exception as e:
+            log.warning("alert callback %r failed on %s: %r", self.callback, alert.rule, e)
+            return Delivery(self.name, False, f"the callback raised {e!r}")
+        return Delivery(self.name, True)
+
+
+class _Text:
+    """Plain text that IPython shows as it is (and ``print`` too)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+class NotebookSink(AlertSink):
+    """Alerts shown in the notebook (or the terminal) with ``IPython.display``."""
+
+    name = "notebook"
+
+    def send(self, alert: Alert) -> Delivery:
+        try:
+            from IPython.display import display
+        except ImportError:
+            return Delivery(self.name, False, "IPython is not installed")
+        icon = {"firing": "ALERT", "resolved": "RESOLVED"}[alert.status]
+        display(_Text(f"{icon} [{alert.severity}] {alert.message}"))
+        return Delivery(self.name, True)
+
+
+class WebhookSink(AlertSink):
+    """Alerts POSTed as JSON (:meth:`Alert.to_dict`) to ``url``; a 2xx answer is delivered.
+
+    An unreachable receiver, a timeout or an error status is logged at WARNING and
+    returned as ``Delivery(ok=False)``, never raised. ``timeout`` (seconds) is short by
+    default so that a dead receiver costs little.
+    """
+
+    name = "webhook"
+
+    def __init__(self, url: str, *, timeout: float = 2.0, headers: Mapping[str, str] | None = None) -> None:
+        checks.text(url, "url", expected="an http:// or https:// URL")
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise bad_value("url", url, "an http:// or https:// URL with a host",
+                            'E.g. "https://hooks.example.org/packlab".')
+        self.url = url
+        self.timeout = checks.number(timeout, "timeout", above=0, maximum=60)
+        self.headers = checks.mapping_of(dict(headers or {}), "headers", checks.text)
+
+    def send(self, alert: Alert) -> Delivery:
+        body = json.dumps(alert.to_dict()).encode()
+        req = urllib.request.Request(self.url, data=body, method="POST", headers={
+            "Content-Type": "application/json", "User-Agent": "packlab-alerts", **self.headers})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                status = resp.status
+        except urllib.error.HTTPError as e:
+            status = e.code
+        except (urllib.error.URLError, HTTPException, OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            log.warning("alert webhook %s unreachable for %s: %s", self.url, alert.rule, reason)
+            return Delivery(self.name, False, f"unreachable: {reason}")
+        if not 200 <= status < 300:
+            log.warning("alert webhook %s answered %s for %s", self.url, status, alert.rule)
+            return Delivery(self.name, False, f"HTTP {status}")
+        return Delivery(self.name, True, f"HTTP {status}")
+
+
+def deliver(alerts: Iterable[Alert], sinks: Iterable[AlertSink]) -> list[Delivery]:
+    """Send each alert to each sink; never raises, even for a sink of the user's own
+    that does.
+
+    Examples
+    --------
+    >>> got = []
+    >>> deliver([Alert("r", "firing", "queue_depth", 1, 0, "info", 0, "r")], [CallbackSink(got.append)])
+    [Delivery(sink='callback', ok=True, detail='')]
+    """
+    sinks = list(sinks)
+    for i, s in enumerate(sinks):
+        if not callable(getattr(s, "send", None)):
+            raise bad_value(f"sinks[{i}]", s, "an AlertSink (an object with send(alert))",
+                            "E.g. LogSink() or WebhookSink(url).")
+    out = []
+    for alert in alerts:
+        for s in sinks:
+            try:
+                result = s.send(alert)
+            except Exception as e:
+                log.warning("alert sink %r failed on %s: %r", s, alert.rule, e)
+                result = Delivery(getattr(s, "name", type(s).__name__), False, f"the sink raised {e!r}")
+            out.append(result)
+    return out
