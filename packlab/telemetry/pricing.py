@@ -31,6 +31,7 @@ from typing import Any
 
 from .. import checks
 from ..errors import PacklabError, bad_value
+from .records import records
 
 GIB = 2**30
 
@@ -254,29 +255,6 @@ def _times(rec: Any, what: str) -> None:
     object.__setattr__(rec, "stop", stop)
 
 
-def _records(values: object, cls: type, name: str) -> list[Any]:
-    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
-        raise bad_value(name, values, f"a list of {cls.__name__} records (or dicts with their fields)")
-    names = {f.name for f in dataclasses.fields(cls)}
-    out = []
-    for i, v in enumerate(values):
-        if isinstance(v, cls):
-            out.append(v)
-        elif isinstance(v, Mapping):
-            unknown = sorted(set(v) - names)
-            if unknown:
-                raise bad_value(f"{name}[{i}]", dict(v), f"a {cls.__name__} with fields {sorted(names)}",
-                                f"Remove {unknown[0]!r}.")
-            try:
-                out.append(cls(**v))
-            except TypeError as e:  # a required field missing
-                raise bad_value(f"{name}[{i}]", dict(v), f"a {cls.__name__} with fields {sorted(names)}",
-                                str(e).split(": ", 1)[-1].capitalize() + ".") from None
-        else:
-            raise bad_value(f"{name}[{i}]", v, f"a {cls.__name__} or a dict of its fields")
-    return out
-
-
 @dataclass(frozen=True)
 class CostReport:
     """Cost of a run: per job, the idle remainder, and the seconds behind them.
@@ -319,8 +297,8 @@ def attribute(pricing: Pricing, held: Iterable[WorkerInterval | Mapping[str, Any
     ({'a': 0.5, 'b': 1.0}, 0.5, 2.0)
     """
     _pricing(pricing)
-    workers = _records(held, WorkerInterval, "held")
-    spans = _records(busy, JobInterval, "busy")
+    workers = records(held, WorkerInterval, "held")
+    spans = records(busy, JobInterval, "busy")
     by_worker: dict[str, list[JobInterval]] = {}
     for s in spans:
         by_worker.setdefault(s.worker, []).append(s)
