@@ -21,7 +21,6 @@ Examples
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,7 +29,8 @@ from typing import Any
 from .. import checks
 from ..errors import bad_value
 from ..units import format_walltime
-from .records import record, records
+from .records import record
+from .usage import RunSummary, SlurmJobUsage, Thresholds, WorkerUsage
 
 GIB = 2**30
 SEVERITIES = ("info", "warning", "critical")
@@ -58,163 +58,6 @@ class Finding:
         checks.choice(self.severity, "severity", SEVERITIES)
         object.__setattr__(self, "evidence", checks.mapping_of(self.evidence, "evidence", checks.number))
         checks.text(self.fix, "fix")
-
-
-@dataclass(frozen=True)
-class WorkerUsage:
-    """What one worker was given and used over ``held_seconds`` (sizes in bytes).
-
-    ``idle_seconds`` is the stretch, up to now, in which it ran no task;
-    ``gpu_utilisation`` the mean fraction of its GPUs in use (``None``: not measured).
-    """
-
-    name: str
-    cores: int
-    memory: int
-    held_seconds: float
-    cpu_seconds: float = 0.0
-    memory_peak: int = 0
-    spilled_bytes: int = 0
-    gpus: int = 0
-    gpu_utilisation: float | None = None
-    idle_seconds: float = 0.0
-
-    def __post_init__(self) -> None:
-        checks.text(self.name, "name")
-        _set(self, "cores", checks.integer(self.cores, "cores", minimum=1))
-        _set(self, "memory", checks.memory(self.memory, "memory"))
-        for f in ("held_seconds", "cpu_seconds", "idle_seconds"):
-            _set(self, f, checks.number(getattr(self, f), f, minimum=0))
-        for f in ("memory_peak", "spilled_bytes", "gpus"):
-            _set(self, f, checks.integer(getattr(self, f), f, minimum=0))
-        if self.gpu_utilisation is not None:
-            _set(self, "gpu_utilisation", checks.number(self.gpu_utilisation, "gpu_utilisation",
-                                                        minimum=0, maximum=1))
-
-
-@dataclass(frozen=True)
-class SlurmJobUsage:
-    """One SLURM job that runs (or will run) Dask workers: its ``state`` and how long it
-    has been in it, and the names of its workers."""
-
-    job_id: str
-    state: str
-    seconds: float
-    workers: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        checks.text(self.job_id, "job_id")
-        checks.choice(self.state, "state", ("PENDING", "RUNNING"))
-        _set(self, "seconds", checks.number(self.seconds, "seconds", minimum=0))
-        if isinstance(self.workers, str) or not isinstance(self.workers, (list, tuple)):
-            raise bad_value("workers", self.workers, "a list of worker names")
-        _set(self, "workers", tuple(checks.text(w, "workers[]") for w in self.workers))
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    """What the advisor looks at: one run (a cluster's life so far, or a stored one).
-
-    ``task_seconds`` is the busy thread-seconds of all tasks; ``submissions`` and
-    ``retries`` count queue jobs and their re-runs, ``retry_delays`` the seconds from a
-    failure to its retry; ``queue_running`` is true while a queue or pipeline runs, with
-    ``alert_sinks`` sinks attached and ``queue_depth`` jobs waiting.
-    """
-
-    wall_seconds: float
-    workers: tuple[WorkerUsage, ...] = ()
-    tasks: int = 0
-    task_seconds: float = 0.0
-    longest_task: str = ""
-    longest_task_seconds: float = 0.0
-    submissions: int = 0
-    retries: int = 0
-    retry_delays: tuple[float, ...] = ()
-    queue_running: bool = False
-    alert_sinks: int = 0
-    queue_depth: int = 0
-    slurm_jobs: tuple[SlurmJobUsage, ...] = ()
-
-    def __post_init__(self) -> None:
-        for f in ("wall_seconds", "task_seconds", "longest_task_seconds"):
-            _set(self, f, checks.number(getattr(self, f), f, minimum=0))
-        for f in ("tasks", "submissions", "retries", "alert_sinks", "queue_depth"):
-            _set(self, f, checks.integer(getattr(self, f), f, minimum=0))
-        checks.boolean(self.queue_running, "queue_running")
-        if not isinstance(self.longest_task, str):
-            raise bad_value("longest_task", self.longest_task, "a task name (a string)")
-        _set(self, "workers", tuple(records(self.workers, WorkerUsage, "workers")))
-        _set(self, "slurm_jobs", tuple(records(self.slurm_jobs, SlurmJobUsage, "slurm_jobs")))
-        if isinstance(self.retry_delays, (str, bytes)) or not isinstance(self.retry_delays, (list, tuple)):
-            raise bad_value("retry_delays", self.retry_delays, "a list of seconds")
-        _set(self, "retry_delays", tuple(checks.number(d, f"retry_delays[{i}]", minimum=0)
-                                         for i, d in enumerate(self.retry_delays)))
-
-    @property
-    def threads(self) -> int:
-        """Worker threads held (one per core)."""
-        return sum(w.cores for w in self.workers)
-
-
-def _set(obj: Any, name: str, value: Any) -> None:
-    object.__setattr__(obj, name, value)
-
-
-_KINDS: dict[str, str] = {
-    "idle_after": "duration", "retry_rate": "positive", "fast_retry": "duration", "memory_low": "fraction",
-    "memory_high": "fraction", "giant_share": "fraction", "too_small": "duration",
-    "cpu_efficiency": "fraction", "gpu_utilisation": "fraction", "pending_after": "duration",
-    "deep_queue": "positive", "headroom": "number",
-}
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """The advisor's thresholds; :meth:`from_config` reads ``packlab.telemetry.advisor``."""
-
-    idle_after: float
-    retry_rate: float
-    fast_retry: float
-    memory_low: float
-    memory_high: float
-    giant_share: float
-    too_small: float
-    cpu_efficiency: float
-    gpu_utilisation: float
-    pending_after: float
-    deep_queue: float
-    headroom: float
-
-    def __post_init__(self) -> None:
-        for name, kind in _KINDS.items():
-            v = getattr(self, name)
-            if kind == "duration":
-                x = checks.duration(v, name)
-            elif kind == "positive":
-                x = checks.number(v, name, above=0)
-            elif kind == "number":
-                x = checks.number(v, name, minimum=0)
-            else:
-                x = checks.number(v, name, minimum=0, maximum=1, fix="A fraction: for 50 % write 0.5.")
-            _set(self, name, x)
-
-    @classmethod
-    def from_config(cls, **overrides: Any) -> Thresholds:
-        """The settings, with ``overrides`` (by field name) replacing some.
-
-        Examples
-        --------
-        >>> Thresholds.from_config(cpu_efficiency=0.5).cpu_efficiency, Thresholds.from_config().idle_after
-        (0.5, 120.0)
-        """
-        from .. import config
-
-        section = config.get("telemetry.advisor")
-        names = {f.name for f in dataclasses.fields(cls)}
-        for key in overrides:
-            if key not in names:
-                checks.choice(key, "threshold", names)
-        return cls(**{n: overrides.get(n, section[n.replace("_", "-")]) for n in names})
 
 
 # -- right-sizing ------------------------------------------------------------------------

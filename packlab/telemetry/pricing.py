@@ -3,7 +3,7 @@
 Cost accrues for resources a worker **holds** (worker-seconds x its size: cores, GiB of
 memory, GPUs), idle time included, because that is what an idle cluster costs. It is
 then attributed to jobs by their busy time on each worker, and the idle remainder is
-reported apart (:func:`attribute`). Spot workers are priced with ``spot_discount``,
+reported apart (:func:`packlab.telemetry.cost.attribute`). Spot workers are priced with ``spot_discount``,
 reserved capacity with ``reserved_discount``.
 
 On SLURM a site charges **service units**: a job's ``billing`` TRES (its
@@ -11,7 +11,7 @@ On SLURM a site charges **service units**: a job's ``billing`` TRES (its
 ``sreport -t hours -T billing`` counts them (:func:`service_units`); ``su_price`` turns
 them into money.
 
-Every function is pure, over plain records, so the collectors and the store only feed it.
+Every function is pure, so the collectors and the store only feed it.
 
 Examples
 --------
@@ -24,14 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .. import checks
-from ..errors import PacklabError, bad_value
-from .records import records
+from ..errors import bad_value
 
 GIB = 2**30
 
@@ -188,179 +185,16 @@ def worker_cost(pricing: Pricing, *, cores: int, memory: int | str, seconds: flo
     >>> worker_cost(p, cores=4, memory="16GiB", gpus=1, seconds=3600, market="spot")  # (0.16+0.08+2)/2
     1.12
     """
-    _pricing(pricing)
+    check_pricing(pricing)
     secs = checks.duration(seconds, "seconds")
     return round(pricing.hourly(cores=cores, memory=memory, gpus=gpus, market=market) * secs / 3600, 12)
 
 
-def _pricing(pricing: object) -> Pricing:
+def check_pricing(pricing: object) -> Pricing:
     if not isinstance(pricing, Pricing):
         raise bad_value("pricing", pricing, "a packlab.Pricing",
                         "Build one: packlab.Pricing(core_hour=0.04) or packlab.Pricing.from_config().")
     return pricing
-
-
-@dataclass(frozen=True)
-class WorkerInterval:
-    """A worker held from ``start`` to ``stop`` (seconds), with its size.
-
-    ``threads`` (default: ``cores``) is how many jobs it runs at once: a job busy on one
-    thread of a 4-thread worker is charged a quarter of the worker.
-    """
-
-    worker: str
-    start: float
-    stop: float
-    cores: int
-    memory: int
-    gpus: int = 0
-    threads: int | None = None
-    market: str = "on-demand"
-
-    def __post_init__(self) -> None:
-        checks.text(self.worker, "worker")
-        _times(self, "worker interval")
-        object.__setattr__(self, "cores", checks.integer(self.cores, "cores", minimum=1))
-        object.__setattr__(self, "memory", 0 if self.memory == 0 and not isinstance(self.memory, bool)
-                           else checks.memory(self.memory, "memory"))
-        object.__setattr__(self, "gpus", checks.integer(self.gpus, "gpus", minimum=0))
-        threads = self.cores if self.threads is None else checks.integer(self.threads, "threads", minimum=1)
-        object.__setattr__(self, "threads", threads)
-        checks.choice(self.market, "market", MARKETS)
-
-
-@dataclass(frozen=True)
-class JobInterval:
-    """Job ``job`` busy on ``threads`` threads of worker ``worker`` from ``start`` to ``stop``."""
-
-    job: str
-    worker: str
-    start: float
-    stop: float
-    threads: int = 1
-
-    def __post_init__(self) -> None:
-        checks.text(self.job, "job")
-        checks.text(self.worker, "worker")
-        _times(self, "job interval")
-        object.__setattr__(self, "threads", checks.integer(self.threads, "threads", minimum=1))
-
-
-def _times(rec: Any, what: str) -> None:
-    start, stop = checks.number(rec.start, "start"), checks.number(rec.stop, "stop")
-    if stop < start:
-        raise bad_value("stop", rec.stop, f"a time no earlier than start={rec.start!r} ({what})",
-                        "Swap start and stop, or check the clock they came from.")
-    object.__setattr__(rec, "start", start)
-    object.__setattr__(rec, "stop", stop)
-
-
-@dataclass(frozen=True)
-class CostReport:
-    """Cost of a run: per job, the idle remainder, and the seconds behind them.
-
-    ``total == sum(jobs.values()) + idle`` (to rounding). ``unheld_seconds`` counts job
-    thread-seconds on no held worker (a record lost or clocks apart): they are not priced.
-    """
-
-    currency: str
-    total: float
-    idle: float
-    jobs: dict[str, float] = field(default_factory=dict)
-    held_seconds: float = 0.0
-    busy_seconds: float = 0.0
-    unheld_seconds: float = 0.0
-
-    @property
-    def idle_share(self) -> float:
-        """The fraction of the total that paid for idle capacity (0 when nothing cost)."""
-        return self.idle / self.total if self.total else 0.0
-
-
-def attribute(pricing: Pricing, held: Iterable[WorkerInterval | Mapping[str, Any]],
-              busy: Iterable[JobInterval | Mapping[str, Any]]) -> CostReport:
-    """Split what held workers cost between the jobs that kept them busy, and idle time.
-
-    Over each stretch of a held worker where the same jobs run, the worker's cost is
-    shared by thread: a job on ``k`` of its ``T`` threads pays ``k / T``, the unused
-    threads are idle. When the jobs claim more threads than the worker has, they share
-    the whole cost in proportion and nothing is idle. Busy time outside every held
-    interval of its worker is counted in ``unheld_seconds`` and not priced.
-
-    Examples
-    --------
-    >>> p = Pricing(core_hour=1.0)
-    >>> held = [WorkerInterval("w1", 0, 3600, cores=2, memory=0)]  # 2 core-hours: 2.00
-    >>> busy = [JobInterval("a", "w1", 0, 1800), JobInterval("b", "w1", 0, 3600)]
-    >>> r = attribute(p, held, busy)  # a: 1/2 x 1/2 h x 2/h = 0.5; b: 1/2 x 1 h x 2/h = 1.0
-    >>> r.jobs, r.idle, r.total
-    ({'a': 0.5, 'b': 1.0}, 0.5, 2.0)
-    """
-    _pricing(pricing)
-    workers = records(held, WorkerInterval, "held")
-    spans = records(busy, JobInterval, "busy")
-    by_worker: dict[str, list[JobInterval]] = {}
-    for s in spans:
-        by_worker.setdefault(s.worker, []).append(s)
-    _check_no_overlap(workers)
-    jobs: dict[str, float] = {s.job: 0.0 for s in spans}
-    idle = total = held_s = covered = 0.0
-    for w in workers:
-        rate = pricing.hourly(cores=w.cores, memory=w.memory, gpus=w.gpus, market=w.market) / 3600
-        held_s += w.stop - w.start
-        total += rate * (w.stop - w.start)
-        share, idle_w, busy_w = _sweep(w, by_worker.get(w.worker, []))
-        covered += busy_w
-        idle += rate * idle_w
-        for job, secs in share.items():
-            jobs[job] += rate * secs
-    busy_s = math.fsum((s.stop - s.start) * s.threads for s in spans)
-    return CostReport(currency=pricing.currency, total=round(total, 9), idle=round(idle, 9),
-                      jobs={j: round(c, 9) for j, c in jobs.items()}, held_seconds=held_s,
-                      busy_seconds=busy_s, unheld_seconds=round(busy_s - covered, 9))
-
-
-def _check_no_overlap(workers: list[WorkerInterval]) -> None:
-    last: dict[str, WorkerInterval] = {}
-    for w in sorted(workers, key=lambda w: (w.worker, w.start)):
-        prev = last.get(w.worker)
-        if prev is not None and w.start < prev.stop:
-            raise PacklabError(
-                f"held: worker {w.worker!r} is held twice at once ({prev.start:g}-{prev.stop:g} and "
-                f"{w.start:g}-{w.stop:g}): one worker name is one worker; merge the intervals or "
-                "name the workers apart.", field="held", value=w)
-        last[w.worker] = w
-
-
-def _sweep(w: WorkerInterval, spans: list[JobInterval]) -> tuple[dict[str, float], float, float]:
-    """For one held interval: worker-seconds charged to each job, idle worker-seconds, and
-    the job thread-seconds that fell inside it."""
-    events = []
-    for s in spans:
-        a, b = max(s.start, w.start), min(s.stop, w.stop)
-        if b > a:
-            events += [(a, s.threads, s.job), (b, -s.threads, s.job)]
-    events.sort(key=lambda e: (e[0], e[1]))  # at one instant, ends before starts
-    threads = w.threads
-    active: dict[str, int] = {}
-    share: dict[str, float] = {}
-    idle = busy = 0.0
-    t = w.start
-    for when, delta, job in [*events, (w.stop, 0, "")]:
-        dt = when - t
-        if dt > 0:
-            used = sum(active.values())
-            busy += used * dt
-            denom = max(used, threads)
-            for j, k in active.items():
-                share[j] = share.get(j, 0.0) + dt * k / denom
-            idle += dt * max(threads - used, 0) / threads
-            t = when
-        if delta:
-            active[job] = active.get(job, 0) + delta
-            if active[job] == 0:
-                del active[job]
-    return share, idle, busy
 
 
 def parse_tres(text: str) -> dict[str, str]:
@@ -432,4 +266,4 @@ def su_cost(pricing: Pricing, units: float) -> float:
     >>> su_cost(Pricing(su_price=0.02), 150)
     3.0
     """
-    return round(_pricing(pricing).su_price * checks.number(units, "units", minimum=0), 12)
+    return round(check_pricing(pricing).su_price * checks.number(units, "units", minimum=0), 12)
