@@ -140,6 +140,9 @@ def _check_tiers(tiers: object) -> list[tuple[float, float]]:
         out.append((age, checks.number(res, f"tiers[{i}][1]", above=0)))
     if not out or out[-1][0] != math.inf or any(a[0] > b[0] for a, b in itertools.pairwise(out)):
         raise bad_value("tiers", tiers, expected, "E.g. [(3600, 1), (604800, 60), (float('inf'), 3600)].")
+    if any(b[1] % a[1] for a, b in itertools.pairwise(out)):
+        raise bad_value("tiers", tiers, "resolutions that are each a multiple of the one before",
+                        "E.g. 1 s, 60 s, 3600 s: then buckets nest.")
     return out
 
 
@@ -149,13 +152,15 @@ def _is_real(x: object) -> bool:
 
 def downsample(rows: Iterable[Row], now: float, *, how: str = "mean",
                tiers: Sequence[tuple[float, float]] | None = None) -> list[Row]:
-    """Rows merged into one per bucket, the bucket's width set by the rows' age.
+    """Rows merged into one per bucket, the bucket's width set by its age.
 
-    A row of age ``now - t`` falls in the first tier whose ``max_age`` exceeds its age;
-    its bucket is ``floor(t / resolution)``, aligned on multiples of the resolution so that
-    downsampling again gives the same buckets. Each bucket becomes one row at the bucket's
-    start, its value the ``how`` aggregation (:data:`AGGREGATIONS`) of its rows. Rows
-    from the future (``t > now``) are kept at the finest resolution.
+    Buckets are aligned on multiples of their resolution (``floor(t / resolution)``),
+    and each tier's resolution is a multiple of the one before, so buckets nest. A row
+    goes to the coarsest tier whose bucket around it lies wholly beyond that tier's
+    starting age (the previous tier's ``max_age``): a bucket is never split between two
+    tiers, and downsampling the result again at the same ``now`` changes nothing. Each
+    bucket becomes one row at the bucket's start, its value the ``how`` aggregation
+    (:data:`AGGREGATIONS`) of its rows. Rows from the future stay at the finest resolution.
 
     Parameters
     ----------
@@ -175,10 +180,14 @@ def downsample(rows: Iterable[Row], now: float, *, how: str = "mean",
     now = checks.number(now, "now")
     agg = AGGREGATIONS[checks.choice(how, "how", AGGREGATIONS)]
     tiers = history_tiers() if tiers is None else _check_tiers(tiers)
+    steps = list(itertools.pairwise(tiers))  # (tier before, tier): the tier starts at the age before
     buckets: dict[tuple[float, int], list[float]] = {}
     for t, v in rows_of(rows):
-        age = now - t
-        res = next(r for max_age, r in tiers if age < max_age)
+        res = tiers[0][1]
+        for (start_age, _), (_, coarser) in steps:
+            if now - (math.floor(t / coarser) + 1) * coarser < start_age:
+                break
+            res = coarser
         buckets.setdefault((res, math.floor(t / res)), []).append(v)
     out = [(float(k * res), float(agg(vs))) for (res, k), vs in buckets.items()]
     out.sort(key=lambda r: r[0])
@@ -197,22 +206,25 @@ def aggregation_for(kind: str) -> str:
 
 
 def max_rows(span: float, tiers: Sequence[tuple[float, float]] | None = None) -> int:
-    """The most rows :func:`downsample` keeps of a series covering ``span`` seconds.
+    """The most rows :func:`downsample` keeps of a series whose oldest row is ``span``
+    seconds old (rows later than the time measured from are not counted).
 
-    A tier whose ages span ``L`` seconds at resolution ``r`` touches at most
-    ``ceil(L / r) + 1`` buckets. Rows later than the time measured from are not counted.
+    A tier from age ``A`` to ``B`` at resolution ``r``, the next one at ``R``, holds
+    buckets ending at least ``A`` ago whose ``R``-bucket is not yet wholly beyond ``B``:
+    at most ``ceil((B - A + R) / r) + 1`` of them.
 
     Examples
     --------
-    >>> max_rows(30 * 86400)  # a month: 3601 + 10021 + 553 rows at most
-    14175
+    >>> max_rows(30 * 86400)  # a month: 3661 + 10081 + 553 rows at most
+    14295
     """
     span = checks.number(span, "span", minimum=0)
     tiers = history_tiers() if tiers is None else _check_tiers(tiers)
     total, start = 0, 0.0
-    for max_age, res in tiers:
+    for i, (max_age, res) in enumerate(tiers):
+        nxt = tiers[i + 1][1] if i + 1 < len(tiers) else 0.0
         stop = min(max_age, span)
-        total += math.ceil((stop - start) / res) + 1
+        total += math.ceil((stop - start + (nxt if max_age <= span else 0.0)) / res) + 1
         if max_age > span:
             break
         start = max_age
