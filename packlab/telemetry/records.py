@@ -40,7 +40,8 @@ def record(value: object, cls: type[T], name: str) -> T:
     try:
         return cls(**value)
     except TypeError as e:  # a required field is missing
-        raise bad_value(name, dict(value), expected, str(e).split(": ", 1)[-1].capitalize() + ".") from None
+        missing = str(e).split(": ", 1)[-1] if "missing" in str(e) else str(e)
+        raise bad_value(name, dict(value), expected, f"Add the missing fields: {missing}.") from None
 
 
 def records(values: object, cls: type[T], name: str) -> list[T]:
