@@ -52,7 +52,7 @@ CASES = [
     # cost attribution
     (lambda: attribute(P, "w1", []), "held='w1' is invalid: expected a list of WorkerInterval"),
     (lambda: attribute(P, [{**HELD, "stop": -1}], []), "stop=-1 is invalid: expected a time no earlier"),
-    (lambda: attribute(P, [{"worker": "w", "start": 0, "stop": 1}], []), "missing fields: 'cores' and 'memory'"),
+    (lambda: attribute(P, [{"worker": "w", "start": 0, "stop": 1}], []), "fields: 'cores' and 'memory'"),
     (lambda: attribute(P, [{**HELD, "gpu": 1}], []), "Remove 'gpu'"),
     (lambda: attribute(P, [HELD], [3]), "busy[0]=3 is invalid"),
     (lambda: attribute(None, [HELD], []), "pricing=None is invalid"),
