@@ -176,3 +176,21 @@ def test_the_currency_table_has_the_common_codes():
     with pytest.raises(PacklabError) as err:
         Pricing(currency="XYZ")
     assert "currency='XYZ' is invalid" in str(err.value) and "Known codes:" in str(err.value)
+
+
+def test_settings_set_by_environment_variables_are_read(monkeypatch):
+    # dask stores DASK_PACKLAB__PRICING__CORE_HOUR under "core_hour": read key by key, both match
+    monkeypatch.setenv("DASK_PACKLAB__PRICING__CORE_HOUR", "0.07")
+    monkeypatch.setenv("DASK_PACKLAB__TELEMETRY__ADVISOR__CPU_EFFICIENCY", "0.3")
+    monkeypatch.setenv("DASK_PACKLAB__TELEMETRY__ALERTS__UTILISATION_LOW", "0.2")
+    dask.config.refresh()
+    try:
+        from packlab.telemetry.alerts import default_rules
+        from packlab.telemetry.usage import Thresholds
+
+        assert Pricing.from_config().core_hour == 0.07
+        assert Thresholds.from_config().cpu_efficiency == 0.3
+        assert [r.threshold for r in default_rules() if r.name == "utilisation-low"] == [0.2]
+    finally:
+        monkeypatch.undo()
+        dask.config.refresh()

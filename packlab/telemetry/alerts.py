@@ -8,13 +8,11 @@ while it holds), resolves once when it clears, and does not fire again within
 without enough data to judge keeps its state: missing data neither fires nor resolves.
 
 The seed's rules, with their defaults in ``packlab.telemetry.alerts``, come from
-:func:`default_rules`. Alerts go to sinks behind one method, ``send(alert) -> Delivery``:
-the log, a Python callback, a notebook display and an HTTP webhook. A sink never raises
-into the user's work; a failed delivery is logged and returned.
+:func:`default_rules`. The alerts go to the sinks of :mod:`packlab.telemetry.sinks`.
 
 Examples
 --------
->>> rule = Rule("busy", "utilisation", "above_for", 0.9, window=60, cooldown=0)
+>>> rule = Rule("busy", "utilisation", "above_for", 0.9, window=60, cooldown=0, min_samples=2)
 >>> alerts, state = evaluate([rule], {"utilisation": [(0, 0.95), (30, 0.97), (60, 0.99)]}, now=60)
 >>> [(a.rule, a.status) for a in alerts]
 [('busy', 'firing')]
@@ -65,7 +63,7 @@ def _level_for(pick):
     def judge(rows, now, rule):
         recent = _in_window(rows, now, rule.window)
         covered = rows and rows[0][0] <= now - rule.window  # history reaches back a whole window
-        return pick(v for _, v in recent) if recent and covered else None
+        return pick(v for _, v in recent) if len(recent) >= rule.min_samples and covered else None
     return judge
 
 
@@ -161,7 +159,9 @@ def default_rules() -> list[Rule]:
     ['queue-depth-growing', 'utilisation-low', 'utilisation-high', 'job-duration-sla',
      'failure-rate', 'cost-per-job-up']
     """
-    s = config.get("telemetry.alerts")
+    keys = ("window", "cooldown", "utilisation-low", "utilisation-high", "duration-sla", "failure-rate",
+            "cost-trend")
+    s = {k: config.get(f"telemetry.alerts.{k}") for k in keys}  # key by key: ``_`` and ``-`` alike
     w, c = s["window"], s["cooldown"]
     return [
         Rule("queue-depth-growing", "queue_depth", "slope_above", 0.0, w, c, "warning"),

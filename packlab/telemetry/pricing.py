@@ -157,8 +157,9 @@ class Pricing:
         """
         from .. import config
 
-        section = config.get("pricing")
-        return cls(**{f.name: section[f.name.replace("_", "-")] for f in dataclasses.fields(cls)})
+        # key by key: dask matches ``core_hour`` (a DASK_* variable) and ``core-hour`` alike
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{n: config.get("pricing." + n.replace("_", "-")) for n in names})
 
     def discount(self, market: str = "on-demand") -> float:
         """The fraction off for ``market`` (one of :data:`MARKETS`)."""
@@ -191,6 +192,7 @@ def worker_cost(pricing: Pricing, *, cores: int, memory: int | str, seconds: flo
 
 
 def check_pricing(pricing: object) -> Pricing:
+    """``pricing`` if it is a :class:`Pricing`, else an error that says how to build one."""
     if not isinstance(pricing, Pricing):
         raise bad_value("pricing", pricing, "a packlab.Pricing",
                         "Build one: packlab.Pricing(core_hour=0.04) or packlab.Pricing.from_config().")

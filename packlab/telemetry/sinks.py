@@ -32,6 +32,7 @@ from .alerts import Alert
 
 log = logging.getLogger("packlab.alerts")
 
+
 @dataclass(frozen=True)
 class Delivery:
     """What became of one alert at one sink: ``ok``, and why not."""

@@ -172,9 +172,11 @@ class Thresholds:
         """
         from .. import config
 
-        section = config.get("telemetry.advisor")
         names = {f.name for f in dataclasses.fields(cls)}
         for key in overrides:
             if key not in names:
                 checks.choice(key, "threshold", names)
-        return cls(**{n: overrides.get(n, section[n.replace("_", "-")]) for n in names})
+        # key by key: dask matches ``cpu_efficiency`` (a DASK_* variable) and ``cpu-efficiency`` alike
+        get = config.get
+        return cls(**{n: overrides[n] if n in overrides else get("telemetry.advisor." + n.replace("_", "-"))
+                      for n in names})
