@@ -187,3 +187,13 @@ def test_a_right_sized_fix_names_a_profile_that_exists():
 def test_finding_is_exported_and_checks_its_fields():
     f = packlab.Finding("x", "info", {"n": 1}, "print(1)")
     assert isinstance(f, Finding) and f.evidence == {"n": 1.0}
+
+
+def test_right_size_keeps_the_memory_asked_when_no_peak_was_measured():
+    w = WorkerUsage("w", cores=2, memory=4 * GIB, held_seconds=HOUR, cpu_seconds=1.5 * HOUR)
+    assert right_size(w).memory == 4 * GIB and "memory-hog" not in names(healthy(workers=(w,)))
+
+
+def test_a_broken_profile_in_the_config_does_not_stop_right_sizing():
+    with dask.config.set({"packlab.profiles.broken": {"cores": 0, "memory": "1GiB"}}):
+        assert right_size(worker(memory=16 * GIB, memory_peak=GIB)).profile == "general-batch"

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import checks
-from ..errors import bad_value
+from ..errors import PacklabError, bad_value
 from ..units import format_walltime
 from .records import record
 from .usage import RunSummary, SlurmJobUsage, Thresholds, WorkerUsage
@@ -91,7 +91,8 @@ def right_size(worker: WorkerUsage | Mapping[str, Any], thresholds: Thresholds |
 
     Cores are the mean cores in use plus ``headroom``, rounded up, never more than it had
     (its use cannot be seen beyond that); memory is the peak plus ``headroom`` (twice the
-    limit when it spilled near the limit: the real need was not seen); walltime its time
+    limit when it spilled near the limit: the real need was not seen; what it asked for
+    when no peak was measured); walltime its time
     held plus ``headroom`` in quarter hours; GPUs are dropped when they sat idle. The
     profile is the smallest of ``profiles`` (default :data:`packlab.PROFILES`) with at
     least those cores, memory and GPUs, ordered by GPUs, then cores, then memory.
@@ -116,12 +117,13 @@ def right_size(worker: WorkerUsage | Mapping[str, Any], thresholds: Thresholds |
     used_cores = w.cpu_seconds / w.held_seconds if w.held_seconds else 0.0
     cores = min(w.cores, max(1, math.ceil(round(used_cores * h, 9))))
     spilling = w.spilled_bytes > 0 and mem_eff >= th.memory_high
-    need = 2 * w.memory if spilling else w.memory_peak * h
+    # a peak of 0 was not measured: keep what it asked for
+    need = 2 * w.memory if spilling else (w.memory_peak * h if w.memory_peak else w.memory)
     memory = int(float(_gib_text(need)[:-3]) * GIB)
     gpu_idle = w.gpu_utilisation is not None and w.gpu_utilisation < th.gpu_utilisation
     gpus = 0 if gpu_idle else w.gpus
     walltime = max(900, math.ceil(w.held_seconds * h / 900) * 900)
-    fits = sorted((p for p in profiles.values() if p.cores >= cores and p.memory >= memory and p.gpus >= gpus
+    fits = sorted((p for p in _usable(profiles) if p.cores >= cores and p.memory >= memory and p.gpus >= gpus
                    and (gpus > 0 or p.gpus == 0)), key=lambda p: (p.gpus, p.cores, p.memory, p.name))
     wt = format_walltime(walltime)
     if fits:
@@ -130,6 +132,18 @@ def right_size(worker: WorkerUsage | Mapping[str, Any], thresholds: Thresholds |
         line = f'packlab.launch(cores={cores}, memory="{_gib_text(memory)}", gpus={gpus}, walltime="{wt}")'
     return RightSize(w.name, round(cpu_eff, 6), round(mem_eff, 6), cores, memory, gpus, walltime,
                      fits[0].name if fits else None, line)
+
+
+def _usable(profiles: Mapping[str, Any]) -> list[Any]:
+    """The profiles that parse: one broken entry in a user's config (reported wherever it is
+    used) must not stop the advice about the others."""
+    out = []
+    for name in list(profiles):
+        try:
+            out.append(profiles[name])
+        except PacklabError:
+            continue
+    return out
 
 
 def _thresholds(th: object) -> Thresholds:
