@@ -194,3 +194,16 @@ def test_settings_set_by_environment_variables_are_read(monkeypatch):
     finally:
         monkeypatch.undo()
         dask.config.refresh()
+
+
+def test_the_readme_example_runs_and_says_what_it_prints():
+    import pathlib
+
+    text = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    block = text.split("## Telemetry (in progress)", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(block, scope)
+    r = scope["r"]
+    # 2 cores x 0.04 + 4 GiB x 0.005 = 0.10 per hour, held 1 h; "a" on 1 of 2 threads for 0.5 h
+    assert (r.jobs, r.idle, r.idle_share) == ({"a": 0.025}, 0.075, 0.75)
+    assert "({'a': 0.025}, 0.075, 0.75)" in block

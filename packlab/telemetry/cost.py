@@ -101,7 +101,7 @@ class CostReport:
     @property
     def idle_share(self) -> float:
         """The fraction of the total that paid for idle capacity (0 when nothing cost)."""
-        return self.idle / self.total if self.total else 0.0
+        return round(self.idle / self.total, 12) if self.total else 0.0
 
 
 def attribute(pricing: Pricing, held: Iterable[WorkerInterval | Mapping[str, Any]],
