@@ -175,6 +175,13 @@ class Receiver(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    """The receivers are on this machine: a proxy from the environment must not be asked."""
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def receiver():
     Receiver.received, Receiver.status = [], 204

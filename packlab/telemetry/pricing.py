@@ -162,7 +162,13 @@ class Pricing:
         return cls(**{n: config.get("pricing." + n.replace("_", "-")) for n in names})
 
     def discount(self, market: str = "on-demand") -> float:
-        """The fraction off for ``market`` (one of :data:`MARKETS`)."""
+        """The fraction off for ``market`` (one of :data:`MARKETS`).
+
+        Examples
+        --------
+        >>> Pricing(spot_discount=0.7).discount("spot"), Pricing().discount("on-demand")
+        (0.7, 0.0)
+        """
         market = checks.choice(market, "market", MARKETS)
         return {"on-demand": 0.0, "spot": self.spot_discount, "reserved": self.reserved_discount}[market]
 

@@ -126,8 +126,9 @@ class WebhookSink(AlertSink):
     """Alerts POSTed as JSON (:meth:`Alert.to_dict`) to ``url``; a 2xx answer is delivered.
 
     An unreachable receiver, a timeout or an error status is logged at WARNING and
-    returned as ``Delivery(ok=False)``, never raised. ``timeout`` (seconds) is short by
-    default so that a dead receiver costs little.
+    returned as ``Delivery(ok=False)``, never raised. ``timeout`` (seconds, at most 60) is
+    short by default so that a dead receiver costs little. The ``*_proxy`` environment
+    variables apply, as for any ``urllib`` request.
     """
 
     name = "webhook"
@@ -164,6 +165,9 @@ class WebhookSink(AlertSink):
 def deliver(alerts: Iterable[Alert], sinks: Iterable[AlertSink]) -> list[Delivery]:
     """Send each alert to each sink; never raises, even for a sink of the user's own
     that does.
+
+    It blocks while sinks deliver (a webhook up to its ``timeout`` per alert): call it
+    from a thread of its own, never from the scheduler's event loop.
 
     Examples
     --------
