@@ -8,7 +8,7 @@ import pytest
 from packlab.errors import PacklabError
 from packlab.telemetry.advisor import Finding, findings, right_size
 from packlab.telemetry.alerts import Rule, evaluate
-from packlab.telemetry.cost import JobInterval, WorkerInterval, attribute
+from packlab.telemetry.cost import JobInterval, WorkerInterval, attribute, attribute_service_units
 from packlab.telemetry.pricing import Pricing, billing, parse_tres, service_units, su_cost, worker_cost
 from packlab.telemetry.series import (
     RingBuffer,
@@ -60,6 +60,8 @@ CASES = [
     (lambda: WorkerInterval("", 0, 1, cores=1, memory=0), "worker='' is invalid"),
     (lambda: WorkerInterval("w", NAN, 1, cores=1, memory=0), "start=nan is invalid"),
     (lambda: WorkerInterval("w", 0, 1, cores=1, memory=0, market="cheap"), "market='cheap' is invalid"),
+    (lambda: WorkerInterval("w", 0, 1, cores=1, memory=0, billing=-2), "billing=-2 is invalid"),
+    (lambda: attribute_service_units([HELD], []), "held[0].billing=None is invalid"),
     # SLURM service units
     (lambda: parse_tres("cpu4"), "tres='cpu4' is invalid"),
     (lambda: parse_tres(""), "tres='' is invalid"),

@@ -11,7 +11,7 @@ import pytest
 
 import packlab
 from packlab.errors import ConfigError, PacklabError
-from packlab.telemetry.cost import CostReport, JobInterval, WorkerInterval, attribute
+from packlab.telemetry.cost import CostReport, JobInterval, WorkerInterval, attribute, attribute_service_units
 from packlab.telemetry.pricing import (
     CURRENCIES,
     PRESETS,
@@ -207,3 +207,20 @@ def test_the_readme_example_runs_and_says_what_it_prints():
     # 2 cores x 0.04 + 4 GiB x 0.005 = 0.10 per hour, held 1 h; "a" on 1 of 2 threads for 0.5 h
     assert (r.jobs, r.idle, r.idle_share) == ({"a": 0.025}, 0.075, 0.75)
     assert "({'a': 0.025}, 0.075, 0.75)" in block
+
+
+def test_service_units_per_job_by_hand():
+    # two SLURM worker jobs: "batch" billing 8 (4 CPUs + 16 GiB at 0.25/GiB), "spot" billing 2
+    # (CPU weight 0.5 on the spot partition), each running one 4-thread worker
+    held = [WorkerInterval("wb", 0, 3600, cores=4, memory=16 * GIB, billing=8),   # 8 x 1 h = 8 SU
+            WorkerInterval("ws", 0, 7200, cores=4, memory=16 * GIB, billing=2)]   # 2 x 2 h = 4 SU
+    busy = [JobInterval("a", "wb", 0, 1800, threads=4),   # whole wb for 0.5 h: 8 x 0.5 = 4 SU
+            JobInterval("b", "ws", 0, 7200, threads=2)]   # half of ws for 2 h: 2 x 1/2 x 2 = 2 SU
+    r = attribute_service_units(held, busy)
+    assert r.currency == "SU" and r.jobs == pytest.approx({"a": 4.0, "b": 2.0})
+    # total 8 + 4 = 12 SU; idle 12 - 4 - 2 = 6 SU (wb idle 0.5 h = 4, ws half idle 2 h = 2)
+    assert (r.total, r.idle) == pytest.approx((12.0, 6.0))
+    # at 0.02 per SU: a costs 0.08
+    assert su_cost(Pricing(su_price=0.02), r.jobs["a"]) == pytest.approx(0.08)
+    with pytest.raises(PacklabError, match=r"held\[0\]\.billing=None is invalid"):
+        attribute_service_units([WorkerInterval("w", 0, 1, cores=1, memory=0)], [])

@@ -17,7 +17,7 @@ Examples
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,9 @@ class WorkerInterval:
     """A worker held from ``start`` to ``stop`` (seconds), with its size.
 
     ``threads`` (default: ``cores``) is how many jobs it runs at once: a job busy on one
-    thread of a 4-thread worker is charged a quarter of the worker.
+    thread of a 4-thread worker is charged a quarter of the worker. ``billing`` is, for a
+    worker in a SLURM job, that job's ``billing`` TRES divided by the workers it runs
+    (service units per hour; see :func:`attribute_service_units`).
     """
 
     worker: str
@@ -43,9 +45,12 @@ class WorkerInterval:
     gpus: int = 0
     threads: int | None = None
     market: str = "on-demand"
+    billing: float | None = None
 
     def __post_init__(self) -> None:
         checks.text(self.worker, "worker")
+        if self.billing is not None:
+            object.__setattr__(self, "billing", checks.number(self.billing, "billing", minimum=0))
         _times(self, "worker interval")
         object.__setattr__(self, "cores", checks.integer(self.cores, "cores", minimum=1))
         object.__setattr__(self, "memory", 0 if self.memory == 0 and not isinstance(self.memory, bool)
@@ -124,6 +129,34 @@ def attribute(pricing: Pricing, held: Iterable[WorkerInterval | Mapping[str, Any
     ({'a': 0.5, 'b': 1.0}, 0.5, 2.0)
     """
     check_pricing(pricing)
+    return _split(held, busy, pricing.currency, lambda i, w: pricing.hourly(
+        cores=w.cores, memory=w.memory, gpus=w.gpus, market=w.market))
+
+
+def attribute_service_units(held: Iterable[WorkerInterval | Mapping[str, Any]],
+                            busy: Iterable[JobInterval | Mapping[str, Any]]) -> CostReport:
+    """As :func:`attribute`, in SLURM service units: each held worker accrues its
+    ``billing`` per hour (``currency`` is ``"SU"``); ``su_cost`` turns them into money.
+
+    Examples
+    --------
+    >>> held = [WorkerInterval("w1", 0, 7200, cores=4, memory=0, billing=6)]  # 6 x 2 h = 12 SU
+    >>> r = attribute_service_units(held, [JobInterval("a", "w1", 0, 3600, threads=4)])
+    >>> r.jobs, r.idle, r.currency  # a: the whole worker for 1 h = 6 SU
+    ({'a': 6.0}, 6.0, 'SU')
+    """
+    def rate(i: int, w: WorkerInterval) -> float:
+        if w.billing is None:
+            raise bad_value(f"held[{i}].billing", None, "the billing TRES of the worker's SLURM job",
+                            "Read it with packlab.telemetry.pricing.billing(tres) from `scontrol show job`.")
+        return w.billing
+
+    return _split(held, busy, "SU", rate)
+
+
+def _split(held: object, busy: object, currency: str,
+           hourly: Callable[[int, WorkerInterval], float]) -> CostReport:
+    """The sweep behind :func:`attribute`: ``hourly(i, worker)`` is the i-th worker's rate."""
     workers = records(held, WorkerInterval, "held")
     spans = records(busy, JobInterval, "busy")
     by_worker: dict[str, list[JobInterval]] = {}
@@ -132,8 +165,8 @@ def attribute(pricing: Pricing, held: Iterable[WorkerInterval | Mapping[str, Any
     _check_no_overlap(workers)
     jobs: dict[str, float] = {s.job: 0.0 for s in spans}
     idle = total = held_s = covered = 0.0
-    for w in workers:
-        rate = pricing.hourly(cores=w.cores, memory=w.memory, gpus=w.gpus, market=w.market) / 3600
+    for i, w in enumerate(workers):
+        rate = hourly(i, w) / 3600
         held_s += w.stop - w.start
         total += rate * (w.stop - w.start)
         share, idle_w, busy_w = _sweep(w, by_worker.get(w.worker, []))
@@ -142,7 +175,7 @@ def attribute(pricing: Pricing, held: Iterable[WorkerInterval | Mapping[str, Any
         for job, secs in share.items():
             jobs[job] += rate * secs
     busy_s = math.fsum((s.stop - s.start) * s.threads for s in spans)
-    return CostReport(currency=pricing.currency, total=round(total, 9), idle=round(idle, 9),
+    return CostReport(currency=currency, total=round(total, 9), idle=round(idle, 9),
                       jobs={j: round(c, 9) for j, c in jobs.items()}, held_seconds=held_s,
                       busy_seconds=busy_s, unheld_seconds=round(busy_s - covered, 9))
 

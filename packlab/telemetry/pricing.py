@@ -8,8 +8,8 @@ reserved capacity with ``reserved_discount``.
 
 On SLURM a site charges **service units**: a job's ``billing`` TRES (its
 ``TRESBillingWeights`` applied to what it was allocated) times its elapsed hours, as
-``sreport -t hours -T billing`` counts them (:func:`service_units`); ``su_price`` turns
-them into money.
+``sreport -t hours -T billing`` counts them (:func:`service_units`; per queue job:
+:func:`packlab.telemetry.cost.attribute_service_units`); ``su_price`` turns them into money.
 
 Every function is pure, so the collectors and the store only feed it.
 
