@@ -9,7 +9,8 @@ import pytest
 import packlab
 from packlab.errors import ConfigError
 from packlab.profiles import Profile
-from packlab.telemetry.advisor import RULES, Finding, findings, right_size
+from packlab.telemetry.advisor import RULES, Finding, findings
+from packlab.telemetry.sizing import right_size
 from packlab.telemetry.usage import RunSummary, SlurmJobUsage, Thresholds, WorkerUsage
 
 GIB = 2**30

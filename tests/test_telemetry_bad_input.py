@@ -10,16 +10,8 @@ from packlab.telemetry.advisor import Finding, findings, right_size
 from packlab.telemetry.alerts import Rule, evaluate
 from packlab.telemetry.cost import JobInterval, WorkerInterval, attribute, attribute_service_units
 from packlab.telemetry.pricing import Pricing, billing, parse_tres, service_units, su_cost, worker_cost
-from packlab.telemetry.series import (
-    RingBuffer,
-    describe_change,
-    describe_trend,
-    downsample,
-    max_rows,
-    percentile,
-    select,
-    slope,
-)
+from packlab.telemetry.series import RingBuffer, downsample, max_rows, select
+from packlab.telemetry.trends import describe_change, describe_trend, percentile, slope
 from packlab.telemetry.usage import RunSummary, SlurmJobUsage, Thresholds, WorkerUsage
 
 NAN, INF = float("nan"), float("inf")

@@ -1,4 +1,5 @@
-"""Ring buffers, downsampling by age (and its bound), percentiles, slopes and trend lines."""
+"""Ring buffers, downsampling by age (and its bound), and the trends module: percentiles,
+slopes and trend lines."""
 
 from __future__ import annotations
 
@@ -9,19 +10,8 @@ import dask
 import numpy as np
 import pytest
 
-from packlab.telemetry.series import (
-    RingBuffer,
-    aggregation_for,
-    change,
-    describe_change,
-    describe_trend,
-    downsample,
-    history_tiers,
-    max_rows,
-    percentile,
-    select,
-    slope,
-)
+from packlab.telemetry.series import RingBuffer, aggregation_for, downsample, history_tiers, max_rows, select
+from packlab.telemetry.trends import change, describe_change, describe_trend, percentile, slope
 
 HOUR, DAY = 3600, 86400
 

@@ -31,7 +31,8 @@ from typing import Any
 
 from .. import checks, config
 from ..errors import PacklabError, bad_value
-from .series import Row, change, percentile, rows_of, slope
+from .series import Row, rows_of
+from .trends import change, percentile, slope
 
 log = logging.getLogger("packlab.alerts")
 

@@ -162,6 +162,16 @@ class Thresholds:
             _set(self, name, x)
 
     @classmethod
+    def of(cls, value: Thresholds | None) -> Thresholds:
+        """``value`` itself, or the settings for ``None``; anything else is refused."""
+        if value is None:
+            return cls.from_config()
+        if not isinstance(value, cls):
+            raise bad_value("thresholds", value, "a Thresholds (or None for the settings)",
+                            "E.g. Thresholds.from_config(cpu_efficiency=0.5).")
+        return value
+
+    @classmethod
     def from_config(cls, **overrides: Any) -> Thresholds:
         """The settings, with ``overrides`` (by field name) replacing some.
 
