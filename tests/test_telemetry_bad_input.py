@@ -105,6 +105,8 @@ CASES = [
     (lambda: WorkerUsage(**{**WU, "memory": "lots"}), "memory='lots' is invalid"),
     (lambda: WorkerUsage(**WU, gpu_utilisation=1.5), "gpu_utilisation=1.5 is invalid"),
     (lambda: WorkerUsage(**WU, idle_seconds=-1), "idle_seconds=-1 is invalid"),
+    (lambda: WorkerUsage(**WU, memory_peak=NAN), "memory_peak=nan is invalid"),
+    (lambda: WorkerUsage(**WU, gpus=1.0), "gpus=1.0 is invalid"),
     (lambda: SlurmJobUsage("1", "COMPLETED", 10), "state='COMPLETED' is invalid"),
     (lambda: SlurmJobUsage("1", "PENDING", 10, workers="w1"), "workers='w1' is invalid"),
     (lambda: RunSummary(wall_seconds=-1), "wall_seconds=-1 is invalid"),

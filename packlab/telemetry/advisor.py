@@ -60,12 +60,12 @@ class Finding:
 
 
 # -- the rules ---------------------------------------------------------------------------
-Rule = Callable[[RunSummary, Thresholds], list[Finding]]
-RULES: dict[str, Rule] = {}
+AdvisorRule = Callable[[RunSummary, Thresholds], list[Finding]]
+RULES: dict[str, AdvisorRule] = {}
 """The advisor's rules by name; :func:`findings` runs them all. Register more with :func:`rule`."""
 
 
-def rule(fn: Rule) -> Rule:
+def rule(fn: AdvisorRule) -> AdvisorRule:
     """Register ``fn`` in :data:`RULES` under its name (``_`` as ``-``)."""
     RULES[fn.__name__.replace("_", "-")] = fn
     return fn

@@ -48,8 +48,9 @@ class WorkerUsage:
         _set(self, "memory", checks.memory(self.memory, "memory"))
         for f in ("held_seconds", "cpu_seconds", "idle_seconds"):
             _set(self, f, checks.number(getattr(self, f), f, minimum=0))
-        for f in ("memory_peak", "spilled_bytes", "gpus"):
-            _set(self, f, checks.integer(getattr(self, f), f, minimum=0))
+        for f in ("memory_peak", "spilled_bytes"):  # bytes, often a float from a history
+            _set(self, f, int(checks.number(getattr(self, f), f, minimum=0)))
+        _set(self, "gpus", checks.integer(self.gpus, "gpus", minimum=0))
         if self.gpu_utilisation is not None:
             _set(self, "gpu_utilisation", checks.number(self.gpu_utilisation, "gpu_utilisation",
                                                         minimum=0, maximum=1))
@@ -58,7 +59,11 @@ class WorkerUsage:
 @dataclass(frozen=True)
 class SlurmJobUsage:
     """One SLURM job that runs (or will run) Dask workers: its ``state`` and how long it
-    has been in it, and the names of its workers."""
+    has been in it, and the names of its workers.
+
+    ``state`` is ``"PENDING"`` or ``"RUNNING"`` (SLURM's CONFIGURING counts as running; a
+    job in any other state holds nothing and is left out).
+    """
 
     job_id: str
     state: str
