@@ -35,6 +35,8 @@ _LAZY = {
     "Job": ".queue",
     "JobQueue": ".queue",
     "Retry": ".queue",
+    "Pricing": ".telemetry.pricing",
+    "Finding": ".telemetry.advisor",
 }
 
 if TYPE_CHECKING:
@@ -42,6 +44,8 @@ if TYPE_CHECKING:
     from .clusters.launch import launch
     from .kernels import kernel, mapreduce
     from .queue import Job, JobQueue, Retry
+    from .telemetry.advisor import Finding
+    from .telemetry.pricing import Pricing
 
 
 def __getattr__(name: str):
@@ -58,11 +62,13 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "PROFILES",
+    "Finding",
     "Job",
     "JobQueue",
     "PackCluster",
     "PacklabError",
     "PacklabWarning",
+    "Pricing",
     "Profile",
     "Retry",
     "__version__",
