@@ -153,12 +153,12 @@ def _graph(kern, red, data, shape, axes, gpu, split_every):
         if client is not None:
             partials = placement.grouped_partials(client, many, red, data, shape, axes)
         if partials is not None:
-            if partials.numblocks[-1] <= _fan_in(split_every):
+            if partials.numblocks[-1] <= _fan_in(split_every, axes):
                 final = functools.partial(_final_of_groups, red=red)
                 return placement.combine_groups(partials, final, red.result_dtype(), red.extra_shape())
             raxes = (partials.ndim - 1,)  # kept dims, then one axis of groups
             if isinstance(split_every, dict):  # the groups stand for the reduced axes
-                split_every = {raxes[0]: _fan_in(split_every)}
+                split_every = {raxes[0]: _fan_in(split_every, axes)}
         else:
             partials = da.blockwise(
                 task, tuple(range(nd)), *placement.blockwise_pairs(data, nd),
@@ -243,11 +243,12 @@ def _split_axes(split_every: int | dict | None, nd: int) -> int | dict | None:
     return out
 
 
-def _fan_in(split_every: int | dict | None) -> int:
-    """How many partials one combine task takes (Dask's rule: ``split_every``, else
-    the ``split_every`` config value, else 4)."""
+def _fan_in(split_every: int | dict | None, axes: tuple[int, ...]) -> int:
+    """How many partials one combine task over ``axes`` takes (Dask's rule: ``split_every``,
+    else the ``split_every`` config value, else 4; a dict's fan-ins multiply over the
+    reduced axes, a reduced axis it does not name counting 2)."""
     if isinstance(split_every, dict):
-        return max(2, min(split_every.values(), default=2))
+        return max(2, math.prod(split_every.get(a, 2) for a in axes))
     return max(2, int(split_every or dask.config.get("split_every", 4)))
 
 
