@@ -49,21 +49,23 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from distributed import Client
 
 from .. import config
-from ..errors import PacklabError, bad_value, whole_number
+from ..errors import PacklabError, QueueClosed, StoreError, bad_value, whole_number
 from ..units import memory_bytes
 from . import control
 from . import payload as _payload
-from .admission import Admission
-from .job import TERMINAL, Job, check_requeueable, deadline_epoch, priority_rank, timeout_seconds
+from .engine import Engine
+from .events import Event, Hub, Subscription
+from .job import Job, check_requeueable, deadline_epoch, priority_rank, timeout_seconds, wait_seconds
 from .lease import Lease
 from .policies import Policy, get_policy
 from .retry import CircuitBreaker, Retry, RetryBudget, as_retry
+from .states import STATUSES, TERMINAL, Kind
 from .store import Store
 
 
@@ -138,17 +140,19 @@ class JobQueue:
         factor = int(config.get("queue.in-flight-factor"))
         self._store = Store(config.get("queue.store") if store is None else store)
         self._lease: Lease | None = None
+        self._hub = Hub()
         try:  # the lease first: a refused queue makes no client and reads no jobs
             self._lease = self._store.fence = Lease(self._store.path, take_over=take_over)
             client, self._owns_client = _client_of(cluster_or_client)
             self._store.start_writer()
-            self._engine = Admission(client, pol, self._store, default_retry, retry_budget, breaker
-                                     or CircuitBreaker.from_config(), max_in_flight, factor, result_max)
-            self._lease.on_lost = lambda: self._engine.inbox.put(("stop",))  # run nothing more
+            self._engine = Engine(client, pol, self._store, self._lease, default_retry, retry_budget,
+                                  breaker or CircuitBreaker.from_config(), max_in_flight, factor, result_max,
+                                  self._hub)
+            self._lease.on_lost = self._engine.stop  # run nothing more
         except BaseException:
-            self._store.close()
             if self._lease is not None:
                 self._lease.release()
+            self._store.discard()  # a store this constructor created goes again
             raise
         self._seq = iter(range(self._store.next_seq(), 1 << 62))
         self._lock = threading.Lock()
@@ -228,9 +232,9 @@ class JobQueue:
             self._engine.jobs[job.id] = job
             if key is not None:
                 self._keys[key] = job
-            self._engine.event(job, "submitted", f"owner={owner} priority={priority}", job.submitted)
+            self._engine.event(job, Kind.SUBMITTED, f"owner={owner} priority={priority}", job.submitted)
             # Dispatch only after the record committed: a job never runs unrecorded.
-            self._store.insert(job, then=lambda: self._engine.inbox.put(("push", job)),
+            self._store.insert(job, then=lambda: self._engine.push(job),
                                failed=lambda err: self._rejected(job, err))
         return job
 
@@ -238,7 +242,7 @@ class JobQueue:
         # Runs on the store's writer thread: no self._lock (submit may hold it in flush()).
         if job.key is not None and self._keys.get(job.key) is job:
             self._keys.pop(job.key, None)
-        self._engine.inbox.put(("rejected", job, err))
+        self._engine.rejected(job, err)
 
     def _existing(self, key: str) -> Job | None:
         job = self._keys.get(key)
@@ -247,7 +251,7 @@ class JobQueue:
             if jid is not None:
                 job = self.get(jid)
                 self._keys[key] = job
-                if not job.done and job._cv is None:  # a crashed run's job nothing runs
+                if not job.done() and job._cv is None:  # a crashed run's job nothing runs
                     self._take_over(job)
         return job
 
@@ -281,13 +285,18 @@ class JobQueue:
         self._store.flush()
 
     # -- waiting and looking -------------------------------------------------------------
-    def wait(self, jobs: Iterable[Job | str] | None = None, timeout: float | None = None) -> list[Job]:
+    def wait(self, jobs: Iterable[Job | str] | None = None, timeout: float | str | None = None) -> list[Job]:
         """Block until the jobs (default: every job of this queue) are final; return them.
 
-        Raises ``TimeoutError`` if ``timeout`` seconds pass first, and a PacklabError
-        if the queue closed, its loop or store failed, or a job is one nothing runs
-        (loaded with ``get`` before ``resume()``).
+        Raises ``TimeoutError`` if ``timeout`` (seconds, or a duration such as ``"5m"``)
+        passes first; :class:`~packlab.errors.QueueClosed` if the queue closed,
+        :class:`~packlab.errors.LeaseError` or :class:`~packlab.errors.StoreError` if it
+        lost its lease or its store failed, and a PacklabError if its loop failed or a
+        job is one nothing runs (loaded with ``get`` before ``resume()``).
         """
+        timeout = wait_seconds(timeout)
+        if jobs is not None and (isinstance(jobs, (str, Job)) or not isinstance(jobs, Iterable)):
+            raise bad_value("jobs", jobs, "a list of Jobs or job ids", "Pass [job], or None for every job.")
         todo = list(self._engine.jobs.values()) if jobs is None else [
             j if isinstance(j, Job) else self.get(j) for j in jobs]
         end = None if timeout is None else time.monotonic() + timeout
@@ -301,7 +310,7 @@ class JobQueue:
                     return todo
                 n = sum(j.status not in TERMINAL for j in todo)
                 if sig.closed and not self._lease.lost:
-                    raise PacklabError(f"{n} of {len(todo)} jobs are not finished and the queue is closed: "
+                    raise QueueClosed(f"{n} of {len(todo)} jobs are not finished and the queue is closed: "
                                        "open packlab.JobQueue(cluster, store=same).resume() to run them.")
                 if todo[i]._cv is None:
                     raise PacklabError(f"job {todo[i].id} is {todo[i].status} and nothing runs it (it was "
@@ -315,6 +324,9 @@ class JobQueue:
     def get(self, job_id: str) -> Job:
         """The job with this id (from this session or the store). An unfinished job
         of an earlier run only runs once ``resume()`` is called."""
+        if not isinstance(job_id, str) or not job_id:
+            raise bad_value("job_id", job_id, "a job id string (Job.id)",
+                            "List ids with q.jobs() or `packlab queue ls`.")
         job = self._engine.jobs.get(job_id)
         if job is not None:
             return job
@@ -322,11 +334,13 @@ class JobQueue:
         found = self._store.load([job_id])
         if not found:
             raise PacklabError(f"job id {job_id!r} does not exist in store {self._store.path}: "
-                               "list ids with q.jobs() or `packlab queue ls`.")
+                               "list ids with q.jobs() or `packlab queue ls`.", field="job_id", value=job_id)
         return self._engine.jobs.setdefault(job_id, found[0])
 
     def jobs(self, status: str | None = None) -> list[Job]:
         """This session's jobs (optionally of one status), in submission order."""
+        if status is not None and status not in STATUSES:
+            raise bad_value("status", status, f"one of {list(STATUSES)}", "Pass status=None for every job.")
         js = sorted(self._engine.jobs.values(), key=lambda j: j.seq)
         return js if status is None else [j for j in js if j.status == status]
 
@@ -345,20 +359,19 @@ class JobQueue:
         ``errors`` holds the first error of the queue's loop and of its store (``None``
         when healthy); ``submit`` and ``wait`` raise them.
         """
-        e, now = self._engine, time.time()
-        with e.budget_lock:
-            budget = e.budget.stats(now)
+        e = self._engine
+        snap = e.snapshot()
         counts = Counter(j.status for j in list(e.jobs.values()))
         err = self._store.error
         return {
-            "policy": e.policy.name,
+            "policy": snap["policy"],
             "counts": dict(counts),
-            "queued": len(e.policy),
-            "in_flight": len(e.running),
-            "max_in_flight": e.capacity(),
-            "held": e.breakers.held_counts(),
-            "breakers": e.breakers.stats(),
-            "retry_budget": budget,
+            "queued": snap["queued"],
+            "in_flight": snap["in_flight"],
+            "max_in_flight": snap["max_in_flight"],
+            "held": snap["held"],
+            "breakers": snap["breakers"],
+            "retry_budget": snap["retry_budget"],
             "dead_letters": self._store.counts().get("dead", 0),
             "errors": {"loop": e.signal.error,
                        "store": None if err is None else f"{type(err).__name__}: {err}"},
@@ -369,6 +382,29 @@ class JobQueue:
         with its ``error``, ``traceback``, ``attempts``, ``owner`` and ``events``."""
         self._store.flush(check=False)  # refused rows are reported by q.flush()
         return [self._engine.jobs.get(j.id, j) for j in self._store.dead_letters(cv=self._engine.signal)]
+
+    def subscribe(self, callback: Callable[[Event], None], kinds: Iterable[str] | str | None = None
+                  ) -> Subscription:
+        """Call ``callback(event)`` for each job event (of ``kinds``, default all of
+        :data:`packlab.queue.KINDS`); returns a handle: call it to unsubscribe.
+
+        Each :class:`packlab.queue.Event` carries the job's id, owner, priority and
+        function, the kind, its time, the detail text and the queue depth. Callbacks run
+        on one delivery thread, off the engine's path; one that raises is logged, never
+        breaks the queue.
+
+        Examples
+        --------
+        >>> import packlab, tempfile, os
+        >>> with packlab.launch(workers=1, cores=1, memory="1GiB", wait=True) as pc:
+        ...     with packlab.JobQueue(pc, store=os.path.join(tempfile.mkdtemp(), "q.db")) as q:
+        ...         seen = []
+        ...         stop = q.subscribe(seen.append, kinds=["submitted", "done"])
+        ...         _ = q.submit(abs, -1).result(timeout=60)
+        >>> [e.kind for e in seen]
+        ['submitted', 'done']
+        """
+        return self._hub.subscribe(callback, kinds)
 
     # -- acting on jobs ------------------------------------------------------------------
     def requeue(self, job_id: str) -> Job:
@@ -418,21 +454,21 @@ class JobQueue:
         if job.key is not None:
             self._keys[job.key] = job
         job._cv = self._engine.signal  # set here too: result() waits from now on
-        self._engine.inbox.put(("resume", job))
+        self._engine.resume(job)
 
     # -- lifecycle -----------------------------------------------------------------------
     def _check_open(self) -> None:
         if self._lease.lost:
             raise self._lease.lost_error()
         if self._closed:
-            raise PacklabError("this JobQueue is closed: open a new one (with the same store to continue).")
+            raise QueueClosed("this JobQueue is closed: open a new one (with the same store to continue).")
 
     def _check_healthy(self) -> None:
         if self._lease.lost:
             raise self._lease.lost_error()
         err = self._store.error
         if err is not None:
-            raise PacklabError(f"store {self._store.path} failed to write ({type(err).__name__}: {err}): "
+            raise StoreError(f"store {self._store.path} failed to write ({type(err).__name__}: {err}): "
                                "jobs are no longer recorded; check the disk and open a new JobQueue.")
         if self._engine.signal.error is not None:
             raise PacklabError(f"the queue's loop failed ({self._engine.signal.error}); see the "
@@ -445,8 +481,9 @@ class JobQueue:
         if self._closed:
             return
         self._closed = True
-        self._engine.inbox.put(("stop",))
+        self._engine.stop()
         self._engine.thread.join(timeout=60)
+        self._hub.close()
         self._store.close()
         self._lease.release()
         if self._owns_client:

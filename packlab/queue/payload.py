@@ -7,12 +7,16 @@ run time fair share charges, without the wait in Dask's queues before it.
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import threading
 import time
+import urllib.parse
 from typing import Any
 
 import cloudpickle
 
-from ..errors import PacklabError
+from ..errors import LeaseError, PacklabError
 
 
 def fn_name(fn: Any) -> str:
@@ -89,3 +93,43 @@ def run(payload: bytes) -> tuple[Any, float]:
     t0 = time.perf_counter()
     result = fn(*args, **kwargs)
     return result, time.perf_counter() - t0
+
+
+_local = threading.local()
+
+
+def _holder(path: str) -> str | None:
+    """The driver id holding the lease of the store at ``path``, read on this worker
+    (one read-only connection per thread and store); ``""`` when the store cannot be
+    seen from here (a worker on another host without the shared filesystem)."""
+    cons = getattr(_local, "cons", None)
+    if cons is None:
+        cons = _local.cons = {}
+    con = cons.get(path)
+    if con is None:
+        if not os.path.exists(path):
+            return ""
+        uri = f"file:{urllib.parse.quote(path)}?mode=ro"
+        con = cons[path] = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+    row = con.execute("SELECT driver FROM lease").fetchone()
+    return None if row is None else row[0]  # None: released, so no driver runs it
+
+
+def run_fenced(payload: bytes, fence: tuple[str, str] | None = None) -> tuple[Any, float]:
+    """:func:`run`, after checking the fencing token ``(store path, driver id)``: a
+    driver that lost its lease (another driver took the store over) may have handed the
+    attempt to Dask an instant before it could know; then it must not run, since the
+    job is the new driver's now. Raises :class:`packlab.errors.LeaseError` instead.
+
+    Examples
+    --------
+    >>> run_fenced(cloudpickle.dumps((abs, (-2,), {})))[0]
+    2
+    """
+    if fence is not None:
+        path, driver = fence
+        holder = _holder(path)
+        if holder != "" and holder != driver:
+            raise LeaseError(f"store {path}: another driver holds the lease now; this attempt, handed to "
+                             "Dask by the driver that lost it, did not run (the new driver runs the job).")
+    return run(payload)
