@@ -238,7 +238,7 @@ class Engine:
         """Act on what other processes asked (``packlab queue cancel/requeue``)."""
         from . import control
 
-        rows = self.store.requests()
+        rows = self.lease.requests() if self.lease is not None else self.store.requests()
         for _, jid, action in rows:
             job = self.jobs.get(jid)
             if job is None:

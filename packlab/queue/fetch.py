@@ -3,7 +3,7 @@
 driver thread.
 
 :class:`Completions` keeps one ``as_completed`` for every attempt the queue hands to
-Dask (``.update()`` once per hand-over) and one thread
+Dask (``.update()`` once per hand-over, on the client's event loop) and one thread
 that drains it with ``.batches()``: what finished meanwhile arrives as one batch, one
 message to the driver thread. Results are fetched by one helper thread, one
 ``client.gather`` at a time: what finishes meanwhile is fetched together next, so under
@@ -13,6 +13,7 @@ load a gather carries many results and the driver thread never waits on the netw
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -42,20 +43,26 @@ class Completions:
         with self._lock:
             for job, tok, fut in batch:
                 self._who.setdefault(fut, []).append((job, tok))
-        self._ac.update([fut for _, _, fut in batch])
+        # Run on the client's event loop: one wake-up of it per batch, not one per future.
+        self.client.loop.add_callback(self._ac.update, [fut for _, _, fut in batch])
         self._wake.set()
 
     def _drain(self) -> None:
         while not self._closed:
             self._wake.wait()
             self._wake.clear()
-            for futs in self._ac.batches():  # ends when nothing is left to wait for
+            while not self._closed:
+                for futs in self._ac.batches():  # ends when nothing is left to wait for
+                    with self._lock:
+                        items = [it for f in futs for it in self._who.pop(f, ())]
+                    if items:
+                        self._post(items)
+                    if self._closed:
+                        return
                 with self._lock:
-                    items = [it for f in futs for it in self._who.pop(f, ())]
-                if items:
-                    self._post(items)
-                if self._closed:
-                    return
+                    if not self._who:
+                        break
+                time.sleep(0.001)  # added futures whose update has not run on the loop yet
 
     def close(self) -> None:
         self._closed = True

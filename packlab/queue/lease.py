@@ -179,6 +179,11 @@ class Lease:
         row = self._reader.execute("SELECT driver FROM lease").fetchone()
         return row is not None and row[0] == self.driver
 
+    def requests(self) -> list[tuple[int, str, str]]:
+        """Requests from other processes (rowid, job id, action): read on the same
+        lock-free connection."""
+        return self._reader.execute("SELECT rowid, job_id, action FROM requests ORDER BY rowid").fetchall()
+
     def lost_error(self) -> LeaseError:
         """The error a queue that lost its lease raises."""
         return LeaseError(
