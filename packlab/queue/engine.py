@@ -32,6 +32,7 @@ import re
 import threading
 import time
 import traceback
+import uuid
 from typing import Any
 
 import cloudpickle
@@ -70,6 +71,7 @@ class Engine:
         self.budget, self.hub = budget, hub
         self.fixed_cap, self.factor, self.result_max = max_in_flight, factor, result_max
         self.fence = None if lease is None else (lease.abspath, lease.driver)
+        self._tag = uuid.uuid4().hex[:8] if lease is None else lease.driver[:8]
         self.signal = Signal()
         self.budget_lock = threading.Lock()
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -327,9 +329,11 @@ class Engine:
 
     def _dispatch_run(self, jobs: list[Job], now: float) -> None:
         self._dispatched += 1
-        # The attempt number (stored) keeps keys apart across drivers: a resumed attempt
-        # must not pick up an earlier driver's future of the same key on a shared cluster.
-        keys = [f"{_short(j.fn_name)}-packlab-{j.id}-{j.attempts + 1}.{j._token + 1}" for j in jobs]
+        # The driver's own tag keeps keys apart across drivers on a shared cluster: a
+        # resumed attempt must not pick up (or be cancelled with) an earlier driver's
+        # future of the same key; the attempt number and token, within this driver.
+        keys = [f"{_short(j.fn_name)}-packlab-{j.id}-{j.attempts + 1}.{j._token + 1}-{self._tag}"
+                for j in jobs]
         try:
             # Dask's priority follows packlab's order: an earlier batch runs first, and
             # Dask keeps submission order within a batch.

@@ -176,8 +176,8 @@ class Lease:
         hand-over to Dask."""
         if self.lost:
             return False
-        row = self._reader.execute("SELECT driver FROM lease").fetchone()
-        return row is not None and row[0] == self.driver
+        rows = self._reader.execute("SELECT driver FROM lease").fetchall()  # all: no open snapshot
+        return bool(rows) and rows[0][0] == self.driver
 
     def requests(self) -> list[tuple[int, str, str]]:
         """Requests from other processes (rowid, job id, action): read on the same

@@ -111,8 +111,10 @@ def _holder(path: str) -> str | None:
             return ""
         uri = f"file:{urllib.parse.quote(path)}?mode=ro"
         con = cons[path] = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
-    row = con.execute("SELECT driver FROM lease").fetchone()
-    return None if row is None else row[0]  # None: released, so no driver runs it
+    # fetchall, not fetchone: a statement left unfinished would keep its read snapshot open,
+    # and every later read would see the lease as it was then.
+    rows = con.execute("SELECT driver FROM lease").fetchall()
+    return rows[0][0] if rows else None  # None: released, so no driver runs it
 
 
 def run_fenced(payload: bytes, fence: tuple[str, str] | None = None) -> tuple[Any, float]:
