@@ -54,7 +54,7 @@ def timed(name, args):
     r = run(main, ["queue", *args, "--store", store])
     dt = time.perf_counter() - t0
     if r.exit_code != 0:
-        errors.append(f"{name}: {r.output.strip()[:200]}")
+        errors.append(f"{name}: {r.output.strip()[-200:]} {r.exception!r}")
     worst[name] = max(worst.get(name, 0.0), dt); n[name] = n.get(name, 0) + 1
 con = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=30)
 while not os.path.exists(stop):

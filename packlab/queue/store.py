@@ -79,8 +79,10 @@ class Store:
 
     @contextlib.contextmanager
     def _write(self):
-        """A write transaction that checks the lease; a lost lease fails the store."""
-        with transaction(self._con, immediate=self.fence is not None):
+        """A write transaction that checks the lease; a lost lease fails the store.
+        Always ``BEGIN IMMEDIATE``: a deferred one that reads first cannot wait for the
+        write lock (SQLite answers "database is locked" at once, to avoid a deadlock)."""
+        with transaction(self._con):
             if self.fence is not None and not self._con.execute(HELD, (self.fence.driver,)).fetchall():
                 raise self._lost()
             yield self._con
