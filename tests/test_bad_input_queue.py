@@ -42,9 +42,12 @@ def world(tmp_path_factory):
 
 
 def snapshot(w) -> dict[str, str]:
-    """The bytes of every file of the test folder (the store, its side files, others)."""
+    """The bytes of every file of the test folder: the store, its write-ahead log, the
+    others. Not ``-shm``: SQLite's shared-memory index, which every reader writes to."""
     out = {}
     for name in sorted(os.listdir(w["dir"])):
+        if name.endswith("-shm"):
+            continue
         with open(os.path.join(w["dir"], name), "rb") as f:
             out[name] = hashlib.sha256(f.read()).hexdigest()
     return out
@@ -147,7 +150,7 @@ API = [
         "submit-timeout-inf",
         lambda w: w["q"].submit(abs, 1, timeout=float("inf")),
         PacklabError,
-        ["timeout=inf", "a finite duration", "Pass None"],
+        ["timeout=inf", "a duration such as"],
     ),
     (
         "submit-deadline-str",
@@ -261,7 +264,7 @@ API = [
         "result-timeout-nan",
         lambda w: w["done"].result(timeout=float("nan")),
         PacklabError,
-        ["timeout=nan", "a finite duration", "Pass None"],
+        ["timeout=nan", "a duration such as"],
     ),
     (
         "get-type",

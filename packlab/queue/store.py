@@ -150,6 +150,11 @@ class Store:
                 time.sleep(min(_MAX_PAUSE, _PAUSE * (time.perf_counter() - t0)))
 
     def _commit(self, batch: list) -> None:
+        if not any(op[0] for op in batch):  # flush markers only: nothing to write
+            for op in batch:
+                if op[3] is not None:
+                    op[3]()
+            return
         try:
             with self._lock, self._write():
                 self._apply(batch)
