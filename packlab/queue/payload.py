@@ -8,10 +8,8 @@ run time fair share charges, without the wait in Dask's queues before it.
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
 import time
-import urllib.parse
 from typing import Any
 
 import cloudpickle
@@ -105,12 +103,23 @@ def _holder(path: str) -> str | None:
     cons = getattr(_local, "cons", None)
     if cons is None:
         cons = _local.cons = {}
-    con = cons.get(path)
-    if con is None:
-        if not os.path.exists(path):
-            return ""
-        uri = f"file:{urllib.parse.quote(path)}?mode=ro"
-        con = cons[path] = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ""
+    ident = (st.st_dev, st.st_ino)  # a store removed and made again is another file
+    con, was = cons.get(path, (None, None))
+    if con is None or was != ident:
+        from .schema import connect  # on the worker: the one way to connect, read-only
+
+        if con is not None:
+            con.close()
+        if len(cons) >= 16:  # a long-lived worker of many queues keeps a few stores open
+            for old, _ in cons.values():
+                old.close()
+            cons.clear()
+        con = connect(path, mode="ro")
+        cons[path] = (con, ident)
     # fetchall, not fetchone: a statement left unfinished would keep its read snapshot open,
     # and every later read would see the lease as it was then.
     rows = con.execute("SELECT driver FROM lease").fetchall()
