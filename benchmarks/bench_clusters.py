@@ -7,6 +7,7 @@ import sys
 import time
 import warnings
 
+import dask
 from distributed import Client, LocalCluster
 
 import packlab
@@ -16,7 +17,8 @@ from .table import Row
 
 def _bare_local() -> float:
     t0 = time.perf_counter()
-    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as c, Client(c) as cl:
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as c, \
+            Client(c) as cl:
         cl.wait_for_workers(2)
         dt = time.perf_counter() - t0
     return dt
@@ -38,11 +40,11 @@ def _bare_slurm_scale2() -> float:
     from dask_jobqueue import SLURMCluster
     from distributed import Security
 
-    shared = packlab.config.get("slurm.shared-directory") or os.path.expanduser("~/.packlab/slurm")
-    interface = packlab.config.get("slurm.interface")
+    # The same jobqueue.slurm settings packlab reads (the test SLURM's interface and shared dir).
+    shared = dask.config.get("jobqueue.slurm.shared-temp-directory") or os.path.expanduser("~/.packlab/slurm")
     sec = Security.temporary()
     with SLURMCluster(cores=1, processes=1, memory="1GiB", walltime="01:00:00", queue="batch",
-                      interface=interface, scheduler_options={"dashboard_address": ":0"},
+                      scheduler_options={"dashboard_address": "127.0.0.1:0"},
                       python=sys.executable, security=sec, shared_temp_directory=shared,
                       log_directory=os.path.join(shared, "logs")) as cluster, \
             Client(cluster, security=sec) as client:

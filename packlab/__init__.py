@@ -9,9 +9,15 @@ from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
-from . import config  # noqa: F401  (merges packlab.yaml into dask.config)
-from .errors import PacklabError
-from .profiles import PROFILES, Profile
+from .errors import ConfigError, PacklabError
+
+try:
+    from . import config  # noqa: F401  (merges packlab.yaml into dask.config)
+    from .profiles import PROFILES, Profile
+except ConfigError:
+    # A dask config file that is not even YAML: dask cannot be imported. `import packlab`
+    # still works, so that the command line reports it in one line; every use raises it.
+    pass
 
 try:
     __version__ = version("packlab")
@@ -19,6 +25,8 @@ except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0+unknown"
 
 _LAZY = {
+    "PROFILES": ".profiles",  # imported above unless the dask config is unreadable
+    "Profile": ".profiles",
     "PackCluster": ".clusters",
     "PacklabWarning": ".clusters",
     "kernel": ".kernels",

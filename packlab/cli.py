@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import signal
 import sys
 import threading
@@ -10,8 +11,29 @@ import threading
 import click
 
 from . import __version__
-from .errors import PacklabError
-from .profiles import PROFILES
+from .errors import ConfigError, PacklabError, PacklabRuntimeError
+
+
+class _Text(click.ParamType):
+    """A string option that refuses an empty value: ``--backend ""`` is a mistake, not "the
+    default" (leave the option out for that)."""
+
+    name = "text"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail(f"{value!r} is empty: give a value, or leave the option out for the default.",
+                      param, ctx)
+        return value
+
+
+TEXT = _Text()
+
+
+class _InputError(click.ClickException):
+    """A bad setting, not a bad command line: one line, exit code 2, no usage text."""
+
+    exit_code = 2
 
 
 class _Group(click.Group):
@@ -29,11 +51,63 @@ class _Group(click.Group):
             return getattr(importlib.import_module(module), attr)
         return super().get_command(ctx, name)
 
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if cmd is not None:  # remembered so an error can name the option as it was typed
+            ctx.meta.setdefault("packlab.commands", []).append(cmd)
+            ctx.meta.setdefault("packlab.args", []).extend(rest)
+        return name, cmd, rest
+
     def invoke(self, ctx: click.Context):
         try:
+            from . import config  # noqa: F401  (first: an unreadable dask config file is one line)
+
             return super().invoke(ctx)
+        except ConfigError as e:
+            raise _InputError(str(e)) from None
         except PacklabError as e:
-            raise click.UsageError(str(e), ctx) from None
+            raise click.UsageError(as_typed(e, ctx.meta.get("packlab.commands", []),
+                                            ctx.meta.get("packlab.args")), ctx) from None
+        except PacklabRuntimeError as e:
+            raise click.ClickException(str(e)) from None
+
+
+def as_typed(error: PacklabError, commands: list[click.Command], args: list[str] | None = None) -> str:
+    """The error's message, naming each option as the user typed it (``--min-workers``)
+    rather than as the Python argument (``min_workers``).
+
+    Each ``name=`` in the message that is the Python name of an option of the commands
+    run, and that the user typed (in ``args``, when given), is replaced, so a message
+    about two options names both as typed; the error's own field always is.
+
+    Examples
+    --------
+    >>> cmd = click.Command("up", params=[click.Option(["--min-workers"], type=int),
+    ...                                   click.Option(["--max-workers"], type=int)])
+    >>> as_typed(PacklabError("min_workers=-1 is invalid: ...", field="min_workers"), [cmd])
+    '--min-workers=-1 is invalid: ...'
+    >>> as_typed(PacklabError("min_workers=3 is greater than max_workers=1"), [cmd])
+    '--min-workers=3 is greater than --max-workers=1'
+    """
+    message = str(error)
+    typed: dict[str, str] = {}
+    stack = list(commands)
+    while stack:
+        cmd = stack.pop()
+        if isinstance(cmd, click.Group):
+            stack += list(cmd.commands.values())
+        for param in cmd.params:
+            if not isinstance(param, click.Option) or not param.name:
+                continue
+            given = args is None or param.name == error.field or any(
+                a.split("=", 1)[0] in param.opts for a in args)
+            if given:
+                typed.setdefault(param.name, max(param.opts, key=len))
+    if not typed:
+        return message
+    names = "|".join(re.escape(n) for n in sorted(typed, key=len, reverse=True))
+    # not inside a dotted setting name (packlab.profile=...) or a longer word (max_workers_x=)
+    return re.sub(rf"(?<![\w.-])({names})(?==)", lambda m: typed[m.group(1)], message)
 
 
 @click.group(cls=_Group)
@@ -45,6 +119,8 @@ def main() -> None:
 @main.command()
 def profiles() -> None:
     """List the workload profiles (per-worker resources)."""
+    from .profiles import PROFILES  # here: an unreadable dask config is then one line
+
     for p in PROFILES.values():
         click.echo(f"{p.summary():<62}  {p.description}")
 
@@ -55,25 +131,40 @@ def cluster() -> None:
 
 
 @cluster.command("up")
-@click.option("--backend", default=None, help="local (default) or slurm")
-@click.option("--profile", default=None, help="workload profile (see `packlab profiles`)")
+@click.option("--backend", type=TEXT, default=None, help="local (default) or slurm")
+@click.option("--profile", type=TEXT, default=None, help="workload profile (see `packlab profiles`)")
 @click.option("--workers", type=int, default=None, help="fixed number of workers")
 @click.option("--min-workers", type=int, default=None, help="adaptive minimum (0: scale to zero)")
 @click.option("--max-workers", type=int, default=None, help="adaptive maximum")
-@click.option("--cooldown", default=None, help='e.g. "60s"')
+@click.option("--cooldown", type=TEXT, default=None, help='e.g. "60s"')
 @click.option("--spot", is_flag=True, help="preemptible SLURM partition")
 @click.option("--gpus", type=int, default=None)
-@click.option("--walltime", default=None, help='e.g. "01:00:00"')
-@click.option("--partition", default=None)
-@click.option("--account", default=None)
+@click.option("--walltime", type=TEXT, default=None, help='e.g. "01:00:00"')
+@click.option("--partition", type=TEXT, default=None)
+@click.option("--account", type=TEXT, default=None)
 @click.option("--insecure", is_flag=True, help="no TLS (not advised on shared machines)")
+@click.option("--dashboard-address", default=None,
+              help='where the dashboard listens (default 127.0.0.1:0, this machine only)')
 def cluster_up(insecure: bool, **kwargs) -> None:
-    """Start a cluster in the foreground; Ctrl-C stops it cleanly."""
+    """Start a cluster in the foreground; Ctrl-C or SIGTERM stops it cleanly."""
     from .clusters.launch import launch
 
-    pc = launch(security=False if insecure else None, **kwargs)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    # Our own handlers, whatever this process inherited: started with SIGINT ignored
+    # (nohup, `cmd &` in a script) Ctrl-C would otherwise do nothing.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
+    try:
+        pc = launch(security=False if insecure else None, **kwargs)
+    except KeyboardInterrupt:
+        click.echo("interrupted while starting: nothing left running.", err=True)
+        sys.exit(130)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     with pc:
         click.echo(f"scheduler: {pc.scheduler_address}")
         click.echo(f"dashboard: {pc.dashboard_link}")
@@ -81,18 +172,15 @@ def cluster_up(insecure: bool, **kwargs) -> None:
         if pc.security is not None:
             click.echo("TLS on: connect with this process's certificates only.")
         click.echo("Ctrl-C to stop.", err=True)
-        try:
-            while not stop.wait(0.5):
-                pass
-        except KeyboardInterrupt:
+        while not stop.wait(0.5):  # short waits: the handler runs between them
             pass
         click.echo("stopping cluster ...", err=True)
     click.echo("stopped.", err=True)
 
 
 @main.command()
-@click.option("--size", default="2GB", show_default=True, help="data volume, e.g. 8GB")
-@click.option("--profile", default="analytics", show_default=True)
+@click.option("--size", type=TEXT, default="2GB", show_default=True, help="data volume, e.g. 8GB")
+@click.option("--profile", type=TEXT, default="analytics", show_default=True)
 @click.option("--workers", type=int, default=None)
 def demo(size: str, profile: str, workers: int | None) -> None:
     """Run the main job: a chunked reduction on a local cluster, checked against NumPy."""

@@ -18,6 +18,7 @@ from dataclasses import field as _field
 import dask.array as da
 import numpy as np
 
+from .checks import integer
 from .clusters import PacklabWarning
 from .clusters.launch import launch
 from .units import format_bytes, memory_bytes
@@ -130,11 +131,13 @@ def run(size: str | int = "2GB", profile: str = "analytics", workers: int | None
     from .kernels import kernel, mapreduce
 
     nbytes = memory_bytes(size, "size")
+    workers = 2 if workers is None else integer(workers, "workers", minimum=1,
+                                                  fix="The demo needs at least one worker.")
     nt = max(2, nbytes // 8 // _CELLS)  # whole time steps of the field
     n = nt * _CELLS
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PacklabWarning)  # the summary reports the sizing
-        pc = launch(profile=profile, workers=workers or 2, wait=True)
+        pc = launch(profile=profile, workers=workers, wait=True)
     with pc:
         client = pc.client
         info = client.scheduler_info(n_workers=-1)["workers"].values()

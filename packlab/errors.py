@@ -62,7 +62,9 @@ def bad_value(field: str, value: object, expected: str, fix: str | None = None) 
 
 
 def whole_number(value: object, field: str, minimum: int = 0) -> int:
-    """``value`` if it is an int (not a bool) of at least ``minimum``, else a clear error.
+    """``value`` if it is a whole number (not a bool) of at least ``minimum``, else a clear error.
+
+    The same check as :func:`packlab.checks.integer`, kept here for older callers.
 
     Examples
     --------
@@ -73,7 +75,6 @@ def whole_number(value: object, field: str, minimum: int = 0) -> int:
     ...
     packlab.errors.PacklabError: cores=0 is invalid: expected a whole number of at least 1.
     """
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        expected = "a whole number, 0 or more" if minimum == 0 else f"a whole number of at least {minimum}"
-        raise bad_value(field, value, expected)
-    return value
+    from .checks import integer
+
+    return integer(value, field, minimum=minimum)

@@ -9,6 +9,11 @@ from dataclasses import dataclass
 
 import psutil
 
+#: The least memory packlab gives a worker: 256 MiB. An idle Dask worker process alone
+#: takes 70-150 MiB, and its nanny restarts it at 95% of its limit, so below this a worker
+#: restarts in a loop and a task never finishes (``memory=4`` is 4 bytes, not 4 GiB).
+MIN_WORKER_MEMORY = 256 * 2**20
+
 
 @dataclass(frozen=True)
 class Machine:

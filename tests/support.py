@@ -7,6 +7,9 @@ import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlparse
+
+import psutil
 
 import packlab
 
@@ -36,3 +39,19 @@ def race(fn: Callable[[], Any], n: int = 4) -> list[Any]:
     for t in threads:
         t.join()
     return outcomes
+
+
+def listening(pid: int | None = None) -> set[tuple[str, int]]:
+    """(ip, port) of every listening TCP socket of process ``pid`` (default: this one)."""
+    proc = psutil.Process(pid)
+    # net_connections is psutil >= 6; connections() before (the declared minimum is 5.9).
+    conns = (proc.net_connections if hasattr(proc, "net_connections") else proc.connections)(kind="tcp")
+    return {(c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN}
+
+
+def dashboard_binds(link: str, pid: int | None = None) -> set[str]:
+    """The IPs that the dashboard at ``link`` really listens on (from the process's sockets)."""
+    port = urlparse(link).port
+    ips = {ip for ip, p in listening(pid) if p == port}
+    assert ips, f"nothing listens on the dashboard's port {port}"
+    return ips

@@ -12,6 +12,7 @@ import urllib.request
 
 import pytest
 from click.testing import CliRunner
+from support import dashboard_binds
 
 import packlab
 from packlab.cli import main
@@ -52,9 +53,9 @@ def test_demo_small_matches_numpy(runner):
     "args, message",
     [
         (["cluster", "up", "--profile", "nope"], "profile='nope' is unknown"),
-        (["cluster", "up", "--backend", "nope"], "backend='nope' is unknown"),
+        (["cluster", "up", "--backend", "nope"], "--backend='nope' is invalid"),
         (["cluster", "up", "--workers", "-1"], "workers=-1 is invalid"),
-        (["cluster", "up", "--min-workers", "3", "--max-workers", "1"], "min_workers=3 is greater"),
+        (["cluster", "up", "--min-workers", "3", "--max-workers", "1"], "--min-workers=3 is greater"),
         (["cluster", "up", "--workers", "2", "--max-workers", "3"], "pass one or the other"),
         (["cluster", "up", "--walltime", "soon"], "walltime='soon' is invalid"),
         (["cluster", "up", "--spot"], "spot=True needs backend='slurm'"),
@@ -88,8 +89,13 @@ def _read_until(stream, prefix: str, seen: list[str], timeout: float = 120) -> s
     return found[0].split(":", 1)[1].strip()
 
 
+def _ignore_sigint() -> None:
+    """As ``nohup cmd &`` in a script leaves it: SIGINT ignored, inherited by the child."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
-def _cluster_up(*args: str):
+def _cluster_up(*args: str, sigint_ignored: bool = False):
     """``packlab cluster up ARGS`` in a session of its own (so a test can signal its whole
     process group the way a terminal's Ctrl-C does, without touching pytest); killed if
     the test leaves it running."""
@@ -97,6 +103,7 @@ def _cluster_up(*args: str):
         [sys.executable, "-m", "packlab.cli", "cluster", "up", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+        preexec_fn=_ignore_sigint if sigint_ignored else None,
     )
     try:
         yield proc
@@ -116,6 +123,7 @@ def test_cluster_up_prints_address_and_dashboard_and_stops_on_ctrl_c(ctrl_c):
         # The certificates exist only in that process, so we check the dashboard instead.
         with urllib.request.urlopen(dashboard, timeout=60) as page:
             assert page.status == 200
+        assert dashboard_binds(dashboard, proc.pid) == {"127.0.0.1"}  # loopback only
         if ctrl_c == "process":
             proc.send_signal(signal.SIGINT)
         else:
@@ -125,6 +133,27 @@ def test_cluster_up_prints_address_and_dashboard_and_stops_on_ctrl_c(ctrl_c):
     assert "stopping cluster" in err
     assert err.rstrip().endswith("stopped.")
     assert "Traceback" not in err
+
+
+def test_cluster_up_stops_on_ctrl_c_even_when_started_with_sigint_ignored():
+    seen: list[str] = []
+    with _cluster_up("--workers", "0", sigint_ignored=True) as proc:
+        assert _read_until(proc.stdout, "scheduler:", seen).startswith("tls://")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert err.rstrip().endswith("stopped.")
+
+
+def test_cluster_up_dashboard_address_opens_it_wider_with_a_warning():
+    seen: list[str] = []
+    with _cluster_up("--workers", "0", "--dashboard-address", ":0") as proc:
+        dashboard = _read_until(proc.stdout, "dashboard:", seen)
+        assert dashboard_binds(dashboard, proc.pid) & {"0.0.0.0", "::"}
+        proc.terminate()
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "PacklabSecurityWarning" in err and "without authentication" in err
 
 
 def test_cluster_up_sigterm_also_stops_cleanly():

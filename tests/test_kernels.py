@@ -13,6 +13,8 @@ import pytest
 
 import packlab
 from packlab.errors import PacklabError
+from packlab.kernels import Reduction, register_reduction
+from packlab.kernels.codegen import locals_to_state, state_per_row
 from packlab.kernels.kernel import Kernel
 from packlab.kernels.loops import UNROLL, collapse, loop_source
 from packlab.kernels.reductions import REDUCTIONS, make_reduction
@@ -131,7 +133,7 @@ def test_not_callable_is_rejected():
 @pytest.mark.parametrize("dtype", ["U3", "datetime64[s]", "complex128", "O"])
 def test_non_numeric_input_is_a_clear_error(dtype):
     name = re.escape(str(np.dtype(dtype)))
-    with pytest.raises(PacklabError, match=f"dtype {name} .*expected a real numeric"):
+    with pytest.raises(PacklabError, match=f"dtype {name}, which is invalid: expected a real numeric"):
         anomaly(np.zeros(2, dtype), 1.0)
 
 
@@ -179,7 +181,7 @@ def test_unrolled_rows_and_the_remainder_match_numpy(red, rows):
         return
     got = r.finalize(r.to_partial(chunk_state(ident, r, [x], (False, True, True)))).reshape(3, 7)
     ref = {"sum": np.nansum, "mean": np.nanmean, "var": np.nanvar, "min": np.nanmin, "max": np.nanmax,
-           "count": lambda a, axis: np.sum((a != 0) & ~np.isnan(a), axis=axis)}[red]
+           "count": lambda a, axis: np.sum(~np.isnan(a), axis=axis)}[red]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells and empty means
         want = ref(x, axis=0)
@@ -221,3 +223,91 @@ def test_state_carries_across_chunks_like_one_pass(red):
     whole = r.to_partial(chunk_state(anomaly, r, [x, np.array(1e6)], (False, True)))
     np.testing.assert_allclose(r.finalize(r.to_partial(state)).astype(float),
                                r.finalize(whole).astype(float), rtol=1e-9)
+
+
+# -- register_reduction: loops generated from structure ---------------------------
+
+
+@register_reduction
+class SumAndSquares(Reduction):
+    """sum(v**2) - sum(v): two state fields, one a prefix of the other (``s``, ``s2``)."""
+
+    name = "test_s_s2"
+    fields = ("s", "s2")
+    additive = True
+
+    def update_local(self):
+        return self.guarded(["l_s += v", "l_s2 += v * v"])
+
+    def result_dtype(self):
+        return np.dtype("f8")
+
+    def finalize(self, p):
+        return p["s2"] - p["s"]
+
+
+@register_reduction
+class SumAndSquaresInState(SumAndSquares):
+    """The same, straight into the state arrays (no locals) in every layout."""
+
+    name = "test_s_s2_state"
+    uses_locals = False
+
+
+def test_snippets_are_rewritten_by_name_not_by_text():
+    assert locals_to_state(["l_s += v", "l_s2 += l_s * v", "l_sx = 1"], ("s", "s2")) == [
+        "s_s[o] += v", "s_s2[o] += s_s[o] * v", "l_sx = 1"]
+    assert state_per_row(["s_c[o, b] += 1", "if v == v:", "    s_c2[o] += s_c[o, 0]"], ("c", "c2")) == [
+        "s_c[row, o, b] += 1", "if v == v:", "    s_c2[row, o] += s_c[row, o, 0]"]
+
+
+@pytest.mark.parametrize("name", ["test_s_s2", "test_s_s2_state"])
+@pytest.mark.parametrize("axis", [None, 0, 1, 2, (0, 2), (1, 2)])
+@pytest.mark.parametrize("skipna", [False, True])
+def test_a_registered_reduction_with_prefix_field_names_matches_numpy(name, axis, skipna):
+    import dask.array as da
+
+    x = np.random.default_rng(3).normal(size=(9, 4, 6))
+    x[2, 1, :] = np.nan
+    got = packlab.mapreduce(ident, da.from_array(x, chunks=(4, 3, 6)), reduce=name, axis=axis,
+                            skipna=skipna).compute(scheduler="sync")
+    nan = skipna
+    s2 = (np.nansum if nan else np.sum)(x * x, axis=axis)
+    s = (np.nansum if nan else np.sum)(x, axis=axis)
+    np.testing.assert_allclose(got, s2 - s, rtol=1e-12)
+
+
+@pytest.mark.parametrize("bad, field", [
+    (type("NoName", (Reduction,), {"fields": ("s",)}), "NoName.name"),
+    (type("BadName", (Reduction,), {"name": "two words", "fields": ("s",)}), "BadName.name"),
+    (type("Builtin", (Reduction,), {"name": "sum", "fields": ("s",)}), "Builtin.name"),
+    (type("NoFields", (Reduction,), {"name": "nofields"}), "NoFields.fields"),
+    (type("Twice", (Reduction,), {"name": "twice", "fields": ("s", "s")}), "Twice.fields"),
+    (type("Listed", (Reduction,), {"name": "listed", "fields": ["s"]}), "Listed.fields"),
+    (type("BadParams", (Reduction,), {"name": "badparams", "fields": ("s",), "params": ("a-b",)}),
+     "BadParams.params"),
+    (dict, "register_reduction(cls)"),
+])
+def test_register_reduction_checks_the_class(bad, field):
+    with pytest.raises(PacklabError, match=re.escape(field)) as e:
+        register_reduction(bad)
+    assert e.value.field == field and "expected" in str(e.value)
+    assert getattr(bad, "name", None) not in REDUCTIONS or REDUCTIONS[bad.name] is not bad
+
+
+def test_histogram_never_indexes_outside_its_state_under_numba_boundscheck():
+    """Ranges of subnormal width, at a float's resolution or overflowing, values on every
+    edge and one ulp either side, NaN, infinities, float32/float64/int data: with numba's
+    bounds checks on (a fresh process), no bin index leaves the state, and the counts
+    are np.histogram's (or both refuse). The code before the fix fails here."""
+    import os
+    import pathlib
+    import subprocess
+
+    script = pathlib.Path(__file__).with_name("histogram_fuzz.py")
+    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1",
+           "PYTHONPATH": os.pathsep.join([str(script.parent.parent), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, str(script), "200"], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    assert "checked" in out.stdout

@@ -60,8 +60,9 @@ def reference(v: np.ndarray, red: str, axis, skipna: bool):
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         nan = skipna and v.dtype.kind == "f"
-        if red == "count":
-            return np.count_nonzero(np.where(np.isnan(v), 0, v) if nan else v, axis=axis)
+        if red == "count":  # valid values, as xarray's count(), whatever skipna
+            return np.sum(~np.isnan(v), axis=axis) if v.dtype.kind == "f" else np.sum(
+                np.ones_like(v, bool), axis=axis)
         w = v.astype(np.float64) if v.dtype.kind == "f" else v
         return (NAN if nan else PLAIN)[red](w, axis=axis)
 
@@ -375,7 +376,7 @@ def test_xarray_scalar_and_axis():
 
 # -- errors --------------------------------------------------------------------
 @pytest.mark.parametrize("call, match", [
-    (lambda: packlab.mapreduce(poly, np.array(["a"])), "dtype <U1 which is invalid"),
+    (lambda: packlab.mapreduce(poly, np.array(["a"])), "dtype <U1, which is invalid"),
     (lambda: packlab.mapreduce(anomaly, np.zeros((3, 2)), np.zeros(3)), "do not broadcast"),
     (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="median"), "reduce='median' is unknown"),
     (lambda: packlab.mapreduce(poly, np.zeros(3), axis=1), "axis=1 is invalid.*1 dimension"),
@@ -383,9 +384,9 @@ def test_xarray_scalar_and_axis():
     (lambda: packlab.mapreduce(poly, np.zeros(3), dim="x"), "needs DataArray inputs"),
     (lambda: packlab.mapreduce(poly, np.zeros(3), axis=0, dim="x"), "both given"),
     (lambda: packlab.mapreduce(poly, np.zeros(3), device="tpu"), "device='tpu' is invalid"),
-    (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="histogram"), "needs bins="),
+    (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="histogram"), "bins=None is invalid"),
     (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="histogram", bins=3), "range=None"),
-    (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="sum", bins=3), "bins= is not an option"),
+    (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="sum", bins=3), "bins=3 is not an option"),
     (lambda: packlab.mapreduce(poly, np.zeros(3), axis=0.5), r"axis=0.5 is invalid.*whole numbers"),
     (lambda: packlab.mapreduce(poly, np.zeros(3), axis=True), "axis=True is invalid"),
     (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="histogram", bins=0, range=(0, 1)),
@@ -395,12 +396,12 @@ def test_xarray_scalar_and_axis():
     (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="var", ddof=-1),
      "ddof=-1 is invalid: expected a whole number, 0 or more"),
     (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="std", ddof=True), "ddof=True is invalid"),
-    (lambda: packlab.mapreduce(poly, np.zeros(3), reduce=max), "needs identity="),
-    (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="custom"), "reduce='custom' needs combine="),
+    (lambda: packlab.mapreduce(poly, np.zeros(3), reduce=max), "identity=None is invalid"),
+    (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="custom"), "combine=None is invalid"),
     (lambda: packlab.mapreduce(poly, np.zeros(3), reduce="custom", combine=lambda a, b: a + b),
-     "needs identity="),
+     "identity=None is invalid"),
     (lambda: packlab.mapreduce(poly, np.zeros(3), reduce=lambda a, b: a + b,
-                               combine=lambda a, b: a * b, identity=0), "combine= was given too"),
+                               combine=lambda a, b: a * b, identity=0), "combine=<function .* was given too"),
     (lambda: packlab.mapreduce(poly), "got no arrays"),
     (lambda: packlab.mapreduce(anomaly, np.zeros(3)), "takes 2 argument"),
     (lambda: packlab.mapreduce(poly, _field(), _field().isel(lat=slice(1, None))), "coordinates"),
@@ -506,3 +507,86 @@ def test_group_partials_go_straight_to_one_final_task_unless_the_fan_in_is_small
         total = packlab.mapreduce(poly, x, split_every=split_every)
         assert total.shape == ()
         np.testing.assert_allclose(total.compute(), poly(ref).sum(), rtol=1e-9)
+
+
+# -- NumPy's arithmetic and dtypes ----------------------------------------------------
+@packlab.kernel
+def zscore(t, clim, std):
+    return (t - clim) / std
+
+
+@packlab.kernel
+def ratio(a, b):
+    return a / b
+
+
+@packlab.kernel
+def floordiv(a, b):
+    return a // b
+
+
+@packlab.kernel
+def modulo(a, b):
+    return a % b
+
+
+def test_division_by_zero_is_inf_or_nan_as_numpy():
+    """No ZeroDivisionError out of the fused loop: 1/0 is inf, 0/0 NaN, x // 0 and x % 0
+    of integers 0, as NumPy and the kernel called on NumPy arrays give."""
+    a, b = np.array([1.0, 0.0, -1.0, 2.0]), np.array([0.0, 0.0, 0.0, 4.0])
+    with np.errstate(all="ignore"):
+        for kern in (ratio, floordiv, modulo):
+            for x, y in ((a, b), (a.astype(int), b.astype(int))):
+                want = kern.py_func(x, y)  # NumPy's answer, elementwise
+                np.testing.assert_array_equal(kern(x, y), want)
+                for red, ref in (("max", np.max), ("min", np.min), ("sum", np.sum)):
+                    got = packlab.mapreduce(kern, da.from_array(x, chunks=2), y, reduce=red).compute()
+                    np.testing.assert_array_equal(got, ref(want))
+        got = packlab.mapreduce(ratio, a, b, reduce="sum", skipna=True).compute()
+        np.testing.assert_array_equal(got, np.nansum(a / b))
+
+
+def test_zscore_over_a_constant_cell_is_nan_that_skipna_drops():
+    t = xr.DataArray(np.array([[1.0, 2.0, 5.0], [1.0, 4.0, 5.0], [1.0, 6.0, 5.0]]), dims=("time", "cell"))
+    clim, std = t.mean("time"), t.std("time")  # cells 0 and 2 are constant: std 0
+    with np.errstate(all="ignore"):
+        z = (t - clim) / std
+    for red in ("mean", "var", "max", "sum", "count"):
+        got = packlab.mapreduce(zscore, t, clim, std, reduce=red, dim="time", skipna=True).compute()
+        want = z.count("time") if red == "count" else getattr(z, red)("time", skipna=True)
+        np.testing.assert_allclose(got.values, want.values, equal_nan=True, atol=1e-12)
+    plain = packlab.mapreduce(zscore, t, clim, std, reduce="mean", dim="time").compute()
+    assert np.isnan(plain.values[[0, 2]]).all() and plain.values[1] == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("red", REDUCTIONS)
+def test_big_endian_data_simply_work(red):
+    x = np.random.default_rng(0).normal(size=(6, 5))
+    x[1, 1] = np.nan
+    big = x.astype(">f8")
+    for data in (big, da.from_array(big, chunks=(4, 5)), xr.DataArray(big, dims=("a", "b"))):
+        where = {"dim": "a"} if isinstance(data, xr.DataArray) else {"axis": 0}
+        got = packlab.mapreduce(ident, data, reduce=red, skipna=True, **where)
+        np.testing.assert_allclose(np.asarray(got.compute()), reference(x, red, 0, True), rtol=1e-12)
+    np.testing.assert_array_equal(poly(big), poly(x))
+
+
+def test_float16_is_computed_in_float32():
+    x = (np.arange(12) / 7).astype("f2")
+    got = packlab.mapreduce(ident, x, reduce="sum").compute()
+    assert got.dtype == np.float32 and got == np.sum(x.astype("f4"))
+    assert ident(x).dtype == np.float32
+    h = packlab.mapreduce(ident, x, reduce="histogram", bins=5, range=(0, 1)).compute()
+    np.testing.assert_array_equal(h, np.histogram(x.astype("f4"), bins=5, range=(0, 1))[0])
+
+
+def test_count_of_a_boolean_kernel_warns_and_sum_counts_where_it_holds():
+    @packlab.kernel
+    def hot(t):
+        return t > 2.0
+
+    t = np.arange(5.0)
+    assert int(packlab.mapreduce(hot, t, reduce="sum").compute()) == 2
+    with pytest.warns(packlab.PacklabWarning, match="reduce='sum'"):
+        n = packlab.mapreduce(hot, t, reduce="count")
+    assert int(n.compute()) == 5

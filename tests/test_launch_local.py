@@ -210,8 +210,9 @@ def test_tls_refuses_clients_without_the_certificates(local_cluster):
         Client(addr, timeout="5s", set_as_default=False)  # TLS with no certificates at all
 
 
-def test_security_false_is_plain_tcp():
-    pc = quiet_launch(workers=0, security=False, **SMALL)
+def test_security_false_is_plain_tcp_and_warns():
+    with pytest.warns(packlab.clusters.PacklabSecurityWarning, match="any user who can reach its port"):
+        pc = quiet_launch(workers=0, security=False, **SMALL)
     with pc:
         assert pc.scheduler_address.startswith("tcp://")
         assert pc.security is None
@@ -249,7 +250,7 @@ def test_adapt_scales_up_under_load_and_to_zero_when_idle_after_the_cooldown():
 
 
 def test_adapt_rejects_bad_bounds(local_cluster):
-    with pytest.raises(PacklabError, match="min_workers=3"):
+    with pytest.raises(PacklabError, match="minimum=3 is greater than maximum=1"):
         local_cluster.adapt(minimum=3, maximum=1)
     with pytest.raises(PacklabError, match="cooldown='later'"):
         local_cluster.adapt(minimum=0, maximum=2, cooldown="later")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import subprocess
 import sys
 import time
@@ -20,8 +21,10 @@ import dask.array as da
 import numpy as np
 import pytest
 from distributed import Client, Security, wait
+from support import dashboard_binds
 
 import packlab
+from packlab.clusters import ClusterStartError
 from packlab.clusters.base import ClusterRequest
 from packlab.clusters.slurm import SlurmBackend
 from packlab.errors import BackendUnavailable, PacklabError
@@ -233,7 +236,7 @@ def bursts(pc, n: int, gap) -> None:
 def test_bursty_workload_submits_a_bounded_number_of_jobs(figure):
     n = 4
     # Faster adaptive decisions (3 votes 0.5 s apart) keep this test short.
-    with dask.config.set({"packlab.adaptive.interval": "0.5s"}):
+    with dask.config.set({"distributed.adaptive.interval": "0.5s"}):
         # cooldown=0: every idle gap ends with no jobs, so every burst submits new ones.
         gaps: list[float] = []
 
@@ -364,3 +367,84 @@ def test_gpus_on_a_partition_without_gpus_is_an_error():
         with pytest.raises(PacklabError,
                            match=r"gpus=1 is more than a node of partition 'batch' has \(0 GPU.*gpus=0"):
             packlab.launch(backend="slurm", gpus=1, workers=0)
+
+
+# -- safe defaults and the site's own configuration -------------------------------------
+def test_dashboard_on_loopback_and_private_shared_and_log_directories():
+    with small(workers=0) as pc:
+        # The scheduler runs in this process (on the login node): read its sockets.
+        assert dashboard_binds(pc.dashboard_link) == {"127.0.0.1"}
+        shared = pc.cluster.shared_temp_directory
+        script = pc.cluster.job_script()
+    logs = re.search(r"#SBATCH -e (\S+)/", script)[1]
+    for d in (shared, logs):
+        assert stat.S_IMODE(os.stat(d).st_mode) == 0o700, d
+        assert not os.path.islink(d)
+
+
+def submitted_script(job_id: str) -> str:
+    """The batch script SLURM really holds for the job (not what we think we sent)."""
+    return subprocess.run(["scontrol", "write", "batch_script", job_id, "-"],
+                          capture_output=True, text=True, check=True).stdout
+
+
+def test_a_sites_jobqueue_yaml_reaches_the_submitted_job(tmp_path):
+    """A site's jobqueue.yaml in a config directory Dask reads (as DASK_CONFIG or
+    /etc/dask would be at startup): its directives, worker arguments, scheduler options,
+    directories and python all apply, beside packlab's own."""
+    site_logs, site_local = tmp_path / "site-logs", tmp_path / "site-local"
+    site_logs.mkdir(mode=0o700)
+    python = tmp_path / "site-python"  # a site's own wrapper around the interpreter
+    python.write_text(f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")
+    python.chmod(0o755)
+    (tmp_path / "jobqueue.yaml").write_text(f"""
+jobqueue:
+  slurm:
+    job-extra-directives: ["--comment=site-directive", "--qos=normal"]
+    worker-extra-args: ["--resources", "SITE=1"]
+    scheduler-options: {{idle_timeout: 3600}}
+    local-directory: {site_local}
+    log-directory: {site_logs}
+    python: {python}
+""")
+    dask.config.refresh(paths=[*dask.config.paths, str(tmp_path)])
+    try:
+        with small(workers=1) as pc:
+            pc.wait_for_workers(1, timeout=120)
+            (job_id,) = job_ids(pc)
+            script = submitted_script(job_id)
+            info = job_info(job_id)
+            worker = next(iter(pc.client.scheduler_info()["workers"].values()))
+            local_dir = pc.client.run(lambda dask_worker: dask_worker.local_directory)
+            idle_timeout = pc.cluster.scheduler.idle_timeout
+    finally:
+        dask.config.refresh()
+    d = directives(script)
+    assert "--comment=site-directive" in d and "--qos=normal" in d  # the site's
+    assert "--cpus-per-task=1" in d and "-p batch" in d  # packlab's
+    assert info["Comment"] == "site-directive"
+    assert f"{python} -m distributed.cli.dask_worker" in script
+    assert "--resources SITE=1" in script and "--lifetime" in script  # both lists, merged
+    assert worker["resources"] == {"SITE": 1.0}
+    assert all(v.startswith(str(site_local)) for v in local_dir.values())
+    assert idle_timeout == 3600
+    assert f"#SBATCH -e {site_logs}/" in script
+    assert any(site_logs.iterdir())  # SLURM wrote the job's log there
+
+
+def test_a_job_slurm_refuses_raises_sbatchs_reason():
+    # The node has no GPUs: sbatch itself refuses the job (no job is queued).
+    name = unique_name("refused")
+    with pytest.raises(ClusterStartError, match=r"(?s)SLURM refused the first worker job.*Invalid generic"):
+        packlab.launch(backend="slurm", cores=1, memory="1GiB", job_name=name, workers=1,
+                       job_extra_directives=["--gres=gpu:8"])
+    assert not queued(name)
+
+
+def test_a_worker_job_that_dies_at_start_raises_its_log_instead_of_waiting(figure):
+    t0 = time.monotonic()
+    with pytest.raises(ClusterStartError, match=r"(?s)ended before its worker connected.*No such file"):
+        small(workers=1, wait=120, python="/nonexistent/python")
+    elapsed = time.monotonic() - t0
+    figure("dead_job_reported_after", elapsed,
+           f"a worker job that dies at start: reported after {elapsed:.1f} s (wait=120)")

@@ -8,22 +8,31 @@ backend never touches an if/elif chain.
 from __future__ import annotations
 
 import abc
+import html
+import inspect
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from distributed import Client, Security
 from distributed.deploy import Cluster
 
-from .. import config
-from ..errors import PacklabError, whole_number
+from .. import checks, config
+from ..errors import PacklabError, PacklabRuntimeError
 from ..profiles import Profile
-from ..units import seconds
+from ..units import format_bytes
+from ._dask_compat import adaptive_of
 from .adaptive import CooldownAdaptive
+from .security import LOOPBACK_DASHBOARD, make_security  # noqa: F401  (re-exported)
 
 
 class PacklabWarning(UserWarning):
     """packlab changed what you asked for (e.g. clamped to the machine) and says so."""
+
+
+class ClusterStartError(PacklabRuntimeError):
+    """The cluster's first workers could not start; the message carries the cause."""
 
 
 @dataclass
@@ -41,6 +50,7 @@ class ClusterRequest:
     account: str | None = None
     security: bool | Security = True
     gpus_explicit: bool = False  # gpus= given by the user (an error if unmet), not by the profile
+    dashboard_address: str = LOOPBACK_DASHBOARD
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -55,9 +65,33 @@ class ClusterRequest:
 
 
 class Backend(abc.ABC):
-    """Where workers come from. Subclasses set ``name`` and implement three methods."""
+    """Where workers come from. Subclasses set ``name`` and implement three methods.
+
+    ``reserved`` maps each keyword of the Dask cluster class that packlab sets itself to
+    the :func:`~packlab.launch` argument to use instead; :meth:`cluster_keywords` lists
+    the keywords that class accepts, so a misspelt or foreign one is refused before
+    anything starts (Dask would only log it from a worker that never comes up).
+    """
 
     name: ClassVar[str]
+    reserved: ClassVar[dict[str, str]] = {}
+
+    def cluster_keywords(self) -> set[str] | None:
+        """Keywords the backend's Dask cluster class accepts (``None``: do not check)."""
+        return None
+
+    def spawns_processes(self, request: ClusterRequest) -> bool:
+        """True if workers are processes of this machine that re-import the main script."""
+        return False
+
+    def start_failure(self, cluster: Cluster) -> str | None:
+        """While :func:`launch` waits for the first workers: why one of them can no longer
+        come (its job ended before its worker connected), or ``None``."""
+        return None
+
+    def check_started(self, cluster: Cluster) -> None:  # noqa: B027 - optional hook
+        """After the first ``scale``: raise :class:`ClusterStartError` if its workers could
+        not even be started (e.g. the batch system refused the job)."""
 
     def check_available(self) -> None:  # noqa: B027 - optional hook
         """Raise :class:`~packlab.errors.BackendUnavailable` if this backend cannot run here."""
@@ -107,13 +141,20 @@ def get_backend(name: str) -> Backend:
     return BACKENDS[name]()
 
 
-def make_security(value: bool | Security) -> Security | None:
-    """``True``: fresh temporary TLS certificates; a ``Security``: itself; ``False``: none."""
-    if isinstance(value, Security):
-        return value
-    if value:
-        return Security.temporary()
-    return None
+def keywords_of(*functions: Callable) -> set[str]:
+    """The named parameters of ``functions`` (not ``self``, ``*args`` or ``**kwargs``).
+
+    Examples
+    --------
+    >>> sorted(keywords_of(lambda a, *, b=1, **kw: None))
+    ['a', 'b']
+    """
+    names: set[str] = set()
+    for fn in functions:
+        for p in inspect.signature(fn).parameters.values():
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name != "self":
+                names.add(p.name)
+    return names
 
 
 class PackCluster:
@@ -182,7 +223,7 @@ class PackCluster:
     # -- sizing ---------------------------------------------------------------
     def scale(self, n: int) -> None:
         """Ask for exactly ``n`` workers (stops adaptive scaling)."""
-        whole_number(n, "scale(n)")
+        checks.integer(n, "scale(n)", minimum=0, fix="e.g. pc.scale(2); pc.scale(0) stops every worker.")
         self._stop_adaptive()
         self.cluster.scale(n)
 
@@ -198,30 +239,29 @@ class PackCluster:
         to :func:`launch`) stops a scale-down from following a scale-up too soon,
         and the reverse.
         """
-        lo, hi = validate_bounds(minimum, maximum)
-        cool = self.cooldown if cooldown is None else seconds(cooldown, "cooldown")
+        lo, hi = validate_bounds(minimum, maximum, names=("minimum", "maximum"))
+        cool = self.cooldown if cooldown is None else checks.duration(cooldown, "cooldown")
         self._stop_adaptive()
+        # interval and wait_count: Dask's own distributed.adaptive.* settings apply.
         self._adaptive = self.cluster.adapt(
-            Adaptive=CooldownAdaptive,
-            minimum=lo,
-            maximum=hi,
-            cooldown=cool,
-            interval=config.get("adaptive.interval"),
-            wait_count=config.get("adaptive.wait-count"),
+            Adaptive=CooldownAdaptive, minimum=lo, maximum=hi, cooldown=cool
         )
         self.cooldown = cool
         return self._adaptive
 
     def wait_for_workers(self, n: int, timeout: float | str | None = None) -> None:
         """Block until ``n`` workers are connected (``timeout`` seconds or "1m")."""
+        checks.integer(n, "wait_for_workers(n)", minimum=1, fix="e.g. pc.wait_for_workers(2).")
+        if timeout is not None:
+            timeout = checks.duration(timeout, "timeout", allow_zero=False)
         self.client.wait_for_workers(n, timeout=timeout)
 
     def _stop_adaptive(self) -> None:
         if self._adaptive is not None:
             self._adaptive.stop(reason="packlab-scale")
             self._adaptive = None
-        # Dask's Cluster.adapt keeps its own reference too.
-        adaptive = getattr(self.cluster, "_adaptive", None)
+        # Dask's Cluster.adapt keeps its own reference too (set if adapt() was called on it).
+        adaptive = adaptive_of(self.cluster)
         if adaptive is not None:
             adaptive.stop(reason="packlab-scale")
 
@@ -240,6 +280,34 @@ class PackCluster:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _repr_html_(self) -> str:
+        """A notebook's view: backend, profile, workers, cores, memory, dashboard link."""
+        info = self.cluster.scheduler_info.get("workers", {}) if not self.closed else {}
+        threads = sum(w.get("nthreads", 0) for w in info.values())
+        memory = sum(w.get("memory_limit", 0) or 0 for w in info.values())
+        link = html.escape(self.dashboard_link) if not self.closed else ""
+        rows = [
+            ("Backend", html.escape(self.backend)),
+            ("Profile", html.escape(self.profile.summary())),
+            ("Workers", f"{len(info)} ({html.escape(self._mode())})"),
+            ("Cores", str(threads)),
+            ("Memory", format_bytes(memory)),
+            ("Scheduler", html.escape(self.scheduler_address) if not self.closed else "closed"),
+            ("Dashboard", f'<a href="{link}" target="_blank">{link}</a>' if link else "-"),
+            ("Security", "TLS" if self.security is not None else "none (plain TCP)"),
+        ]
+        body = "".join(
+            f'<tr><th style="text-align:left">{k}</th><td style="text-align:left">{v}</td></tr>'
+            for k, v in rows
+        )
+        return (f'<div class="packlab-cluster"><strong>PackCluster</strong>'
+                f"<table>{body}</table></div>")
+
+    def _mode(self) -> str:
+        if self._adaptive is not None:
+            return f"adaptive {self._adaptive.minimum}..{self._adaptive.maximum}"
+        return "fixed"
+
     def __repr__(self) -> str:
         mode = (
             f"adaptive {self._adaptive.minimum}..{self._adaptive.maximum}"
@@ -252,21 +320,23 @@ class PackCluster:
         )
 
 
-def validate_bounds(minimum: int | None, maximum: int | None) -> tuple[int, int | float]:
+def validate_bounds(
+    minimum: int | None, maximum: int | None, names: tuple[str, str] = ("min_workers", "max_workers")
+) -> tuple[int, int | float]:
     """Check adaptive bounds: whole numbers, 0 <= minimum <= maximum, maximum >= 1.
 
     A missing maximum is ``packlab.adaptive.maximum`` (never unbounded: on SLURM every
-    worker is a batch job).
+    worker is a batch job). ``names`` are the fields as the caller knows them.
     """
-    lo = 0 if minimum is None else minimum
-    whole_number(lo, "min_workers")
+    lo_name, hi_name = names
+    lo = 0 if minimum is None else checks.integer(minimum, lo_name, minimum=0)
     if maximum is None:
         return lo, max(lo, int(config.get("adaptive.maximum")))
-    whole_number(maximum, "max_workers", minimum=1)
+    checks.integer(maximum, hi_name, minimum=1)
     if lo > maximum:
         raise PacklabError(
-            f"min_workers={lo} is greater than max_workers={maximum}: "
-            "set min_workers <= max_workers."
+            f"{lo_name}={lo} is greater than {hi_name}={maximum}: "
+            f"set {lo_name} <= {hi_name}.", field=lo_name, value=lo,
         )
     return lo, maximum
 

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import difflib
+import time
 from typing import Any
 
 from distributed import Security
 
-from .. import config
-from ..errors import PacklabError, whole_number
+from .. import checks, config
+from ..errors import ConfigError, PacklabError
 from ..profiles import PROFILES
-from ..units import memory_bytes, seconds, walltime_seconds
-from .base import ClusterRequest, PackCluster, get_backend, make_security, validate_bounds, warn_notes
+from ..resources import MIN_WORKER_MEMORY
+from ..units import format_bytes
+from .base import (
+    BACKENDS,
+    Backend,
+    ClusterRequest,
+    ClusterStartError,
+    PackCluster,
+    get_backend,
+    validate_bounds,
+    warn_notes,
+)
+from .mainguard import unguarded_main_call, workers_reimport_main
+from .security import dashboard_address as check_dashboard_address
+from .security import make_security, security_setting
 
 
 def launch(
@@ -29,7 +44,8 @@ def launch(
     partition: str | None = None,
     account: str | None = None,
     security: bool | Security | None = None,
-    wait: bool | float = False,
+    dashboard_address: str | None = None,
+    wait: bool | float | str = False,
     **backend_kwargs: Any,
 ) -> PackCluster:
     """Start a Dask cluster sized from a workload profile.
@@ -50,16 +66,35 @@ def launch(
         SLURM: put workers on the preemptible partition (``packlab.slurm.spot-partition``)
         with ``--requeue``. Lost work is recomputed by Dask.
     gpus, cores, memory, walltime : optional
-        Override the profile's per-worker values.
+        Override the profile's per-worker values. ``memory`` is a size such as ``"4GiB"``
+        (a bare number is bytes) of at least 256 MiB
+        (:data:`packlab.resources.MIN_WORKER_MEMORY`): below that a Dask worker restarts in
+        a loop.
     partition, account : str, optional
         SLURM partition and account. An unknown partition is an error listing real ones.
-    security : bool or distributed.Security, default True
+    security : bool or distributed.Security, default from ``packlab.security`` (True)
         TLS between client, scheduler and workers with temporary certificates. On a
-        shared login node an open scheduler port would let anyone run code as you.
-    wait : bool or float
-        Block until the initial workers connect (``True``: up to 120 s; or seconds).
+        shared login node an open scheduler port would let anyone run code as you:
+        ``False`` warns. Anything else (e.g. the string ``"off"``) is an error.
+    dashboard_address : str, default from ``packlab.dashboard.address`` ("127.0.0.1:0")
+        Where the Dask dashboard listens: this machine only by default. Any other
+        address is honoured with a warning (the dashboard has no authentication).
+    wait : bool, float or str
+        Block until the initial workers connect (``True``: up to 120 s; or a duration).
     **backend_kwargs
         Passed to the backend's Dask cluster class (e.g. any ``SLURMCluster`` keyword).
+        Checked against that class's signature before anything starts; the keywords
+        packlab sets itself (``n_workers``, ``threads_per_worker``, ...) are refused
+        with the :func:`launch` argument to use instead.
+
+    Raises
+    ------
+    PacklabError
+        Bad input, named with its value and the fix; nothing was started. Also when
+        called at the top level of a script without ``if __name__ == "__main__":``
+        (local process workers re-import the script).
+    ClusterStartError
+        The first workers could not start; the message carries their error.
 
     Examples
     --------
@@ -68,24 +103,47 @@ def launch(
     ...     pc.client.submit(sum, [1, 2]).result()
     3
     """
-    request = _request(
-        backend=backend or config.get("backend"),
-        profile=profile or config.get("profile"),
-        workers=workers,
-        min_workers=min_workers,
-        max_workers=max_workers,
-        cooldown=cooldown,
-        spot=spot,
-        gpus=gpus,
-        cores=cores,
-        memory=memory,
-        walltime=walltime,
-        partition=partition,
-        account=account,
-        security=config.get("security") if security is None else security,
-        extra=backend_kwargs,
-    )
+    try:
+        request = _request(
+            backend=config.get("backend") if backend is None else backend,
+            profile=config.get("profile") if profile is None else profile,
+            workers=workers,
+            min_workers=min_workers,
+            max_workers=max_workers,
+            cooldown=cooldown,
+            spot=spot,
+            gpus=gpus,
+            cores=cores,
+            memory=memory,
+            walltime=walltime,
+            partition=partition,
+            account=account,
+            security=security,
+            dashboard_address=dashboard_address,
+            extra=backend_kwargs,
+        )
+    except PacklabError as e:
+        if e.field in ("backend", "profile") and {"backend": backend, "profile": profile}[e.field] is None:
+            # The name came from the settings, not from the call: say where it was set.
+            setting = f"packlab.{e.field}"
+            raise config.with_origin(PacklabError(str(e).replace(f"{e.field}=", f"{setting}=", 1),
+                                                  field=setting, value=e.value)) from None
+        raise
+    if not isinstance(wait, bool):
+        wait = checks.duration(wait, "wait", allow_zero=False)
     impl = get_backend(request.backend)
+    check_backend_kwargs(impl, request.extra)
+    if impl.spawns_processes(request) and workers_reimport_main():
+        where = unguarded_main_call(depth=2)
+        if where is not None:
+            script, line = where
+            raise PacklabError(
+                f"launch() is called at the top level of {script} (line {line}) without "
+                "'if __name__ == \"__main__\":'. Dask starts each worker process by importing "
+                "that script again, which would call launch() again in every worker. Put the "
+                "code that runs the cluster under 'if __name__ == \"__main__\":' (or in a "
+                "function called from there).", field="__main__", value=script,
+            )
     impl.check_available()
     sized, notes = impl.right_size(request)
     warn_notes(notes)
@@ -107,50 +165,126 @@ def launch(
             pc.adapt(request.min_workers or 0, request.max_workers)
         else:
             pc.scale(request.initial_workers)
+        if request.initial_workers:
+            impl.check_started(cluster)
         if wait and request.initial_workers:
-            pc.wait_for_workers(request.initial_workers, timeout=120 if wait is True else wait)
+            wait_started(pc, impl, request.initial_workers, 120.0 if wait is True else float(wait))
     except BaseException:
         pc.close()
         raise
     return pc
 
 
+def wait_started(pc: PackCluster, impl: Backend, n: int, timeout: float) -> None:
+    """Wait for the first ``n`` workers, but stop at once, with its cause, if the backend
+    sees that one of them can no longer come (e.g. its batch job ended)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        step = max(0.1, min(1.0, deadline - time.monotonic()))
+        try:
+            pc.client.wait_for_workers(n, timeout=step)
+            return
+        except TimeoutError:
+            if time.monotonic() >= deadline:
+                raise
+        why = impl.start_failure(pc.cluster)
+        if why:
+            raise ClusterStartError(why)
+
+
+def check_backend_kwargs(impl: Backend, extra: dict[str, Any]) -> None:
+    """Refuse a keyword packlab sets itself (naming the argument to use) or one the
+    backend's Dask cluster class does not take, before anything starts."""
+    for key in extra:
+        if key in impl.reserved:
+            raise PacklabError(
+                f"{key}={extra[key]!r} is set by packlab itself for backend={impl.name!r}: "
+                f"pass {impl.reserved[key]} to launch() instead.", field=key, value=extra[key],
+            )
+    accepted = impl.cluster_keywords()
+    if accepted is None:
+        return
+    unknown = sorted(set(extra) - accepted)
+    if unknown:
+
+        key = unknown[0]
+        close = difflib.get_close_matches(key, sorted(accepted), n=1)
+        hint = ""
+        if close and close[0] in impl.reserved:
+            hint = f" Did you mean {close[0]!r}? packlab sets that one: pass {impl.reserved[close[0]]}."
+        elif close:
+            hint = f" Did you mean {close[0]!r}?"
+        raise PacklabError(
+            f"{key}={extra[key]!r} is not a keyword of launch() nor of backend {impl.name!r}'s "
+            f"Dask cluster class: remove it, or use one of launch()'s arguments.{hint}",
+            field=key, value=extra[key],
+        )
+
+
 def _request(*, backend, profile, workers, min_workers, max_workers, cooldown, spot, gpus,
-             cores, memory, walltime, partition, account, security, extra) -> ClusterRequest:
+             cores, memory, walltime, partition, account, security, dashboard_address,
+             extra) -> ClusterRequest:
     """Validate every argument of :func:`launch`, naming the field and the fix on error."""
-    base = PROFILES[profile]
+    close = difflib.get_close_matches(backend, sorted(BACKENDS), n=1) if isinstance(backend, str) else []
+    checks.choice(backend, "backend", BACKENDS,
+                  fix=(f"Did you mean {close[0]!r}? " if close else "")
+                  + "local runs on this machine; slurm submits worker jobs with sbatch.")
+    checks.text(profile, "profile", fix=f"choose one of {sorted(PROFILES)}.")
+    try:
+        base = PROFILES[profile]
+    except ConfigError:
+        raise
+    except PacklabError as e:  # unknown: name the field, so the CLI can name --profile
+        raise PacklabError(str(e), field="profile", value=profile) from None
     overrides: dict[str, Any] = {}
     if cores is not None:
-        overrides["cores"] = whole_number(cores, "cores", minimum=1)
+        overrides["cores"] = checks.integer(cores, "cores", minimum=1)
     if memory is not None:
-        overrides["memory"] = memory_bytes(memory, "memory")
+        overrides["memory"] = checks.memory(memory, "memory")
     if gpus is not None:
-        overrides["gpus"] = whole_number(gpus, "gpus")
+        overrides["gpus"] = checks.integer(gpus, "gpus", minimum=0)
     if walltime is not None:
-        overrides["walltime"] = walltime_seconds(walltime, "walltime")
+        overrides["walltime"] = checks.walltime(walltime, "walltime")
+    sized = base.with_overrides(**overrides)
+    if sized.memory < MIN_WORKER_MEMORY:
+        field = "memory" if memory is not None else f"packlab.profiles.{profile}.memory"
+        given = memory if memory is not None else sized.memory
+        raise (PacklabError if memory is not None else ConfigError)(
+            f"{field}={given!r} is {format_bytes(sized.memory)} per worker, less than the "
+            f"{format_bytes(MIN_WORKER_MEMORY)} a Dask worker needs (it would restart in a loop): "
+            'give a size with its unit, e.g. memory="4GiB" (a bare number is bytes).',
+            field=field, value=given,
+        )
 
     if workers is not None:
         if min_workers is not None or max_workers is not None:
             raise PacklabError(
                 "workers= (a fixed size) and min_workers=/max_workers= (adaptive) were both "
-                "given: pass one or the other."
+                "given: pass one or the other.", field="workers", value=workers,
             )
-        whole_number(workers, "workers")
+        checks.integer(workers, "workers", minimum=0)
     elif min_workers is not None or max_workers is not None:
         min_workers, max_workers = validate_bounds(min_workers, max_workers)
     else:
         workers = 1
 
-    if not isinstance(spot, bool):
-        raise PacklabError(f"spot={spot!r} is invalid: expected True or False.")
+    checks.boolean(spot, "spot")
     if spot and backend == "local":
         raise PacklabError(
-            "spot=True needs backend='slurm': spot capacity is a preemptible SLURM partition."
+            "spot=True needs backend='slurm': spot capacity is a preemptible SLURM partition.",
+            field="spot", value=spot,
         )
-    cool = seconds(config.get("adaptive.cooldown") if cooldown is None else cooldown, "cooldown")
+    for name, value in (("partition", partition), ("account", account)):
+        checks.optional(checks.text, value, name, fix=f'pass the SLURM {name} name, e.g. {name}="batch".')
+    cool = checks.duration(config.get("adaptive.cooldown") if cooldown is None else cooldown, "cooldown")
+    # Last, so that their warnings (security off, a dashboard open to all) come only with
+    # a request that is otherwise valid.
+    security = (security_setting(config.get("security"), "packlab.security") if security is None
+                else security_setting(security))
+    dashboard_address = check_dashboard_address(dashboard_address)
     return ClusterRequest(
         backend=backend,
-        profile=base.with_overrides(**overrides),
+        profile=sized,
         workers=workers,
         min_workers=min_workers,
         max_workers=max_workers,
@@ -160,5 +294,6 @@ def _request(*, backend, profile, workers, min_workers, max_workers, cooldown, s
         account=account,
         security=security,
         gpus_explicit=bool(overrides.get("gpus")),
+        dashboard_address=dashboard_address,
         extra=extra,
     )

@@ -2,50 +2,37 @@
 
 We only translate a profile into job directives and check the request against
 what SLURM says exists; job scripts, submission and cancellation are
-dask-jobqueue's.
+dask-jobqueue's. Everything else comes from the site's ``jobqueue.slurm`` settings
+(its ``jobqueue.yaml``): packlab passes only what it decides, and extends the list-valued
+settings (``job-extra-directives``, ``worker-extra-args``, ``scheduler-options``)
+rather than replacing them. dask-jobqueue is imported on first use, so the local
+backend never imports it.
+
+A worker job can end while the cluster runs: preempted on a spot partition, or retired
+by ``--lifetime`` before its walltime. Dask then forgets the worker but submits nothing,
+so a fixed-size cluster would shrink for good; :func:`~._dask_compat.keep_workers`
+submits a new job for it. Workers removed by ``scale``/``adapt`` are not replaced.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
+import re
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
-import threading
 from dataclasses import dataclass
 
 import dask
-from dask.utils import parse_timedelta
 from distributed import Security
-from distributed.core import Status
 
 from .. import config
 from ..errors import BackendUnavailable, PacklabError
 from ..profiles import Profile
 from ..units import format_bytes, format_walltime
-from .base import Backend, ClusterRequest, clamp_gpus, register_backend
-
-
-def _import_slurm_cluster():
-    """Import dask-jobqueue's SLURMCluster without letting it replace our Ctrl-C handler.
-
-    ``dask_jobqueue.runner`` installs ``SIGINT -> sys.exit()`` at import, which would turn
-    every Ctrl-C in a program that merely imports packlab into SystemExit and skip its
-    ``except KeyboardInterrupt`` clean-ups.
-    """
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGINT) if main else None
-    from dask_jobqueue import SLURMCluster
-
-    if main and previous is not None:
-        signal.signal(signal.SIGINT, previous)
-    return SLURMCluster
-
-
-SLURMCluster = _import_slurm_cluster()
+from ._dask_compat import discard_unstarted, import_slurm_cluster, keep_workers
+from .base import Backend, ClusterRequest, ClusterStartError, clamp_gpus, keywords_of, register_backend
+from .security import private_directory
 
 
 @dataclass(frozen=True)
@@ -110,36 +97,20 @@ def worker_lifetime(walltime: int) -> tuple[int, int]:
     return walltime - margin, stagger
 
 
-class PackSLURMCluster(SLURMCluster):
-    """dask-jobqueue's ``SLURMCluster`` that submits a new job for a worker whose job ended.
-
-    A worker job can end while the cluster runs: preempted on a spot partition, or
-    retired by ``--lifetime`` before its walltime. Dask's ``SpecCluster`` then
-    forgets the worker (and cancels its job) after
-    ``distributed.deploy.lost-worker-timeout`` but submits nothing, so a fixed-size
-    cluster would shrink for good and work waiting for it would hang.
-    The worker is still in ``worker_spec`` (what the cluster should have), so we let
-    ``SpecCluster`` restore that state. Workers removed by ``scale``/``adapt`` leave
-    ``worker_spec`` first and are not replaced.
-    """
-
-    def _update_worker_status(self, op, msg):
-        super()._update_worker_status(op, msg)
-        if op == "remove":
-            # After dask-jobqueue's own lost-worker callback (same timeout) has run.
-            delay = parse_timedelta(dask.config.get("distributed.deploy.lost-worker-timeout"))
-            asyncio.get_running_loop().call_later(delay + 0.5, self._replace_lost_workers)
-
-    def _replace_lost_workers(self) -> None:
-        if self.status == Status.running and set(self.worker_spec) - set(self.workers):
-            self._correct_state()
-
-
 @register_backend
 class SlurmBackend(Backend):
     """Each worker is one SLURM batch job submitted by dask-jobqueue."""
 
     name = "slurm"
+    reserved = {
+        "n_workers": "workers= (or min_workers=/max_workers=)",
+        "queue": "partition=",
+        "processes": "nothing: packlab runs one worker per job",
+        "job_cpu": "cores=",
+        "job_mem": "memory=",
+        "security": "security=",
+        "protocol": "security=",
+    }
 
     def check_available(self) -> None:
         missing = [c for c in ("sbatch", "squeue", "scancel", "sinfo") if shutil.which(c) is None]
@@ -157,7 +128,7 @@ class SlurmBackend(Backend):
             if request.partition and request.partition != name:
                 name = request.partition
         else:
-            name = request.partition or config.get("slurm.partition")
+            name = request.partition or jobqueue("queue")
         if name is None:
             default = [p for p in known.values() if p.default]
             if not default:
@@ -197,45 +168,118 @@ class SlurmBackend(Backend):
         return p.with_overrides(cores=cores, memory=memory, gpus=gpus), notes
 
     def make_cluster(self, request: ClusterRequest, profile: Profile, security: Security | None):
-        shared = os.path.expanduser(
-            config.get("slurm.shared-directory") or os.path.join("~", ".packlab", "slurm")
-        )
-        os.makedirs(os.path.join(shared, "logs"), exist_ok=True)
-        lifetime, stagger = worker_lifetime(profile.walltime)
-        directives: list[str] = []
-        worker_args = ["--lifetime", f"{lifetime}s", "--lifetime-stagger", f"{stagger}s"]
-        if request.spot:
-            # SLURM may preempt and requeue the job; Dask recomputes what was lost.
-            directives.append("--requeue")
-        if profile.gpus:
-            directives.append(f"--gres=gpu:{profile.gpus}")
-            worker_args += ["--resources", f"GPU={profile.gpus}"]
+        """A ``SLURMCluster`` given only what packlab decides; the site's ``jobqueue.slurm``
+        settings (``jobqueue.yaml``) apply to everything else, and list-valued ones are
+        extended, never replaced."""
+        kwargs = slurm_kwargs(request, profile, security)
+        cluster = import_slurm_cluster()(**kwargs)
+        keep_workers(cluster)
+        return cluster
 
-        extra = dict(request.extra)
-        directives += list(extra.pop("job_extra_directives", []))
-        worker_args += list(extra.pop("worker_extra_args", []))
-        scheduler_options = {"dashboard_address": ":0", **extra.pop("scheduler_options", {})}
-        interface = extra.pop("interface", config.get("slurm.interface"))
-        if interface:
-            scheduler_options.setdefault("interface", interface)
+    def check_started(self, cluster) -> None:
+        async def submitted() -> None:
+            await cluster  # public: runs the pending state correction, starts each job
+            for job in list(cluster.workers.values()):
+                await job  # a job whose sbatch failed is not running: this raises why
 
-        kwargs = dict(
-            cores=profile.cores,
-            processes=1,
-            memory=f"{profile.memory // 2**20}MiB",
-            walltime=format_walltime(profile.walltime),
-            job_name=f"packlab-{profile.name}",  # tells packlab's jobs apart in squeue
-            queue=request.partition,
-            account=request.account or config.get("slurm.account"),
-            job_extra_directives=directives,
-            worker_extra_args=worker_args,
-            interface=interface,
-            python=config.get("slurm.python") or sys.executable,
-            log_directory=os.path.join(shared, "logs"),
-            local_directory=extra.pop("local_directory", tempfile.gettempdir()),  # node-local spill
-            shared_temp_directory=shared,
-            scheduler_options=scheduler_options,
-            security=security,
-        )
-        kwargs.update(extra)
-        return PackSLURMCluster(**kwargs)
+        try:
+            cluster.sync(submitted)
+        except Exception as e:
+            cluster.sync(discard_unstarted, cluster)
+            raise ClusterStartError(
+                f"SLURM refused the first worker job: {type(e).__name__}: {e}".rstrip()
+                + " Check the job's directives (cluster.job_script()) and your jobqueue.slurm "
+                "settings."
+            ) from e
+
+    def start_failure(self, cluster) -> str | None:
+        connected = {w.get("name") for w in cluster.scheduler_info.get("workers", {}).values()}
+        waiting = {job.job_id: name for name, job in list(cluster.workers.items())
+                   if getattr(job, "job_id", None) and name not in connected}
+        if not waiting:
+            return None
+        out = subprocess.run(["squeue", "-h", "-j", ",".join(waiting), "-o", "%i"],
+                             capture_output=True, text=True, timeout=30)
+        if out.returncode != 0 and "Invalid job id" not in out.stderr:
+            return None  # squeue itself failed: no verdict, keep waiting
+        # Not listed (or already purged): the job is no longer pending or running.
+        ended = sorted(set(waiting) - set(out.stdout.split()))
+        if not ended:
+            return None
+        job_id = ended[0]
+        return (f"SLURM job {job_id} for worker {waiting[job_id]!r} ended before its worker "
+                f"connected. Its log: {job_log_tail(cluster.job_script(), job_id)}")
+
+    def cluster_keywords(self) -> set[str]:
+        cls = import_slurm_cluster()
+        from dask_jobqueue.core import Job, JobQueueCluster
+        from dask_jobqueue.slurm import SLURMJob
+
+        return keywords_of(cls.__init__, JobQueueCluster.__init__, SLURMJob.__init__, Job.__init__)
+
+
+def job_log_tail(script: str, job_id: str, lines: int = 15) -> str:
+    """The last lines of a job's error log (the ``#SBATCH -e`` path of its script)."""
+    m = re.search(r"^#SBATCH -e (\S+)", script, flags=re.M)
+    if not m:
+        return "(the job script names no log file)"
+    path = m[1].replace("%J", job_id).replace("%j", job_id)
+    try:
+        with open(path, errors="replace") as f:
+            tail = f.read().splitlines()[-lines:]
+    except OSError as e:
+        return f"{path} cannot be read ({e.strerror})"
+    return f"{path}:\n" + "\n".join(tail) if tail else f"{path} (empty)"
+
+
+def jobqueue(key: str):
+    """``jobqueue.slurm.<key>`` from dask.config (the site's jobqueue.yaml and dask-jobqueue's defaults)."""
+    return dask.config.get(f"jobqueue.slurm.{key}", default=None)
+
+
+def slurm_kwargs(request: ClusterRequest, profile: Profile, security: Security | None) -> dict:
+    """The keywords for ``SLURMCluster``: the profile, packlab's additions merged with the
+    site's lists, and the user's own ``backend_kwargs`` (merged the same way)."""
+    configured = jobqueue("shared-temp-directory")
+    if configured is None:  # packlab's own ~/.packlab is owner-only too
+        private_directory(os.path.join("~", ".packlab"), "~/.packlab")
+    shared = private_directory(configured or os.path.join("~", ".packlab", "slurm"),
+                               "jobqueue.slurm.shared-temp-directory")
+    logs = private_directory(jobqueue("log-directory") or os.path.join(shared, "logs"),
+                             "jobqueue.slurm.log-directory")
+    lifetime, stagger = worker_lifetime(profile.walltime)
+    directives: list[str] = []
+    worker_args = ["--lifetime", f"{lifetime}s", "--lifetime-stagger", f"{stagger}s"]
+    if request.spot:
+        # SLURM may preempt and requeue the job; Dask recomputes what was lost.
+        directives.append("--requeue")
+    if profile.gpus:
+        directives.append(f"--gres=gpu:{profile.gpus}")
+        worker_args += ["--resources", f"GPU={profile.gpus}"]
+
+    extra = dict(request.extra)
+    kwargs = dict(
+        cores=profile.cores,
+        processes=1,
+        memory=f"{profile.memory // 2**20}MiB",
+        walltime=format_walltime(profile.walltime),
+        job_name=f"packlab-{profile.name}",  # tells packlab's jobs apart in squeue
+        queue=request.partition,
+        job_extra_directives=[*(jobqueue("job-extra-directives") or []), *directives,
+                              *extra.pop("job_extra_directives", [])],
+        worker_extra_args=[*(jobqueue("worker-extra-args") or []), *worker_args,
+                           *extra.pop("worker_extra_args", [])],
+        scheduler_options={**(jobqueue("scheduler-options") or {}),
+                           "dashboard_address": request.dashboard_address,
+                           **extra.pop("scheduler_options", {})},
+        shared_temp_directory=shared,
+        log_directory=logs,
+        security=security,
+    )
+    if request.account is not None:
+        kwargs["account"] = request.account
+    if jobqueue("local-directory") is None:
+        # Node-local spill space; a site's local-directory (e.g. $TMPDIR) wins.
+        kwargs["local_directory"] = tempfile.gettempdir()
+    kwargs.update(extra)
+    return kwargs

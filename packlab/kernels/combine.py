@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import PacklabError
+from ..errors import PacklabError, bad_value
 from .reductions import Reduction, acc_dtype, register_reduction
 
 
@@ -30,15 +30,25 @@ class Custom(Reduction):
 
         if combine is None:
             raise PacklabError(
-                "reduce='custom' needs combine=: an associative, commutative function "
-                "f(a, b) of two scalars, e.g. combine=lambda a, b: max(a, abs(b)), identity=0.0."
-            )
+                "combine=None is invalid for reduce='custom': expected an associative, "
+                "commutative function f(a, b) of two scalars, e.g. "
+                "combine=lambda a, b: max(a, abs(b)), identity=0.0.", field="combine", value=None)
+        if not callable(combine):
+            raise bad_value("combine", combine, "a function f(a, b) of two scalars",
+                            "e.g. combine=lambda a, b: max(a, abs(b)), identity=0.0.")
         if identity is None:
             raise PacklabError(
-                "a custom combine needs identity=: the value x with f(x, v) == v "
-                "(0 for a sum, -inf for a max)."
-            )
+                "identity=None is invalid for a custom combine: expected the value x with "
+                "f(x, v) == v for every v, e.g. identity=0.0 for a sum, -math.inf for a max.",
+                field="identity", value=None)
+        if not _real_number(identity):
+            raise bad_value("identity", identity, "one real number (int, float or bool)",
+                            "e.g. identity=0.0 for a sum, -math.inf for a max.")
         self.func = kernel(combine)
+        if self.func.nargs != 2:
+            raise bad_value("combine", combine,
+                            f"a function of two scalars f(a, b), not of {self.func.nargs}",
+                            "e.g. combine=lambda a, b: a + b.")
         self.identity = identity
         adt = np.result_type(np.asarray(identity).dtype, acc_dtype(self.vtype))
         self.adt = np.dtype(adt)
@@ -88,3 +98,7 @@ class Custom(Reduction):
 
     def finalize(self, p):
         return p["a"].copy()
+
+
+def _real_number(x: Any) -> bool:
+    return np.ndim(x) == 0 and np.asarray(x).dtype.kind in "biuf" and not isinstance(x, str)

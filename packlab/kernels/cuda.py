@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PacklabError
+from .codegen import state_per_row
 from .kernel import Kernel
 from .loops import collapse, generated
 from .reductions import Reduction
@@ -70,8 +71,8 @@ def resolve_device(device: str) -> bool:
              else "no CUDA device is visible to this process")
     raise PacklabError(
         f"device='gpu' but {where}: use device='cpu' (or 'auto'), or run on a GPU machine, "
-        "e.g. packlab.launch(gpus=1) there (needs pip install 'packlab[gpu]')."
-    )
+        "e.g. packlab.launch(gpus=1) there (needs pip install 'packlab[gpu]').",
+        field="device", value=device)
 
 
 def gpu_source(nin: int, kept: tuple[bool, ...], red: Reduction) -> str:
@@ -101,7 +102,7 @@ def gpu_source(nin: int, kept: tuple[bool, ...], red: Reduction) -> str:
         out += [body + x for x in red.device_update_local()]
         out += [f"        s_{f}[row, o] = l_{f}" for f in fields]
     else:
-        out += [body + x.replace("[o", "[row, o") for x in red.update_state()]
+        out += [body + x for x in state_per_row(red.update_state(), fields)]
     return "\n".join(out) + "\n"
 
 

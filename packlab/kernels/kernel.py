@@ -35,7 +35,8 @@ _LOCK = threading.Lock()
 
 
 def check_numeric(dtype: np.dtype, field: str) -> np.dtype:
-    """Accept bool, integer and real float dtypes; anything else is a clear error.
+    """Accept bool, integer and real float dtypes numba compiles; anything else is a
+    clear error (complex, strings, dates, object, long double).
 
     Examples
     --------
@@ -43,12 +44,32 @@ def check_numeric(dtype: np.dtype, field: str) -> np.dtype:
     dtype('float32')
     """
     dtype = np.dtype(dtype)
+    if dtype.kind == "f" and dtype.itemsize > 8:
+        raise PacklabError(
+            f"{field} has dtype {dtype}, which is invalid: numba has no long double, and "
+            "converting silently would drop its extra precision. Convert it first, e.g. "
+            "with .astype('float64').", field=field, value=dtype)
     if dtype.kind not in _NUMERIC_KINDS:
         raise PacklabError(
-            f"{field} has dtype {dtype} which is invalid: expected a real numeric dtype "
-            "(bool, integer or float). Convert it first, e.g. with .astype('float64')."
-        )
+            f"{field} has dtype {dtype}, which is invalid: expected a real numeric dtype "
+            "(bool, integer or float). Convert it first, e.g. with .astype('float64').",
+            field=field, value=dtype)
     return dtype
+
+
+def compute_dtype(dtype: np.dtype, field: str) -> np.dtype:
+    """The dtype an input is computed in: its own in native byte order; float16, which
+    numba does not compile, widened (exactly) to float32.
+
+    Examples
+    --------
+    >>> compute_dtype(np.dtype(">f8"), "arrays[0]"), compute_dtype(np.dtype("f2"), "arrays[0]")
+    (dtype('float64'), dtype('float32'))
+    """
+    dtype = check_numeric(dtype, field)
+    if dtype.kind == "f" and dtype.itemsize == 2:
+        return np.dtype("f4")
+    return dtype.newbyteorder("=")
 
 
 def numba_reason(err: BaseException) -> str:
@@ -79,8 +100,9 @@ class Kernel:
     def __init__(self, func: Callable[..., Any], uid: str | None = None):
         if not callable(func):
             raise PacklabError(
-                f"kernel={func!r} is invalid: expected a plain Python function of scalars."
-            )
+                f"kernel={func!r} is invalid: expected a plain Python function of scalars. "
+                "Decorate one, e.g. @packlab.kernel above def f(x): return x * x.",
+                field="kernel", value=func)
         self.py_func = func
         self.name = getattr(func, "__name__", "kernel")
         self.uid = uid or uuid.uuid4().hex
@@ -98,7 +120,10 @@ class Kernel:
         if self._cpu is None:
             with _LOCK:
                 if self._cpu is None:
-                    self._cpu = numba.njit(nogil=True, fastmath={"contract"})(self.py_func)
+                    # error_model="numpy": 1/0 is inf and 0/0 NaN, as NumPy and the ufunc
+                    # of __call__ give, not a ZeroDivisionError out of the fused loop
+                    self._cpu = numba.njit(nogil=True, fastmath={"contract"}, error_model="numpy")(
+                        self.py_func)
         return self._cpu
 
     @property
@@ -116,14 +141,14 @@ class Kernel:
         Errors from numba become one readable :class:`~packlab.errors.PacklabError`
         naming the kernel, the argument types and numba's reason.
         """
-        key = tuple(np.dtype(d) for d in dtypes)
+        key = tuple(compute_dtype(np.dtype(d), f"{self.name} argument {i}") for i, d in enumerate(dtypes))
         if key in self._types:
             return self._types[key]
         if len(key) != self.nargs:
             raise PacklabError(
                 f"kernel {self.name!r} takes {self.nargs} argument(s) but {len(key)} array(s) "
-                "were given: pass one array (or scalar) per kernel argument."
-            )
+                "were given as arrays: pass one array (or scalar) per kernel argument.", field="arrays",
+                value=len(key))
         sig = tuple(from_dtype(d) for d in key)
         try:
             self.cpu.compile(sig)
@@ -159,8 +184,8 @@ class Kernel:
     def __call__(self, *args: Any) -> Any:
         """Apply elementwise to scalars or NumPy arrays, broadcasting like a ufunc."""
         arrays = [np.asarray(a) for a in args]
-        for i, a in enumerate(arrays):
-            check_numeric(a.dtype, f"{self.name} argument {i}")
+        arrays = [a.astype(compute_dtype(a.dtype, f"{self.name} argument {i}"), copy=False)
+                  for i, a in enumerate(arrays)]
         return self.ufunc([a.dtype for a in arrays])(*arrays)
 
     # -- identity across processes -----------------------------------------
@@ -190,12 +215,13 @@ def _arity(func: Callable[..., Any]) -> int:
     try:
         params = inspect.signature(func).parameters.values()
     except (TypeError, ValueError):
-        raise PacklabError(f"kernel={func!r} is invalid: its signature cannot be read.") from None
+        raise PacklabError(f"kernel={func!r} is invalid: its signature cannot be read. Pass a plain "
+                           "Python function (def or lambda).", field="kernel", value=func) from None
     if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.KEYWORD_ONLY) for p in params):
         raise PacklabError(
             f"kernel {func.__name__!r} is invalid: expected positional arguments only "
-            "(one per input array), no *args, **kwargs or keyword-only arguments."
-        )
+            "(one per input array), no *args, **kwargs or keyword-only arguments. Name each "
+            "argument, e.g. def f(t, clim).", field="kernel", value=func.__name__)
     return len(params)
 
 
@@ -217,7 +243,10 @@ def kernel(func: Callable[..., Any]) -> Kernel:
         Compiles lazily, once per dtype signature and process. Wrapping the same
         function again returns the same Kernel, with the code it already compiled.
         Multiply-adds may be fused (numba ``fastmath={"contract"}``), so results can
-        differ from plain Python's in the last bit.
+        differ from plain Python's in the last bit. Arithmetic follows NumPy, not
+        Python: ``1 / 0`` is ``inf``, ``0 / 0`` is NaN and an integer ``x // 0`` is 0
+        (numba's ``error_model="numpy"``), never a ``ZeroDivisionError``. Inputs of
+        float16, which numba does not compile, are computed in float32.
 
     Examples
     --------

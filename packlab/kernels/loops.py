@@ -166,7 +166,7 @@ def compiled_loop(kern: Kernel, nin: int, kept: tuple[bool, ...], red: Reduction
     return generated(
         _LOOPS, (kern.uid, nin, kept, red.key()), lambda: loop_source(nin, kept, red),
         {"kern": kern.cpu, "np": np, **red.globals()}, f"<packlab loop {kern.name}>",
-        numba.njit(nogil=True, fastmath={"reassoc", "contract"}),
+        numba.njit(nogil=True, fastmath={"reassoc", "contract"}, error_model="numpy"),
     )
 
 

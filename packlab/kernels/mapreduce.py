@@ -21,12 +21,12 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ..errors import PacklabError
+from ..errors import PacklabError, bad_value
 from . import cuda as _cuda
 from . import placement
-from .kernel import Kernel, check_numeric, kernel
+from .kernel import Kernel, compute_dtype, kernel
 from .loops import chunk_state
-from .reductions import Reduction, make_reduction, whole
+from .reductions import Reduction, flag, make_reduction, whole
 
 
 def mapreduce(
@@ -51,8 +51,9 @@ def mapreduce(
         their coordinates must agree).
     reduce : str or function
         ``"sum"``, ``"min"``, ``"max"``, ``"mean"``, ``"var"``, ``"std"`` (option
-        ``ddof=``), ``"count"`` (values that are non-zero: a boolean kernel is a
-        predicate), ``"histogram"`` (``bins=`` and ``range=``, or bin edges), or your
+        ``ddof=``), ``"count"`` (valid values: all but NaN, as xarray's ``count()``,
+        whatever ``skipna``; to count where a boolean kernel holds, use ``"sum"``),
+        ``"histogram"`` (``bins=`` and ``range=``, or bin edges), or your
         own associative, commutative combine ``f(a, b)``: ``reduce=f, identity=x`` or,
         equivalently, ``reduce="custom", combine=f, identity=x``.
     axis, dim : optional
@@ -94,25 +95,28 @@ def mapreduce(
     """
     kern = kernel(kern)
     if not arrays:
-        raise PacklabError(f"mapreduce({kern.name}) got no arrays: pass one per kernel argument.")
+        raise PacklabError(f"arrays=() is invalid: mapreduce({kern.name}) got no arrays; pass one "
+                           "per kernel argument.", field="arrays", value=())
     if axis is not None and dim is not None:
-        raise PacklabError("axis= and dim= were both given: pass positions (axis) or names (dim).")
-    if device not in ("auto", "cpu", "gpu"):
-        raise PacklabError(f"device={device!r} is invalid: expected 'auto', 'cpu' or 'gpu'.")
+        raise PacklabError(f"axis={axis!r} and dim={dim!r} were both given: pass positions (axis) or "
+                           "names (dim), not both.", field="dim", value=dim)
+    split_every = _split_every(split_every)
+    if not isinstance(device, str) or device not in ("auto", "cpu", "gpu"):
+        raise bad_value("device", device, "'auto', 'cpu' or 'gpu'",
+                        "Use device='auto' to run on GPU workers when the cluster has them.")
+    flag(skipna, "skipna")
 
     labelled = any(isinstance(a, xr.DataArray) for a in arrays)
-    dims, coords, data = _labelled(arrays) if labelled else (None, {}, [_as_dask(a) for a in arrays])
-    for i, x in enumerate(data):
-        check_numeric(x.dtype, f"arrays[{i}]")
+    dims, coords, data = (_labelled(arrays) if labelled else
+                          (None, {}, [_as_dask(a, f"arrays[{i}]") for i, a in enumerate(arrays)]))
     try:
         shape = np.broadcast_shapes(*(x.shape for x in data))
     except ValueError:
+        shapes = [tuple(x.shape) for x in data]
         raise PacklabError(
-            f"arrays of shapes {[tuple(x.shape) for x in data]} do not broadcast together: "
-            "make trailing dimensions equal or 1 (NumPy rules), or use DataArrays with named dims."
-        ) from None
-    if any(math.isnan(n) for n in shape):
-        raise PacklabError("arrays with unknown chunk sizes: call .compute_chunk_sizes() first.")
+            f"arrays of shapes {shapes} do not broadcast together: "
+            "make trailing dimensions equal or 1 (NumPy rules), or use DataArrays with named dims.",
+            field="arrays", value=shapes) from None
     axes = _axes(axis, dim, len(shape), dims)
 
     vtype = kern.result_dtype([x.dtype for x in data])
@@ -195,6 +199,18 @@ def partial_of_chunks(chunks, *, kern: Kernel, red: Reduction, kept, gpu: bool) 
     return partial.reshape(tuple(n if k else 1 for n, k in zip(shape, kept, strict=True)))
 
 
+def _split_every(value: Any) -> int | dict | None:
+    """``split_every`` as Dask takes it: None, a whole number of at least 2, or {axis: number}."""
+    fix = "e.g. split_every=8, or None for Dask's default."
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        if not all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in value):
+            raise bad_value("split_every", value, "a dict of axis: fan-in", fix)
+        return {int(k): whole(v, "split_every", minimum=2, fix=fix) for k, v in value.items()}
+    return whole(value, "split_every", minimum=2, fix=fix)
+
+
 def _fan_in(split_every: int | dict | None) -> int:
     """How many partials one combine task takes (Dask's rule: ``split_every``, else
     the ``split_every`` config value, else 4)."""
@@ -226,34 +242,62 @@ def _finalize(p: np.ndarray, red: Reduction) -> np.ndarray:
     return red.finalize(p)
 
 
-def _as_dask(x: Any) -> da.Array:
-    return x if isinstance(x, da.Array) else da.asarray(x)
+def _as_dask(x: Any, field: str) -> da.Array:
+    """One input as a dask array of a dtype numba compiles (see :func:`.kernel.compute_dtype`),
+    checked before any dask call that a bad one would fail with a raw error."""
+    if not hasattr(x, "dtype") or not hasattr(x, "shape"):  # lists, Python scalars (NumPy, CuPy pass)
+        try:
+            x = np.asarray(x)
+        except (TypeError, ValueError) as e:
+            raise PacklabError(f"{field}={x!r} is invalid: it is not an array ({e}). Pass a NumPy, "
+                               "dask or xarray array, or a number.", field=field, value=x) from None
+    dtype = compute_dtype(x.dtype, field)
+    if isinstance(x, da.Array) and any(math.isnan(n) for n in x.shape):
+        raise PacklabError(
+            f"{field} has unknown chunk sizes (shape {x.shape}), which is invalid: packlab must "
+            "know every chunk to broadcast and reduce. Call .compute_chunk_sizes() on it first "
+            "(boolean-mask indexing makes them unknown).", field=field, value=x.shape)
+    x = x if isinstance(x, da.Array) else da.asarray(x)
+    return x if dtype == x.dtype else x.astype(dtype)  # big-endian, float16: chunk by chunk
 
 
 def _axes(axis, dim, nd: int, dims: list[str] | None) -> tuple[int, ...]:
+    """The reduced axes, sorted; as NumPy, an axis named twice or one the inputs lack is
+    an error (a 0-d input has no axis 0)."""
     if dim is not None:
         if dims is None:
-            raise PacklabError(f"dim={dim!r} needs DataArray inputs; with plain arrays use axis=.")
-        names = [dim] if isinstance(dim, str) else list(dim)
+            raise PacklabError(f"dim={dim!r} needs DataArray inputs; with plain arrays use axis=.",
+                               field="dim", value=dim)
+        names = [dim] if isinstance(dim, str) else list(dim) if isinstance(dim, (list, tuple)) else None
+        if names is None or not all(isinstance(n, str) for n in names):
+            raise bad_value("dim", dim, "a dim name or a list of names",
+                            f"The inputs have dims {tuple(dims)}.")
         for n in names:
             if n not in dims:
-                raise PacklabError(f"dim={n!r} does not exist: the inputs have dims {tuple(dims)}.")
+                raise PacklabError(f"dim={n!r} does not exist: the inputs have dims {tuple(dims)}; "
+                                   "use one of them.", field="dim", value=n)
+        if len(set(names)) < len(names):
+            raise bad_value("dim", dim, "each dim named once", "Remove the repeated name.")
         return tuple(sorted({dims.index(n) for n in names}))
     if axis is None:
         return tuple(range(nd))
-    items = [axis] if np.ndim(axis) == 0 else list(axis)
-    out = set()
-    for a in items:
+    items = [axis] if np.ndim(axis) == 0 else (
+        list(axis) if isinstance(axis, (list, tuple, np.ndarray)) else None)
+    out: list[int] = []
+    for a in items if items is not None else [None]:
         try:
             a = whole(a, "axis", minimum=-nd)
         except PacklabError:
             a = None
-        if a is None or a >= max(nd, 1):
-            raise PacklabError(
-                f"axis={axis!r} is invalid: the broadcast inputs have {nd} dimension(s), so axes "
-                f"are whole numbers from {-nd} to {nd - 1}."
-            )
-        out.add(a % max(nd, 1))
+        if a is None or a >= nd:
+            has = "a 0-d input has no axes: use axis=None" if nd == 0 else (
+                f"the broadcast inputs have {nd} dimension(s), so axes are whole numbers "
+                f"from {-nd} to {nd - 1}")
+            raise PacklabError(f"axis={axis!r} is invalid: {has}.", field="axis", value=axis)
+        if a % nd in out:
+            raise PacklabError(f"axis={axis!r} is invalid: axis {a % nd} is named twice (as NumPy, "
+                               "each axis once). Remove the repeat.", field="axis", value=axis)
+        out.append(a % nd)
     return tuple(sorted(out))
 
 
@@ -272,15 +316,16 @@ def _labelled(arrays):
         dims += [d for d in a.dims if d not in dims]
     coords: dict[str, Any] = {}
     data = []
-    for a in arrays:
+    for i, a in enumerate(arrays):
+        field = f"arrays[{i}]"
         if isinstance(a, xr.DataArray):
             a = next(aligned)
             for name, c in a.coords.items():
                 coords.setdefault(name, c.variable)
-            x = _as_dask(a.transpose(*[d for d in dims if d in a.dims]).data)
+            x = _as_dask(a.transpose(*[d for d in dims if d in a.dims]).data, field)
             data.append(x[tuple(slice(None) if d in a.dims else None for d in dims)])
         else:
-            data.append(_as_dask(a))
+            data.append(_as_dask(a, field))
     return dims, coords, data
 
 

@@ -31,12 +31,25 @@ class Sum(Reduction):
 
 @register_reduction
 class Count(Reduction):
-    """How many values are non-zero (a boolean kernel is a predicate); NaN counts
-    unless ``skipna``."""
+    """How many valid values the kernel gives: every value except NaN, as xarray's
+    ``count()`` (and pandas'), whatever ``skipna`` says. Zeros and ``False`` count too:
+    to count where a boolean kernel (a predicate) holds, use ``reduce="sum"``."""
 
     name = "count"
     fields = ("n",)
     additive = True
+
+    def __init__(self, vtype, skipna=False, **options):
+        super().__init__(vtype, skipna, **options)
+        if self.vtype.kind == "b":
+            import warnings
+
+            from ..clusters import PacklabWarning
+
+            warnings.warn(
+                "reduce='count' of a boolean kernel is the number of values (count counts valid "
+                "values, as xarray's count()), not where it is True: for that use reduce='sum'.",
+                PacklabWarning, stacklevel=4)
 
     def state_dtype(self):
         return np.dtype([("n", "i8")])
@@ -45,7 +58,9 @@ class Count(Reduction):
         return ["l_n = 0"]
 
     def update_local(self):
-        return self.guarded(["if v != 0:", "    l_n += 1"])
+        if self.vtype.kind == "f":  # NaN is never a valid value
+            return ["if v == v:", "    l_n += 1"]
+        return ["l_n += 1"]
 
     def result_dtype(self):
         return np.dtype("i8")
@@ -87,7 +102,7 @@ class Var(Reduction):
 
     def __init__(self, vtype, skipna=False, ddof: int = 0, **options):
         super().__init__(vtype, skipna, **options)
-        self.ddof = whole(ddof, "ddof")
+        self.ddof = whole(ddof, "ddof", fix="e.g. ddof=1 for the sample variance.")
 
     def state_dtype(self):
         return np.dtype([("n", "i8"), ("s1", "f8"), ("s2", "f8"), ("k", "f8")])
@@ -147,9 +162,14 @@ class Var(Reduction):
         return np.zeros(1, self.vtype).mean().dtype
 
     def finalize(self, p):
+        # With no degrees of freedom left (ddof >= n) NumPy's two disagree and packlab
+        # follows each: np.var divides by zero (inf, or NaN for 0/0), np.nanvar gives NaN.
         with np.errstate(invalid="ignore", divide="ignore"):
             dof = p["n"] - self.ddof
-            v = np.where(dof > 0, np.maximum(p["m2"], 0.0) / np.maximum(dof, 1), np.nan)
+            m2 = np.maximum(p["m2"], 0.0)
+            v = m2 / np.maximum(dof, 0)
+            if self.skipna:
+                v = np.where(dof > 0, v, np.nan)
             v = np.where(np.isnan(p["m2"]), np.nan, v)
         return v.astype(self.result_dtype())
 

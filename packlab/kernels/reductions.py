@@ -23,7 +23,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import PacklabError, whole_number
+from ..errors import PacklabError, bad_value, whole_number
+from .codegen import locals_to_state
 
 REDUCTIONS: dict[str, type[Reduction]] = {}
 
@@ -43,13 +44,44 @@ def register_reduction(cls: type[Reduction]) -> type[Reduction]:
     >>> import packlab
     >>> int(packlab.mapreduce(lambda x: x, np.array([-1, 2, -3]), reduce="sumabs").compute())
     6
+
+    The class is checked here, not when it first runs: it must subclass
+    :class:`Reduction` and name itself (``name``, a new name: the built-in ones cannot be
+    replaced) and its state (``fields``, ``params``: distinct identifiers). Its snippets
+    are rewritten on their syntax tree (:mod:`.codegen`), so any field names work, also
+    ones that are prefixes of each other (``s`` and ``s2``). Registering a class of the
+    same name again (a notebook cell run twice) replaces it.
     """
-    REDUCTIONS[cls.name] = cls
+    if not (isinstance(cls, type) and issubclass(cls, Reduction)):
+        raise bad_value("register_reduction(cls)", cls, "a subclass of packlab.kernels.Reduction",
+                        "Decorate a class such as `class MyReduction(Reduction): ...`.")
+    name = getattr(cls, "name", None)
+    if not (isinstance(name, str) and name.isidentifier()):
+        raise bad_value(f"{cls.__name__}.name", name, "an identifier such as 'sumabs'",
+                        "Set the class attribute name = '...': it is what reduce= takes.")
+    old = REDUCTIONS.get(name)
+    same = old is not None and (old.__module__, old.__qualname__) == (cls.__module__, cls.__qualname__)
+    if old is not None and not same and old.__module__.startswith("packlab.kernels."):
+        raise bad_value(f"{cls.__name__}.name", name,
+                        f"a name not built into packlab (it is {old.__qualname__}'s)",
+                        "Give the reduction a name of its own.")
+    for attr in ("fields", "params"):
+        names = getattr(cls, attr, None)
+        if attr == "fields" and names is None:
+            raise bad_value(f"{cls.__name__}.fields", None, "a tuple of state field names, e.g. ('s', 's2')",
+                            "Set the class attribute fields = (...).")
+        ok = isinstance(names, tuple) and all(isinstance(n, str) and n.isidentifier() for n in names)
+        if not ok or len(set(names)) < len(names) or (attr == "fields" and not names):
+            raise bad_value(f"{cls.__name__}.{attr}", names,
+                            "a tuple of distinct identifiers, e.g. ('s', 's2')",
+                            f"Set the class attribute {attr} = (...).")
+    REDUCTIONS[name] = cls
     return cls
 
 
-def whole(value: Any, field: str, minimum: int = 0) -> int:
-    """:func:`packlab.errors.whole_number` that also accepts NumPy integers (not bools).
+def whole(value: Any, field: str, minimum: int = 0, fix: str | None = None) -> int:
+    """:func:`packlab.errors.whole_number` that also accepts NumPy integers (not bools),
+    with ``fix`` appended to its message.
 
     Examples
     --------
@@ -58,7 +90,26 @@ def whole(value: Any, field: str, minimum: int = 0) -> int:
     """
     if isinstance(value, np.integer):
         value = int(value)
-    return whole_number(value, field, minimum)
+    try:
+        return whole_number(value, field, minimum)
+    except PacklabError as e:
+        if fix is None:
+            raise
+        raise PacklabError(f"{e} {fix}", field=field, value=value) from None
+
+
+def flag(value: Any, field: str) -> bool:
+    """``value`` if it is a bool (NumPy's too); a string such as ``"no"`` or a number is an
+    error, not its truthiness.
+
+    Examples
+    --------
+    >>> flag(np.True_, "skipna")
+    True
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise bad_value(field, value, "True or False", f"Pass {field}=True or {field}=False.")
+    return bool(value)
 
 
 def acc_dtype(vtype: np.dtype) -> np.dtype:
@@ -79,13 +130,14 @@ class Reduction:
 
     def __init__(self, vtype: np.dtype, skipna: bool = False, **options: Any):
         if options:
+            given = ", ".join(f"{k}={v!r}" for k, v in options.items())
             raise PacklabError(
-                f"{', '.join(f'{k}=' for k in options)} is not an option of reduce={self.name!r}."
+                f"{given} is not an option of reduce={self.name!r}."
                 f" Remove it (options by reduction: ddof for var/std, bins/range for histogram,"
-                " combine/identity for reduce='custom')."
-            )
+                " combine/identity for reduce='custom').", field=next(iter(options)),
+                value=next(iter(options.values())))
         self.vtype = np.dtype(vtype)
-        self.skipna = bool(skipna) and self.vtype.kind == "f"
+        self.skipna = flag(skipna, "skipna") and self.vtype.kind == "f"
 
     # -- description --------------------------------------------------------
     def key(self) -> tuple:
@@ -138,8 +190,9 @@ class Reduction:
         return [f"s_{f}[o] += l_{f}" for f in self.fields]
 
     def update_state(self) -> list[str]:
-        """The same update, straight into the state (when no inner loop is reduced)."""
-        return [_to_state(line, self.fields) for line in self.update_local()]
+        """The same update, straight into the state (when no inner loop is reduced):
+        :func:`.codegen.locals_to_state` rewrites every ``l_<field>`` on the syntax tree."""
+        return locals_to_state(self.update_local(), self.state_dtype().names)
 
     def guarded(self, lines: list[str]) -> list[str]:
         """Skip NaN values when ``skipna`` (floats only: ints have no NaN)."""
@@ -188,12 +241,6 @@ class Reduction:
         raise NotImplementedError
 
 
-def _to_state(line: str, fields: tuple[str, ...]) -> str:
-    for f in fields:
-        line = line.replace(f"l_{f}", f"s_{f}[o]")
-    return line
-
-
 def _squeezed(shape: tuple[int, ...], axis: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(1 if i in axis else n for i, n in enumerate(shape))
 
@@ -215,17 +262,15 @@ def make_reduction(reduce: Any, vtype: np.dtype, skipna: bool, options: dict[str
         if reduce not in REDUCTIONS:
             raise PacklabError(
                 f"reduce={reduce!r} is unknown: choose one of {sorted(REDUCTIONS)}, or pass an "
-                "associative combine function f(a, b) with identity=."
-            )
+                "associative combine function f(a, b) with identity=.", field="reduce", value=reduce)
         return REDUCTIONS[reduce](vtype, skipna, **options)
     if callable(reduce):
         if "combine" in options:
             raise PacklabError(
-                f"reduce={reduce!r} is a combine function and combine= was given too: pass "
-                "reduce=f, identity=... or reduce='custom', combine=f, identity=..."
-            )
+                f"reduce={reduce!r} is a combine function and combine={options['combine']!r} was "
+                "given too: pass reduce=f, identity=... or reduce='custom', combine=f, identity=...",
+                field="combine", value=options["combine"])
         return combine.Custom(vtype, skipna, combine=reduce, **options)
     raise PacklabError(
         f"reduce={reduce!r} is invalid: expected a reduction name such as 'sum', or a "
-        "combine function f(a, b) with identity=."
-    )
+        "combine function f(a, b) with identity=.", field="reduce", value=reduce)

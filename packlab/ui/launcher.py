@@ -16,7 +16,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from .. import config
+from .. import checks, config
 from ..clusters import BACKENDS, PackCluster, PacklabWarning
 from ..clusters.launch import launch
 from ..errors import PacklabError
@@ -50,9 +50,9 @@ class ClusterLauncher(w.VBox):
         ``cost_source(cluster) -> float | str | None``: the cost so far, shown in the
         status line (a float is shown as dollars). Without it the line says
         ``cost: n/a (telemetry not enabled)``.
-    refresh_interval : float or None
-        Seconds between status refreshes while a cluster runs; ``None``: only on
-        actions and :meth:`refresh`.
+    refresh_interval : float, str or None
+        Time between status refreshes while a cluster runs (seconds, or a duration such
+        as ``"5s"``); ``None``: only on actions and :meth:`refresh`.
     **launch_kwargs
         Passed to every :func:`packlab.launch` call (e.g. ``cores=1``, ``memory="1GiB"``).
 
@@ -87,6 +87,31 @@ class ClusterLauncher(w.VBox):
         refresh_interval: float | None = 2.0,
         **launch_kwargs: Any,
     ):
+        # Bad arguments are shown in the widget's error line (and warned), never as a
+        # traitlets traceback: the form opens with the default in place of each one.
+        # A broken dask config (packlab.security: "off") is one problem too; the form then
+        # offers the built-in defaults, and Launch reports it again until it is fixed.
+        problems: list[str] = []
+        config_ok = _or_default(problems, False, lambda: config.validate() or True)
+        backend = _or_default(problems, "local", lambda: checks.choice(
+            config.get("backend") if backend is None else backend, "backend", BACKENDS,
+            fix="Set it in the form, or pass a registered backend."))
+        profile_names = _profile_names() if config_ok else list(config.DEFAULTS["packlab"]["profiles"])
+        profile = _or_default(problems, "general-batch", lambda: _profile_name(
+            config.get("profile") if profile is None else profile, profile_names, config_ok))
+        min_workers = _or_default(problems, 1, lambda: checks.integer(min_workers, "min_workers", minimum=0))
+        max_workers = _or_default(problems, max(1, min_workers),
+                                  lambda: checks.integer(max_workers, "max_workers", minimum=1))
+        if min_workers > max_workers:
+            problems.append(f"min_workers={min_workers} is greater than max_workers={max_workers}: "
+                            "set min_workers <= max_workers.")
+            min_workers, max_workers = 1, 1
+        refresh_interval = _or_default(problems, 2.0, lambda: checks.optional(
+            checks.duration, refresh_interval, "refresh_interval", allow_zero=False))
+        if cost_source is not None and not callable(cost_source):
+            problems.append(str(checks.bad_value("cost_source", cost_source,
+                                                 "a function cost_source(cluster) -> float | str | None")))
+            cost_source = None
         self.cost_source = cost_source
         self.refresh_interval = refresh_interval
         self.launch_kwargs = launch_kwargs
@@ -94,15 +119,12 @@ class ClusterLauncher(w.VBox):
         self._lock = threading.RLock()  # buttons and the refresh thread share the state
         self._stop_refresh: threading.Event | None = None
 
-        self.backend = w.Dropdown(
-            options=sorted(BACKENDS), value=backend or config.get("backend"), description="Backend"
-        )
-        profile = profile or config.get("profile")
-        self.profile = w.Dropdown(options=list(PROFILES), value=profile, description="Profile")
+        self.backend = w.Dropdown(options=sorted(BACKENDS), value=backend, description="Backend")
+        self.profile = w.Dropdown(options=profile_names, value=profile, description="Profile")
         self.min_workers = w.IntText(value=min_workers, description="Min workers")
         self.max_workers = w.IntText(value=max_workers, description="Max workers")
         self.spot = w.Checkbox(value=False, description="Spot (preemptible)")
-        self.gpus = w.IntText(value=PROFILES[profile].gpus, description="GPUs/worker")
+        self.gpus = w.IntText(value=_profile_gpus(profile), description="GPUs/worker")
         self.walltime = w.Text(placeholder=self._profile_walltime(), description="Walltime")
         self.partition = w.Text(placeholder="default partition", description="Partition")
         self.launch_button = w.Button(description="Launch", button_style="success", icon="play")
@@ -131,6 +153,10 @@ class ClusterLauncher(w.VBox):
         )
         self._sync_buttons()
         self.refresh()
+        if problems:
+            for p in problems:
+                warnings.warn(p, PacklabWarning, stacklevel=2)
+            self.error.value = _error_html("; ".join(problems))
 
     # -- public -----------------------------------------------------------------
     @property
@@ -245,7 +271,10 @@ class ClusterLauncher(w.VBox):
             self.walltime.placeholder = self._profile_walltime()
 
     def _profile_walltime(self) -> str:
-        return f"profile: {format_walltime(PROFILES[self.profile.value].walltime)}"
+        try:
+            return f"profile: {format_walltime(PROFILES[self.profile.value].walltime)}"
+        except PacklabError:  # a broken profile or config: the error line says why
+            return "walltime"
 
     def _forget_cluster(self) -> PackCluster | None:
         pc, self._cluster = self._cluster, None
@@ -292,10 +321,45 @@ class _Reporting:
         else:
             logger.error("packlab launcher: %s failed", self.action, exc_info=(kind, exc, tb))
             message = f"unexpected error during {self.action}: {_one_line(exc)} (details in the log)"
-        text = html.escape(message, quote=False)
-        self.ui.error.value = f'<span style="color:#b00020">&#9888; {text}</span>'
+        self.ui.error.value = _error_html(message)
         self.ui.refresh()
         return True
+
+
+def _error_html(message: str) -> str:
+    text = html.escape(message, quote=False)
+    return f'<span style="color:#b00020">&#9888; {text}</span>'
+
+
+def _or_default(problems: list[str], default: Any, check: Callable[[], Any]) -> Any:
+    """``check()``'s value, or ``default`` with its error message added to ``problems``."""
+    try:
+        return check()
+    except PacklabError as e:
+        if str(e) not in problems:  # a broken config fails every read: say it once
+            problems.append(str(e))
+        return default
+
+
+def _profile_name(name: object, names: list[str], config_ok: bool) -> str:
+    checks.text(name, "profile", fix="Pick one of `packlab profiles`.")
+    if config_ok:
+        PROFILES[name]  # an unknown or broken profile: packlab's own message
+    # the dropdown's spelling: general_batch is general-batch, as dask keys are
+    same = [n for n in names if n.replace("_", "-") == name.replace("_", "-")]  # type: ignore[union-attr]
+    return same[0] if same else checks.choice(name, "profile", names)
+
+
+def _profile_names() -> list[str]:
+    """The profile names a dropdown can offer (string keys only: the config may hold others)."""
+    return [n for n in PROFILES if isinstance(n, str)]
+
+
+def _profile_gpus(name: str) -> int:
+    try:
+        return PROFILES[name].gpus
+    except PacklabError:
+        return 0
 
 
 def _one_line(exc: BaseException) -> str:

@@ -106,3 +106,36 @@ def test_gpu_results_that_differ_only_in_parameters_do_not_share_layers():
     np.testing.assert_array_equal(got[1], np.histogram(x, 4, (0, 1))[0])
     np.testing.assert_array_equal(got[2], np.maximum(x.max(axis=0), 0.0))
     np.testing.assert_array_equal(got[3], x.max(axis=0))
+
+
+@pytest.mark.parametrize("name", ["test_s_s2", "test_s_s2_state"])
+@pytest.mark.parametrize("axis", [None, 0, (1, 2)])
+def test_gpu_registered_reduction_with_prefix_field_names(name, axis):
+    import test_kernels  # noqa: F401  (registers test_s_s2 and test_s_s2_state)
+
+    x = np.random.default_rng(3).normal(size=(9, 4, 6))
+    got = packlab.mapreduce(ident, da.from_array(x, chunks=(4, 3, 6)), reduce=name, axis=axis,
+                            device="gpu").compute()
+    np.testing.assert_allclose(got, np.sum(x * x, axis=axis) - np.sum(x, axis=axis), rtol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the simulator runs Python
+def test_gpu_division_by_zero_is_nan_that_skipna_drops():
+    t = np.array([[1.0, 2.0], [1.0, 4.0], [1.0, 6.0]])  # column 0 is constant: std 0
+    got = packlab.mapreduce(zscore, t, t.mean(0), t.std(0), reduce="mean", axis=0, skipna=True,
+                            device="gpu").compute()
+    np.testing.assert_allclose(got, [np.nan, 0.0], atol=1e-15)
+
+
+@packlab.kernel
+def zscore(t, clim, std):
+    return (t - clim) / std
+
+
+def test_gpu_histogram_narrow_range_and_float32_edges():
+    x = np.array([0.0, 1e-321, 5e-321, 1e-320, 1.0, np.nan, np.inf])
+    got = packlab.mapreduce(ident, x, reduce="histogram", bins=4, range=(0, 1e-320), device="gpu")
+    np.testing.assert_array_equal(got.compute(), np.histogram(x[np.isfinite(x)], 4, (0, 1e-320))[0])
+    y = np.random.default_rng(0).random(500).astype("f4")
+    got = packlab.mapreduce(ident, y, reduce="histogram", bins=7, range=(0.1, 0.9), device="gpu")
+    np.testing.assert_array_equal(got.compute(), np.histogram(y, 7, (0.1, 0.9))[0])

@@ -1,0 +1,167 @@
+"""Safe defaults for a cluster on a shared machine: TLS, a loopback dashboard, private dirs.
+
+On a login node every other user can reach every port and read every world-readable
+file. So packlab's clusters speak TLS, their dashboard listens on 127.0.0.1 only (it
+serves worker logs, call stacks, task names and ``/metrics`` without authentication),
+and the directories packlab writes certificates and logs to are owner-only (0700).
+Each of these can be opened up, but only by an explicit setting, and then packlab warns.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+import warnings
+
+from distributed import Security
+
+from .. import config
+from ..errors import PacklabError, bad_value
+
+#: What ``packlab.dashboard.address`` defaults to: loopback, any free port.
+LOOPBACK_DASHBOARD = "127.0.0.1:0"
+
+
+class PacklabSecurityWarning(UserWarning):
+    """A setting opens a cluster to other users or hosts; packlab does as told and says so."""
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def dashboard_address(value: object = None) -> str:
+    """The dashboard address to bind: ``value`` (``launch(dashboard_address=)``) or the setting.
+
+    ``packlab.dashboard.address`` defaults to ``127.0.0.1:0`` (loopback, a free port).
+    Anything that is not loopback (``":8787"``, ``"0.0.0.0:8787"``, a host name) is honoured
+    with a :class:`PacklabSecurityWarning`: the dashboard has no authentication.
+
+    Examples
+    --------
+    >>> dashboard_address()
+    '127.0.0.1:0'
+    >>> dashboard_address("localhost:8787")
+    'localhost:8787'
+    """
+    field = "dashboard_address"
+    if value is None:
+        value, field = config.get("dashboard.address"), "packlab.dashboard.address"
+    fix = 'Use "HOST:PORT", e.g. "127.0.0.1:8787" (this machine only) or "127.0.0.1:0" (any free port).'
+    if not isinstance(value, str) or ":" not in value:
+        raise bad_value(field, value, 'an address "HOST:PORT"', fix)
+    host, _, port = value.rpartition(":")
+    if not port.isdigit() or int(port) > 65535:
+        raise bad_value(field, value, 'an address "HOST:PORT" with a port from 0 to 65535', fix)
+    if not _is_loopback(host):
+        where = host or "every interface"
+        warnings.warn(
+            f"{field}={value!r}: the Dask dashboard will listen on {where}, without authentication; "
+            "anyone who can reach this host sees your worker logs, call stacks and task names. "
+            f"Keep the default {LOOPBACK_DASHBOARD!r} and use an SSH tunnel "
+            "(ssh -L 8787:127.0.0.1:PORT host) unless this host is yours alone.",
+            PacklabSecurityWarning,
+            stacklevel=4,
+        )
+    return value
+
+
+def security_setting(value: object, field: str = "security") -> bool | Security:
+    """Check ``security`` (a bool or a ``distributed.Security``); warn when it is off.
+
+    A string such as ``"off"`` (also from ``DASK_PACKLAB__SECURITY=off``) is an error, not
+    truthiness.
+
+    Examples
+    --------
+    >>> security_setting(True)
+    True
+    >>> security_setting("off")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    packlab.errors.PacklabError: security='off' is invalid: expected True, False or a distributed...
+    """
+    if isinstance(value, Security):
+        return value
+    if not isinstance(value, bool):
+        fix = None
+        if isinstance(value, str):
+            fix = ("A string is always truthy in Python: pass the bool False to turn TLS off (not "
+                   "advised), or set packlab.security: false in a dask config file.")
+        raise bad_value(field, value, "True, False or a distributed.Security", fix)
+    if value is False:
+        warnings.warn(
+            f"{field}=False: the scheduler listens on plain TCP without authentication; any user "
+            "who can reach its port (every user of a shared login node) can run code as you. "
+            "Keep security=True (TLS with temporary certificates) unless this machine is yours alone.",
+            PacklabSecurityWarning,
+            stacklevel=4,
+        )
+    return value
+
+
+def make_security(value: bool | Security) -> Security | None:
+    """``True``: fresh temporary TLS certificates; a ``Security``: itself; ``False``: none."""
+    if isinstance(value, Security):
+        return value
+    return Security.temporary() if value else None
+
+
+def private_directory(path: str, field: str) -> str:
+    """Create ``path`` (and missing parents) owner-only (0700); refuse a symlink or another owner.
+
+    An existing directory of ours that others may read is tightened to 0700. Anything
+    else at that path (a symlink someone planted, a file, a directory of another user)
+    is an error: packlab never writes certificates or logs through it.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> d = private_directory(os.path.join(tempfile.mkdtemp(), "a", "b"), "dir")
+    >>> oct(os.stat(d).st_mode & 0o777)
+    '0o700'
+    """
+    path = os.path.abspath(os.path.expanduser(path))
+    missing = []
+    p = path
+    while not os.path.lexists(p):
+        missing.append(p)
+        p = os.path.dirname(p)
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:  # made meanwhile by someone else: checked below
+            pass
+    _check_private(path, field)
+    return path
+
+
+def _check_private(path: str, field: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as e:
+        what = "a symbolic link" if os.path.islink(path) else "not a directory we can open"
+        raise PacklabError(
+            f"{field}={path!r} is {what} ({e.strerror}): packlab writes TLS certificates and logs "
+            "there and never through a link. Remove it, or set the setting to a directory of yours.",
+            field=field, value=path,
+        ) from None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.getuid():
+            raise PacklabError(
+                f"{field}={path!r} belongs to uid {st.st_uid}, not to you (uid {os.getuid()}): "
+                "another user could read your TLS keys there. Use a directory of your own.",
+                field=field, value=path,
+            )
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)

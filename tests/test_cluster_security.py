@@ -1,0 +1,169 @@
+"""Safe defaults on a shared machine, read from the real sockets and files.
+
+The dashboard's bind address comes from the listening sockets of the process that runs
+the scheduler (psutil), not from what packlab says it asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import warnings
+from urllib.parse import urlparse
+
+import dask
+import pytest
+from support import dashboard_binds, listening
+
+import packlab
+from packlab.clusters import PacklabSecurityWarning
+from packlab.clusters.security import private_directory
+from packlab.errors import PacklabError
+
+SMALL = {"cores": 1, "memory": "1GiB"}
+
+
+def quiet(**kwargs) -> packlab.PackCluster:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", packlab.PacklabWarning)
+        return packlab.launch(**kwargs)
+
+
+def test_local_dashboard_listens_on_loopback_only():
+    with quiet(workers=0, **SMALL) as pc:
+        assert dashboard_binds(pc.dashboard_link) == {"127.0.0.1"}
+        # The scheduler itself is loopback too (TLS).
+        port = urlparse(pc.scheduler_address.replace("tls://", "http://")).port
+        assert {ip for ip, p in listening() if p == port} == {"127.0.0.1"}
+
+
+@pytest.mark.parametrize("how", ["argument", "setting"])
+def test_a_wider_dashboard_is_explicit_and_warns(how):
+    kwargs = {"dashboard_address": ":0"} if how == "argument" else {}
+    with dask.config.set({"packlab.dashboard.address": ":0"} if how == "setting" else {}):
+        with pytest.warns(PacklabSecurityWarning, match="without authentication"):
+            pc = quiet(workers=0, **SMALL, **kwargs)
+    with pc:
+        assert dashboard_binds(pc.dashboard_link) & {"0.0.0.0", "::"}
+
+
+@pytest.mark.parametrize("value", ["8787", 8787, "127.0.0.1:http", ["127.0.0.1:0"], "1.2.3.4:99999"])
+def test_a_malformed_dashboard_address_is_an_error(value):
+    with pytest.raises(PacklabError, match=r"dashboard_address=.* is invalid: expected an address") as e:
+        packlab.launch(workers=0, dashboard_address=value, **SMALL)
+    assert "127.0.0.1:8787" in str(e.value)
+
+
+def test_security_false_setting_warns_and_a_string_is_an_error(monkeypatch):
+    with dask.config.set({"packlab.security": False}):
+        with pytest.warns(PacklabSecurityWarning, match="run code as you"):
+            with quiet(workers=0, **SMALL) as pc:
+                assert pc.scheduler_address.startswith("tcp://")
+    with pytest.raises(PacklabError, match="security='off' is invalid") as e:
+        packlab.launch(workers=0, security="off", **SMALL)
+    assert "pass the bool False" in str(e.value)
+
+
+def test_security_off_from_the_environment_is_an_error_naming_the_variable(monkeypatch):
+    monkeypatch.setenv("DASK_PACKLAB__SECURITY", "off")
+    dask.config.refresh()
+    try:
+        with pytest.raises(PacklabError, match=r"packlab\.security='off' is invalid") as e:
+            packlab.launch(workers=0, **SMALL)
+        assert "DASK_PACKLAB__SECURITY" in str(e.value)
+    finally:
+        monkeypatch.delenv("DASK_PACKLAB__SECURITY")
+        dask.config.refresh()
+
+
+# -- private directories --------------------------------------------------------------
+def test_private_directory_is_created_0700_with_its_parents(tmp_path):
+    d = private_directory(str(tmp_path / "a" / "b"), "dir")
+    for p in (tmp_path / "a", tmp_path / "a" / "b"):
+        assert stat.S_IMODE(os.stat(p).st_mode) == 0o700
+    assert d == str(tmp_path / "a" / "b")
+
+
+def test_private_directory_tightens_an_open_directory_of_ours(tmp_path):
+    d = tmp_path / "open"
+    d.mkdir(mode=0o777)
+    os.chmod(d, 0o777)
+    private_directory(str(d), "dir")
+    assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
+
+
+def test_private_directory_never_follows_a_planted_symlink(tmp_path):
+    target = tmp_path / "victim"
+    target.mkdir(mode=0o755)
+    link = tmp_path / "shared"
+    link.symlink_to(target)
+    with pytest.raises(PacklabError, match="symbolic link") as e:
+        private_directory(str(link), "jobqueue.slurm.shared-temp-directory")
+    assert "jobqueue.slurm.shared-temp-directory" in str(e.value)
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o755  # untouched
+    assert os.listdir(target) == []
+
+
+def test_private_directory_refuses_a_file(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(PacklabError, match="not a directory"):
+        private_directory(str(f), "dir")
+
+
+# -- the SLURM backend's directories and keywords (no SLURM needed to build them) -------
+def slurm_kwargs_in(home, monkeypatch, **settings):
+    from packlab.clusters.base import ClusterRequest
+    from packlab.clusters.slurm import slurm_kwargs
+
+    monkeypatch.setenv("HOME", str(home))
+    profile = packlab.PROFILES["general-batch"]
+    request = ClusterRequest(backend="slurm", profile=profile, partition="batch")
+    with dask.config.set({"jobqueue.slurm.shared-temp-directory": None,
+                          "jobqueue.slurm.log-directory": None, **settings}):
+        return slurm_kwargs(request, profile, None)
+
+
+def test_slurm_default_directories_are_owner_only_even_if_packlab_dir_was_open(tmp_path, monkeypatch):
+    (tmp_path / ".packlab").mkdir(mode=0o755)
+    os.chmod(tmp_path / ".packlab", 0o755)
+    kw = slurm_kwargs_in(tmp_path, monkeypatch)
+    top = tmp_path / ".packlab"
+    for d in (top, top / "slurm", top / "slurm" / "logs"):
+        assert stat.S_IMODE(os.stat(d).st_mode) == 0o700, d
+    assert kw["shared_temp_directory"] == str(tmp_path / ".packlab" / "slurm")
+    assert kw["log_directory"] == str(tmp_path / ".packlab" / "slurm" / "logs")
+    assert kw["scheduler_options"]["dashboard_address"] == "127.0.0.1:0"
+
+
+def test_slurm_refuses_a_symlink_planted_as_its_shared_directory(tmp_path, monkeypatch):
+    (tmp_path / ".packlab").mkdir(mode=0o700)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / ".packlab" / "slurm").symlink_to(elsewhere)
+    with pytest.raises(PacklabError, match=r"jobqueue\.slurm\.shared-temp-directory=.*symbolic link"):
+        slurm_kwargs_in(tmp_path, monkeypatch)
+    assert os.listdir(elsewhere) == []
+
+
+def test_slurm_keywords_extend_the_sites_lists_and_leave_its_settings_alone(tmp_path, monkeypatch):
+    kw = slurm_kwargs_in(tmp_path, monkeypatch, **{
+        "jobqueue.slurm.job-extra-directives": ["--qos=high"],
+        "jobqueue.slurm.worker-extra-args": ["--resources", "SITE=1"],
+        "jobqueue.slurm.scheduler-options": {"idle_timeout": 60},
+        "jobqueue.slurm.local-directory": "$TMPDIR",
+    })
+    assert kw["job_extra_directives"] == ["--qos=high"]
+    assert kw["worker_extra_args"][:2] == ["--resources", "SITE=1"]
+    assert "--lifetime" in kw["worker_extra_args"]
+    assert kw["scheduler_options"] == {"idle_timeout": 60, "dashboard_address": "127.0.0.1:0"}
+    # What packlab has no opinion on is not passed, so dask-jobqueue reads the site's value.
+    for key in ("local_directory", "python", "interface", "account"):
+        assert key not in kw
+
+
+def test_bad_input_beside_security_false_is_only_an_error_not_also_a_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PacklabSecurityWarning)
+        with pytest.raises(PacklabError, match="cores=0"):
+            packlab.launch(workers=0, security=False, dashboard_address=":0", cores=0, memory="1GiB")
