@@ -150,7 +150,7 @@ API = [
         "submit-timeout-inf",
         lambda w: w["q"].submit(abs, 1, timeout=float("inf")),
         PacklabError,
-        ["timeout=inf", "a duration such as"],
+        ["timeout=inf", "expected a duration"],
     ),
     (
         "submit-deadline-str",
@@ -264,7 +264,7 @@ API = [
         "result-timeout-nan",
         lambda w: w["done"].result(timeout=float("nan")),
         PacklabError,
-        ["timeout=nan", "a duration such as"],
+        ["timeout=nan", "expected a duration"],
     ),
     (
         "get-type",
