@@ -67,6 +67,7 @@ __all__ = [
     "JobQueue",
     "PackCluster",
     "PacklabError",
+    "PacklabRuntimeError",
     "PacklabWarning",
     "Pricing",
     "Profile",
