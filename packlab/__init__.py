@@ -9,7 +9,7 @@ from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError, PacklabError
+from .errors import ConfigError, PacklabError, PacklabRuntimeError
 
 try:
     from . import config  # noqa: F401  (merges packlab.yaml into dask.config)
@@ -35,6 +35,8 @@ _LAZY = {
     "Job": ".queue",
     "JobQueue": ".queue",
     "Retry": ".queue",
+    "Pricing": ".telemetry.pricing",
+    "Finding": ".telemetry.advisor",
 }
 
 if TYPE_CHECKING:
@@ -42,6 +44,8 @@ if TYPE_CHECKING:
     from .clusters.launch import launch
     from .kernels import kernel, mapreduce
     from .queue import Job, JobQueue, Retry
+    from .telemetry.advisor import Finding
+    from .telemetry.pricing import Pricing
 
 
 def __getattr__(name: str):
@@ -58,11 +62,14 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "PROFILES",
+    "Finding",
     "Job",
     "JobQueue",
     "PackCluster",
     "PacklabError",
+    "PacklabRuntimeError",
     "PacklabWarning",
+    "Pricing",
     "Profile",
     "Retry",
     "__version__",

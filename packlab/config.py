@@ -122,6 +122,10 @@ def _check_leaf(node: Mapping[str, Any], value: object, field: str) -> None:
         checks.walltime(value, field)
     elif kind == "choice":
         checks.choice(value, field, node["choices"])
+    elif kind == "currency":
+        from .telemetry.pricing import check_currency  # the table of codes lives with the prices
+
+        check_currency(value, field)
     elif kind == "mapping":
         if not isinstance(value, Mapping):
             raise checks.bad_value(field, value, "a mapping")

@@ -84,6 +84,20 @@ WRONG = [
     ("queue.breaker.cooldown", "a while"),
     ("profiles", ["a"]), ("profiles", "big"), ("queue", 5), ("queue.retry", "fast"),
     ("profile", "analytic"), ("profile", "nope"),
+    ("pricing.core-hour", -1), ("pricing.gb-hour", "cheap"), ("pricing.gpu-hour", NAN),
+    ("pricing.su-price", True), ("pricing.spot-discount", 1.0), ("pricing.reserved-discount", -0.2),
+    ("pricing.currency", "usd"), ("pricing.currency", 840), ("pricing.currency", "EURO"), ("pricing", 5),
+    ("telemetry.history.per-second", "-1h"), ("telemetry.history.per-minute", "a week"),
+    ("telemetry.alerts.window", 0), ("telemetry.alerts.cooldown", "-5m"),
+    ("telemetry.alerts.utilisation-low", 50), ("telemetry.alerts.utilisation-high", "90%"),
+    ("telemetry.alerts.duration-sla", "0s"), ("telemetry.alerts.failure-rate", 1.0),
+    ("telemetry.alerts.cost-trend", 0), ("telemetry.advisor.idle-after", 0),
+    ("telemetry.advisor.retry-rate", -1), ("telemetry.advisor.fast-retry", "quick"),
+    ("telemetry.advisor.memory-low", 2), ("telemetry.advisor.memory-high", NAN),
+    ("telemetry.advisor.giant-share", "half"), ("telemetry.advisor.too-small", -10),
+    ("telemetry.advisor.cpu-efficiency", 1.5), ("telemetry.advisor.gpu-utilisation", -0.1),
+    ("telemetry.advisor.pending-after", INF), ("telemetry.advisor.deep-queue", 0),
+    ("telemetry.advisor.headroom", -0.2), ("telemetry", "on"), ("telemetry.alerts", []),
 ]
 
 

@@ -165,7 +165,7 @@ def _graph(kern, red, data, shape, axes, gpu, split_every):
     combined = da.reduction(
         partials, _as_is, functools.partial(_aggregate, red=red), axis=raxes, keepdims=False,
         dtype=pdt, split_every=split_every, combine=functools.partial(_combine, red=red),
-        meta=np.empty((0,) * (nd - len(axes)), pdt), name=f"{kern.name}-{red.name}",
+        name=f"{kern.name}-{red.name}",  # meta: from _combine/_aggregate(computing_meta=True)
     )
     extra = red.extra_shape()
     return combined.map_blocks(
@@ -225,17 +225,34 @@ def _final_of_groups(parts: list[np.ndarray], red: Reduction) -> np.ndarray:
     return red.finalize(red.combine(p, (p.ndim - 1,)).squeeze(axis=-1))
 
 
-def _as_is(x, axis=None, keepdims=True):
+def _as_is(x, axis=None, keepdims=True, computing_meta=False):
     return x
 
 
-def _combine(x, axis=None, keepdims=True, red: Reduction | None = None):
+def _combine(x, axis=None, keepdims=True, red: Reduction | None = None, computing_meta=False):
+    if computing_meta or x.size == 0:  # dask's meta: an empty partial of the right rank
+        return _empty_meta(x, axis, keepdims)
     return red.combine(x, tuple(axis))
 
 
-def _aggregate(x, axis=None, keepdims=False, red: Reduction | None = None):
+def _aggregate(x, axis=None, keepdims=False, red: Reduction | None = None, computing_meta=False):
+    if computing_meta or x.size == 0:
+        return _empty_meta(x, axis, keepdims)
     out = red.combine(x, tuple(axis))
     return out if keepdims else out.squeeze(axis=tuple(axis))
+
+
+def _empty_meta(x, axis, keepdims: bool) -> np.ndarray:
+    # Dask asks the combine steps for their meta (an empty array); older dask (2024.10)
+    # sums a meta of the wrong rank, which fails for a partial's structured dtype, so the
+    # meta must have the right rank. A partial that is empty because a kept dim has
+    # length 0 keeps that shape.
+    axes = set(axis)
+    if keepdims:
+        shape = [1 if i in axes and n else n for i, n in enumerate(x.shape)]
+    else:
+        shape = [n for i, n in enumerate(x.shape) if i not in axes]
+    return np.empty(shape, dtype=x.dtype)
 
 
 def _finalize(p: np.ndarray, red: Reduction) -> np.ndarray:
