@@ -55,7 +55,7 @@ from typing import Any
 from distributed import Client
 
 from .. import config
-from ..errors import PacklabError, QueueClosed, StoreError, bad_value, whole_number
+from ..errors import PacklabError, QueueClosed, QueueFailed, StoreError, bad_value, whole_number
 from ..units import memory_bytes
 from . import control
 from . import payload as _payload
@@ -350,7 +350,7 @@ class JobQueue(Views):
             raise StoreError(f"store {self._store.path} failed to write ({type(err).__name__}: {err}): "
                                "jobs are no longer recorded; check the disk and open a new JobQueue.")
         if self._engine.signal.error is not None:
-            raise PacklabError(f"the queue's loop failed ({self._engine.signal.error}); see the "
+            raise QueueFailed(f"the queue's loop failed ({self._engine.signal.error}); see the "
                                "'packlab.queue' log for the traceback. Open a new JobQueue with the same "
                                "store and resume() to continue.")
 
