@@ -1,7 +1,11 @@
 """Job queue: throughput against raw Dask, the policy engine alone, memory per queued job.
 
-    python -m benchmarks queue            # 10,000 jobs; 1,000,000 policy ops; 1,000,000 queued
-    python -m benchmarks queue --quick    # 2,000 jobs; 100,000 ops; 100,000 queued
+    python -m benchmarks queue            # 10,000 and 100,000 jobs; 1,000,000 policy ops; 1,000,000 queued
+    python -m benchmarks queue --quick    # 2,000 and 10,000 jobs; 100,000 ops; 100,000 queued
+
+Throughput is raw ``client.map`` against ``JobQueue`` (fair share, SQLite store, driver
+lease) on the same cluster, interleaved so both see the same load. While a queue runs,
+another process times ``packlab queue requeue/cancel/ls/stats`` (each answer).
 
 Memory is measured with tracemalloc: every allocation made while creating and queueing
 the jobs (Job record, its first event, the queue's id index, the policy's entries),
@@ -12,9 +16,13 @@ excluded, as the target ("beyond its payload") asks.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import random
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 import uuid
@@ -23,15 +31,69 @@ import warnings
 import packlab
 from packlab.queue import Job, JobQueue, get_policy
 
-from .table import Row, best_of
+from .table import Row
 
 
 def _inc(x):
     return x + 1
 
 
-def _throughput(n: int) -> list[Row]:
-    g = f"{n:,} trivial jobs, LocalCluster 2 workers x 1 thread (TLS)"
+# Another process asks the CLI while the queue runs: each command's answer time, in a
+# process that imported packlab once (so Python's start-up is not counted).
+_ASKER = r"""
+import sqlite3, sys, time, json
+from click.testing import CliRunner
+from packlab.cli import main
+import packlab.queue.cli  # imported once, before the clock runs (the CLI imports it lazily)
+store, stop = sys.argv[1], sys.argv[2]
+import os
+worst, n, errors = {}, {}, []
+run = CliRunner().invoke
+def timed(name, args):
+    t0 = time.perf_counter()
+    r = run(main, ["queue", *args, "--store", store])
+    dt = time.perf_counter() - t0
+    if r.exit_code != 0:
+        errors.append(f"{name}: {r.output.strip()[-200:]} {r.exception!r}")
+    worst[name] = max(worst.get(name, 0.0), dt); n[name] = n.get(name, 0) + 1
+con = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=30)
+while not os.path.exists(stop):
+    timed("stats", ["stats"])
+    timed("ls", ["ls", "--limit", "20"])
+    row = con.execute("SELECT id FROM jobs WHERE status='queued' ORDER BY seq DESC LIMIT 1").fetchone()
+    if row:
+        timed("cancel", ["cancel", row[0]])
+        t0 = time.monotonic()
+        while con.execute("SELECT status FROM jobs WHERE id=?", row).fetchone()[0] != "cancelled":
+            if time.monotonic() - t0 > 30: break
+            time.sleep(0.01)
+        timed("requeue", ["requeue", row[0]])
+    time.sleep(0.05)
+print(json.dumps({"worst": worst, "n": n, "errors": errors[:3]}))
+"""
+
+
+def _rss_peak(stop, out):
+    import psutil
+
+    p, peak = psutil.Process(), 0
+    while not stop.is_set():
+        peak = max(peak, p.memory_info().rss)
+        stop.wait(0.05)
+    out.append(peak)
+
+
+def _fair(pc, d, n, subscribe=False):
+    path = os.path.join(d, f"fs-{uuid.uuid4().hex}.db")
+    with JobQueue(pc, policy="fair-share", store=path) as q:
+        for i in range(n):
+            q.submit(_inc, i, owner=f"u{i % 4}")
+        q.wait()
+        return q.stats()["max_in_flight"], q._store.commits
+
+
+def _throughput(n: int, repeat: int) -> list[Row]:
+    g = f"{n:,} trivial jobs, LocalCluster 2 workers x 1 thread (TLS); store, lease and fair share on"
     rows = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", packlab.PacklabWarning)
@@ -39,35 +101,76 @@ def _throughput(n: int) -> list[Row]:
     with pc, tempfile.TemporaryDirectory() as d:
         client = pc.client
         client.gather(client.map(_inc, range(200), pure=False))  # warm up
-
-        def raw_map():
+        _fair(pc, d, 500)
+        raw, fair, info = [], [], {}
+        for _ in range(repeat):  # interleaved: both see the same load on a shared machine
+            t0 = time.perf_counter()
             client.gather(client.map(_inc, range(n), pure=False))
-
-        def queue(max_in_flight=None, tag=""):
-            path = os.path.join(d, f"q{tag}-{uuid.uuid4().hex}.db")
-            with JobQueue(pc, store=path, max_in_flight=max_in_flight) as q:
-                q.map(_inc, range(n))
-                q.wait()
-                return q.stats()["max_in_flight"]
-
-        t_raw = best_of(raw_map, repeat=2)
-        rows.append(Row(g, "raw client.map", n / t_raw, "jobs/s", baseline=True))
-        cap = queue()
-        t_q = best_of(queue, repeat=2)
-        rows.append(Row(g, "JobQueue fifo, SQLite on", n / t_q, "jobs/s",
-                        note=f"max_in_flight={cap} (auto); target >= 0.5x, aim 0.8x"))
-        t_big = best_of(lambda: queue(256, "big"), repeat=1)
-        rows.append(Row(g, "JobQueue fifo, max_in_flight=256", n / t_big, "jobs/s"))
-        t_fs = best_of(lambda: _queue_policy(pc, d, n, "fair-share"), repeat=1)
-        rows.append(Row(g, "JobQueue fair-share, SQLite on", n / t_fs, "jobs/s"))
+            raw.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            info["cap"], info["commits"] = _fair(pc, d, n)
+            fair.append(time.perf_counter() - t0)
+        t_raw, t_fair = min(raw), min(fair)
+        rows.append(Row(g, "raw client.map", n / t_raw, "jobs/s", baseline=True, note=f"best of {repeat}"))
+        rows.append(Row(g, "JobQueue fair-share", n / t_fair, "jobs/s",
+                        note=f"target >= 0.8x; max_in_flight={info['cap']}, {info['commits']} commits"))
+        rows += _cli_latency(pc, d, n)
     return rows
 
 
-def _queue_policy(pc, d, n, policy):
-    with JobQueue(pc, policy=policy, store=os.path.join(d, f"{policy}-{uuid.uuid4().hex}.db")) as q:
-        for i in range(n):
-            q.submit(_inc, i, owner=f"u{i % 4}")
+def _cli_latency(pc, d, n: int) -> list[Row]:
+    g = f"packlab queue CLI from another process while {n:,} jobs run (worst answer)"
+    path = os.path.join(d, f"cli-{uuid.uuid4().hex}.db")
+    stop = os.path.join(d, "stop-" + uuid.uuid4().hex)
+    with JobQueue(pc, policy="fair-share", store=path) as q:
+        jobs = q.map(_inc, range(n), owner="u0")
+        asker = subprocess.Popen([sys.executable, "-c", _ASKER, path, stop], stdout=subprocess.PIPE,
+                                 text=True)
+        q.wait(jobs)
+        open(stop, "w").close()
+        out, _ = asker.communicate(timeout=120)
         q.wait()
+    res = json.loads(out.strip().splitlines()[-1])
+    rows = []
+    for i, name in enumerate(("requeue", "cancel", "ls", "stats")):
+        worst = res["worst"].get(name, float("nan"))
+        note = f"{res['n'].get(name, 0)} calls; target < 1 s"
+        if i == 0 and res["errors"]:
+            note += f"; errors: {res['errors']}"
+        rows.append(Row(g, f"queue {name}", worst, "s", baseline=i == 0, higher_is_better=False, note=note))
+    return rows
+
+
+def _big(n: int) -> list[Row]:
+    g = f"{n:,} trivial jobs, fair share, store and lease on: the driver's memory"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", packlab.PacklabWarning)
+        pc = packlab.launch(workers=2, cores=1, memory="1GiB", wait=True)
+    with pc, tempfile.TemporaryDirectory() as d:
+        client = pc.client
+        client.gather(client.map(_inc, range(200), pure=False))
+        gc.collect()
+        import psutil
+
+        base = psutil.Process().memory_info().rss
+        stop, peak = threading.Event(), []
+        th = threading.Thread(target=_rss_peak, args=(stop, peak))
+        th.start()
+        t0 = time.perf_counter()
+        _fair(pc, d, n)
+        t_q = time.perf_counter() - t0
+        stop.set()
+        th.join()
+        gc.collect()
+        after = psutil.Process().memory_info().rss
+        t0 = time.perf_counter()
+        client.gather(client.map(_inc, range(n), pure=False))
+        t_raw = time.perf_counter() - t0
+    mib = 2**20
+    return [Row(g, "raw client.map", n / t_raw, "jobs/s", baseline=True, note="run after the queue"),
+            Row(g, "JobQueue fair-share", n / t_q, "jobs/s",
+                note=f"driver (scheduler in it) peak RSS +{(peak[0] - base) / mib:.0f} MiB during, "
+                     f"{(after - base) / mib:+.0f} MiB after close")]
 
 
 def _jobs(n: int, seed: int = 0) -> list[Job]:
@@ -121,7 +224,8 @@ def _memory_per_job(name: str, n: int) -> float:
 
 
 def run(quick: bool = False) -> list[Row]:
-    rows = _throughput(2000 if quick else 10_000)
+    rows = _throughput(2000 if quick else 10_000, 2 if quick else 3)
+    rows += _big(10_000 if quick else 100_000)
     ops, depth = (100_000, 10_000) if quick else (1_000_000, 100_000)
     g = f"policy engine in process: {ops:,} push+pop ops, {depth:,} queued"
     for i, name in enumerate(("fifo", "priority", "fair-share", "deadline")):

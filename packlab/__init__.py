@@ -9,7 +9,7 @@ from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError, PacklabError
+from .errors import ConfigError, PacklabError, PacklabRuntimeError
 
 try:
     from . import config  # noqa: F401  (merges packlab.yaml into dask.config)
@@ -67,6 +67,7 @@ __all__ = [
     "JobQueue",
     "PackCluster",
     "PacklabError",
+    "PacklabRuntimeError",
     "PacklabWarning",
     "Pricing",
     "Profile",

@@ -31,6 +31,10 @@ class QueueClosed(PacklabRuntimeError):
     """The job queue is closed (or stopped because it lost its driver lease)."""
 
 
+class QueueFailed(PacklabRuntimeError):
+    """The queue's own loop failed (e.g. a custom policy raised): it dispatches nothing more."""
+
+
 class LeaseError(PacklabRuntimeError):
     """The store's driver lease is held by another live driver, or this driver lost it."""
 

@@ -23,14 +23,14 @@ def small_cluster() -> packlab.PackCluster:
 
 def race(fn: Callable[[], Any], n: int = 4) -> list[Any]:
     """Call ``fn`` from ``n`` threads released together; return what each call returned,
-    or the PacklabError it raised."""
+    or the PacklabError (or PacklabRuntimeError: e.g. a LeaseError) it raised."""
     start, outcomes = threading.Barrier(n), []
 
     def call():
         start.wait()
         try:
             outcomes.append(fn())
-        except packlab.PacklabError as e:
+        except (packlab.PacklabError, packlab.errors.PacklabRuntimeError) as e:
             outcomes.append(e)
 
     threads = [threading.Thread(target=call) for _ in range(n)]

@@ -19,7 +19,7 @@ from support import race, small_cluster
 
 import packlab
 from packlab.cli import main as cli
-from packlab.errors import PacklabError
+from packlab.errors import PacklabError, QueueClosed, QueueFailed
 from packlab.queue import FIFO, CircuitBreaker, FairShare, JobQueue, JobTimeout, Retry, RetryBudget, Store
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import tests/
@@ -527,9 +527,9 @@ def test_an_error_in_the_loop_spares_the_rest_of_its_batch_and_is_raised(queue, 
     assert [g.result(timeout=60) for g in good] == list(range(20, 0, -1))
     assert bad.status == "queued"
     assert "push: RuntimeError: picky policy refuses owner=bad" in q.stats()["errors"]["loop"]
-    with pytest.raises(PacklabError, match=r"the queue's loop failed .*picky policy refuses"):
+    with pytest.raises(QueueFailed, match=r"the queue's loop failed .*picky policy refuses"):
         q.wait(timeout=60)
-    with pytest.raises(PacklabError, match="the queue's loop failed"):
+    with pytest.raises(QueueFailed, match="the queue's loop failed"):
         q.submit(abs, -2)
 
 
@@ -760,9 +760,9 @@ def test_waiting_on_a_job_of_a_closed_queue_says_so(queue, tmp_path):
     q.close()
     try:
         assert waiting.status == "queued"
-        with pytest.raises(PacklabError, match=r"its queue is closed: open .*resume"):
+        with pytest.raises(QueueClosed, match=r"its queue is closed: open .*resume"):
             waiting.result(timeout=10)
-        with pytest.raises(PacklabError, match=r"2 of 2 jobs are not finished and the queue is closed"):
+        with pytest.raises(QueueClosed, match=r"2 of 2 jobs are not finished and the queue is closed"):
             q.wait(timeout=10)
     finally:
         release()

@@ -18,10 +18,11 @@ import cloudpickle
 import dask
 import pytest
 from click.testing import CliRunner
+from distributed.diagnostics.plugin import SchedulerPlugin
 from support import race, small_cluster
 
 from packlab.cli import main as cli
-from packlab.errors import PacklabError
+from packlab.errors import LeaseError, PacklabError, QueueClosed
 from packlab.queue import JobQueue
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -52,7 +53,7 @@ with LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as lc:
             q.submit(effect, "late", log)
             q.flush()
             print("submitted", flush=True)
-        except packlab.PacklabError as e:
+        except packlab.errors.LeaseError as e:
             print("refused:", e, flush=True)
     q.close()
 """
@@ -122,7 +123,7 @@ def test_a_second_queue_in_this_process_is_refused_until_the_first_closes(cluste
     q1 = JobQueue(cluster, store=store)
     try:
         threads = lease_threads()
-        with pytest.raises(PacklabError) as err:
+        with pytest.raises(LeaseError) as err:
             JobQueue(cluster, store=store)
         msg = str(err.value)
         assert f"store {store} is driven by another JobQueue" in msg
@@ -144,7 +145,7 @@ def test_of_concurrent_openers_exactly_one_wins(cluster, tmp_path):
     JobQueue(cluster, store=store).close()  # the schema exists: the openers race on the lease only
     outcomes = race(lambda: JobQueue(cluster, store=store))
     won = [o for o in outcomes if isinstance(o, JobQueue)]
-    refused = [o for o in outcomes if isinstance(o, PacklabError)]
+    refused = [o for o in outcomes if isinstance(o, LeaseError)]
     try:
         assert len(won) == 1 and len(refused) == 3, refused
         assert lease_row(store)[0] == won[0]._lease.driver
@@ -156,7 +157,7 @@ def test_of_concurrent_openers_exactly_one_wins(cluster, tmp_path):
 def test_a_driver_in_another_process_is_refused_and_the_cli_reads_meanwhile(cluster, tmp_path, holder):
     store = str(tmp_path / "q.db")
     p = holder(store, n=3)
-    with pytest.raises(PacklabError, match=rf"pid {p.pid} on host {re.escape(socket.gethostname())}, since"):
+    with pytest.raises(LeaseError, match=rf"pid {p.pid} on host {re.escape(socket.gethostname())}, since"):
         JobQueue(cluster, store=store)
     r = CliRunner().invoke(cli, ["queue", "stats", "--store", store])
     assert r.exit_code == 0 and re.search(r"total\s+3", r.output), r.output
@@ -203,7 +204,7 @@ def test_a_silent_driver_is_taken_over_after_the_timeout_and_not_before(cluster,
             time.sleep(0.01)  # stopped for sure: no heartbeat lands after the one we read
         beat = lease_row(store)[4]
         with dask.config.set({"packlab.queue.lease-timeout": "1h"}):  # far from stale: refused
-            with pytest.raises(PacklabError, match=f"pid {p.pid}"):
+            with pytest.raises(LeaseError, match=f"pid {p.pid}"):
                 JobQueue(cluster, store=store)
         with dask.config.set({"packlab.queue.lease-timeout": "2s"}):
             while True:
@@ -211,7 +212,7 @@ def test_a_silent_driver_is_taken_over_after_the_timeout_and_not_before(cluster,
                 try:
                     q = JobQueue(cluster, store=store)
                     break
-                except PacklabError as e:
+                except LeaseError as e:
                     assert "driven by another JobQueue" in str(e)
                     assert before - beat <= 2.0  # refused only while the heartbeat was fresh
                     time.sleep(0.1)
@@ -243,15 +244,15 @@ def test_take_over_true_takes_the_store_and_the_old_queue_stops(cluster, tmp_pat
     try:
         assert lease_row(store)[0] == new._lease.driver
         job = old.submit(effect, "old", str(tmp_path / "log"))
-        with pytest.raises(PacklabError, match="another JobQueue took over this queue's driver lease"):
+        with pytest.raises(LeaseError, match="another JobQueue took over this queue's driver lease"):
             old.flush()
-        with pytest.raises(PacklabError, match="queued and its queue is closed"):
+        with pytest.raises(QueueClosed, match="queued and its queue is closed"):
             job.result(timeout=60)  # the old queue stopped before it could run it
-        with pytest.raises(PacklabError, match="took over this queue's driver lease"):
+        with pytest.raises(LeaseError, match="took over this queue's driver lease"):
             old.submit(abs, -1)
-        with pytest.raises(PacklabError, match="took over this queue's driver lease"):
+        with pytest.raises(LeaseError, match="took over this queue's driver lease"):
             old.wait(timeout=60)
-        with pytest.raises(PacklabError, match="took over this queue's driver lease"):
+        with pytest.raises(LeaseError, match="took over this queue's driver lease"):
             old.cancel(job.id)
         old.close()
         assert lease_row(store)[0] == new._lease.driver  # closing the old one spared the new lease
@@ -290,17 +291,31 @@ def test_a_queue_that_lost_its_lease_dispatches_nothing_more(cluster, tmp_path):
         old.close()
 
 
+class KeysSeen(SchedulerPlugin):
+    """Records the key of every task the scheduler is given (public plugin API)."""
+
+    name = "packlab-test-keys-seen"
+
+    def __init__(self):
+        self.keys = set()
+
+    def transition(self, key, start, finish, *args, **kwargs):
+        self.keys.add(str(key))
+
+
 def scheduler_saw(client, fragment):
-    """Whether the scheduler ever had a task whose key contains ``fragment``. Ask after a
-    round trip of this client's own: what it sent before has reached the scheduler."""
+    """Whether the scheduler ever had a task whose key contains ``fragment`` (since
+    :class:`KeysSeen` was registered). Ask after a round trip of this client's own: what
+    it sent before has reached the scheduler."""
     client.submit(abs, -1, pure=False).result(timeout=60)
     return client.run_on_scheduler(
-        lambda dask_scheduler: any(fragment in str(t[0]) for t in dask_scheduler.transition_log))
+        lambda dask_scheduler: any(fragment in k for k in dask_scheduler.plugins[KeysSeen.name].keys))
 
 
 def test_a_queue_that_lost_its_lease_hands_nothing_to_dask_before_it_notices(cluster, tmp_path):
     store, log, flag = str(tmp_path / "q.db"), str(tmp_path / "log"), tmp_path / "flag"
     flag.touch()
+    cluster.client.register_plugin(KeysSeen())
     with dask.config.set({"packlab.queue.lease-timeout": "1h"}):  # no heartbeat during this test
         old = JobQueue(cluster, store=store, max_in_flight=1)
     try:

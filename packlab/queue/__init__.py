@@ -4,29 +4,35 @@
 :mod:`packlab.queue.jobqueue` for what it guarantees.
 """
 
-from .job import PRIORITIES, STATUSES, Job, JobFailed, JobTimeout
+from .events import Event, Subscription
+from .job import Job, JobFailed, JobTimeout
 from .jobqueue import JobQueue
 from .policies import FIFO, POLICIES, Deadline, FairShare, Policy, Priority, get_policy, register_policy
 from .retry import CircuitBreaker, Retry, RetryBudget
+from .states import KINDS, PRIORITIES, STATUSES, Kind
 from .store import Store
 
 __all__ = [
     "FIFO",
+    "KINDS",
     "POLICIES",
     "PRIORITIES",
     "STATUSES",
     "CircuitBreaker",
     "Deadline",
+    "Event",
     "FairShare",
     "Job",
     "JobFailed",
     "JobQueue",
     "JobTimeout",
+    "Kind",
     "Policy",
     "Priority",
     "Retry",
     "RetryBudget",
     "Store",
+    "Subscription",
     "get_policy",
     "register_policy",
 ]

@@ -1,53 +1,82 @@
-"""How finished Dask futures reach the admission loop: completion callbacks and
-batched result fetching, both off the loop thread.
+"""How finished Dask futures reach the driver thread: completions through
+``distributed.as_completed`` (public API), and batched result fetching, both off the
+driver thread.
 
-A completion only posts a message to the loop's inbox. Results are fetched by one
-helper thread, one ``client.gather`` at a time: what finishes meanwhile is fetched
-together next, so under load a gather carries many results and the loop never waits
-on the network.
+:class:`Completions` keeps one ``as_completed`` for every attempt the queue hands to
+Dask (``.update()`` once per hand-over, on the client's event loop) and one thread
+that drains it with ``.batches()``: what finished meanwhile arrives as one batch, one
+message to the driver thread. Results are fetched by one helper thread, one
+``client.gather`` at a time: what finishes meanwhile is fetched together next, so under
+load a gather carries many results and the driver thread never waits on the network.
 """
 
 from __future__ import annotations
 
-import asyncio
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any
 
-try:  # the coroutine behind Future.add_done_callback; lets one wake-up cover a batch
-    from distributed.client import done_callback as _done_callback
-except ImportError:  # a distributed without it: one Future.add_done_callback per future
-    _done_callback = None
+from distributed import as_completed
 
 FETCH_WAIT = 0.02  # s: results wait at most this long to share a gather
 RESULT_WAIT = 30.0  # s: the longest a single result may take when a shared gather failed
 
 
+class Completions:
+    """Posts ``[(job, token), ...]`` batches of finished attempts to ``post``."""
+
+    def __init__(self, client, post: Callable[[list], None]) -> None:
+        self.client, self._post = client, post
+        self._ac = as_completed([], loop=client.loop)
+        self._who: dict[Any, list] = {}  # future -> [(job, token), ...] still to report
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._drain, name="packlab-queue-completions", daemon=True)
+        self._thread.start()
+
+    def add(self, batch: list[tuple[Any, int, Any]]) -> None:
+        """Watch ``(job, token, future)`` items: each is posted once its future is done."""
+        with self._lock:
+            for job, tok, fut in batch:
+                self._who.setdefault(fut, []).append((job, tok))
+        # Run on the client's event loop: one wake-up of it per batch, not one per future.
+        self.client.loop.add_callback(self._ac.update, [fut for _, _, fut in batch])
+        self._wake.set()
+
+    def _drain(self) -> None:
+        while not self._closed:
+            self._wake.wait()
+            self._wake.clear()
+            while not self._closed:
+                for futs in self._ac.batches():  # ends when nothing is left to wait for
+                    with self._lock:
+                        items = [it for f in futs for it in self._who.pop(f, ())]
+                    if items:
+                        self._post(items)
+                    if self._closed:
+                        return
+                with self._lock:
+                    if not self._who:
+                        break
+                time.sleep(0.001)  # added futures whose update has not run on the loop yet
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+
+
 def watch(client, batch: list[tuple[Any, int, Any]], post: Callable[[Any, int], None],
-          batched: bool | None = None) -> None:
-    """Call ``post(job, token)`` when each ``(job, token, future)`` of ``batch`` finishes.
-
-    ``batched`` (default: when ``distributed`` offers it) waits for the whole batch in
-    one coroutine on the client's event loop: one wake-up per batch instead of one per
-    future, and no hop through Dask's callback thread. Otherwise it falls back on the
-    public ``Future.add_done_callback``.
-    """
-    if batched is None:
-        batched = _done_callback is not None
-    if batched and _done_callback is not None:
-        client.loop.add_callback(_watch, batch, post)
-        return
-    for job, tok, fut in batch:
-        fut.add_done_callback(lambda _f, j=job, t=tok: post(j, t))
-
-
-async def _watch(batch: list, post: Callable[[Any, int], None]) -> None:
-    def done(_fut, job, tok):
-        post(job, tok)
-
-    await asyncio.gather(*(_done_callback(f, partial(done, job=j, tok=t)) for j, t, f in batch))
+          batched: bool | None = None) -> Completions:
+    """Call ``post(job, token)`` when each ``(job, token, future)`` of ``batch``
+    finishes (one :class:`Completions` of its own; ``batched`` is accepted for
+    compatibility: there is one code path)."""
+    c = Completions(client, lambda items: [post(j, t) for j, t in items])
+    c.add(batch)
+    return c
 
 
 def gather(client, futures: list) -> list[tuple[bool, Any, str]]:
@@ -68,9 +97,9 @@ def gather(client, futures: list) -> list[tuple[bool, Any, str]]:
 
 class Fetcher:
     """Collects succeeded attempts and fetches their results in batches on a helper
-    thread; ``post(batch, outcomes)`` hands each batch back to the loop.
+    thread; ``post(batch, outcomes)`` hands each batch back to the driver thread.
 
-    The loop calls :meth:`add` with newly finished attempts, :meth:`kick` when a
+    The driver calls :meth:`add` with newly finished attempts, :meth:`kick` when a
     fetch ended or its short wait ran out, and :meth:`finished` when a batch came back.
     """
 

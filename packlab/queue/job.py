@@ -14,18 +14,22 @@ import time
 from concurrent.futures import CancelledError
 from typing import Any
 
-from ..errors import PacklabError, bad_value
+from ..errors import PacklabError, QueueClosed, bad_value
 from ..units import seconds
+from .states import (  # noqa: F401 - RETRYING, RUNNING, STATUSES: re-exported from their old home
+    CANCELLED,
+    DEAD,
+    DONE,
+    FAILED,
+    PRIORITIES,
+    QUEUED,
+    REQUEUEABLE,
+    RETRYING,
+    RUNNING,
+    STATUSES,
+    TERMINAL,
+)
 
-QUEUED, RUNNING, RETRYING = "queued", "running", "retrying"
-DONE, FAILED, DEAD, CANCELLED = "done", "failed", "dead", "cancelled"
-STATUSES = (QUEUED, RUNNING, RETRYING, DONE, FAILED, DEAD, CANCELLED)
-TERMINAL = frozenset({DONE, FAILED, DEAD, CANCELLED})
-#: What ``requeue`` accepts: a job that ended without success.
-REQUEUEABLE = (DEAD, FAILED, CANCELLED)
-
-#: Priority classes, best first. The rank is what policies sort on.
-PRIORITIES = {"high": 0, "normal": 1, "low": 2}
 _NAMES = {v: k for k, v in PRIORITIES.items()}
 
 
@@ -46,7 +50,15 @@ def check_requeueable(job_id: str, status: str) -> None:
     packlab.errors.PacklabError: job a1 is running: only dead, failed or cancelled jobs can be requeued.
     """
     if status not in REQUEUEABLE:
-        raise PacklabError(f"job {job_id} is {status}: only dead, failed or cancelled jobs can be requeued.")
+        raise PacklabError(f"job {job_id} is {status}: only dead, failed or cancelled jobs can be requeued.",
+                           field="job_id", value=job_id)
+
+
+def check_cancellable(job_id: str, status: str) -> None:
+    """Only an unfinished job can be cancelled (the CLI; ``JobQueue.cancel`` returns False)."""
+    if status in TERMINAL:
+        raise PacklabError(f"job {job_id} is {status}, already final: only queued, running or retrying "
+                           "jobs can be cancelled.", field="job_id", value=job_id)
 
 
 class Signal:
@@ -147,12 +159,13 @@ class Job:
         """The priority class: ``high``, ``normal`` or ``low``."""
         return _NAMES[self.rank]
 
-    @property
     def done(self) -> bool:
-        """True once the job reached a final status (done, failed, dead, cancelled)."""
+        """True once the job reached a final status (done, failed, dead, cancelled), as
+        ``concurrent.futures.Future.done()``."""
         return self.status in TERMINAL
 
-    def _wait(self, timeout: float | None) -> None:
+    def _wait(self, timeout: float | str | None) -> None:
+        timeout = wait_seconds(timeout)
         if self.status in TERMINAL:
             return
         if self._cv is None:
@@ -165,7 +178,7 @@ class Job:
         with sig.cond:
             while self.status not in TERMINAL:
                 if sig.closed:
-                    raise PacklabError(
+                    raise QueueClosed(
                         f"job {self.id} is {self.status} and its queue is closed: open "
                         "packlab.JobQueue(cluster, store=same).resume() to run it."
                     )
@@ -174,13 +187,13 @@ class Job:
                     raise TimeoutError(f"job {self.id} is still {self.status} after {timeout} s")
                 sig.cond.wait(left if left is not None else 1.0)
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | str | None = None) -> Any:
         """Block until the job is final and return its result, or raise its error.
 
         Raises the job's own exception for ``failed``/``dead`` jobs (a :class:`JobFailed`
         carrying the traceback text when the job was loaded from the store),
         ``concurrent.futures.CancelledError`` for cancelled ones and ``TimeoutError``
-        when ``timeout`` seconds pass first.
+        when ``timeout`` (seconds, or a duration such as ``"5m"``) passes first.
         """
         self._wait(timeout)
         if self.status == DONE:
@@ -195,7 +208,7 @@ class Job:
             raise CancelledError(f"job {self.id} was cancelled")
         raise self.exception(timeout=0)
 
-    def exception(self, timeout: float | None = None) -> BaseException | None:
+    def exception(self, timeout: float | str | None = None) -> BaseException | None:
         """Block until final; the exception of a failed/dead job, else ``None``."""
         self._wait(timeout)
         if self.status not in (FAILED, DEAD):
@@ -239,6 +252,23 @@ def priority_rank(priority: str) -> int:
     return PRIORITIES[priority]
 
 
+def wait_seconds(timeout: Any, field: str = "timeout") -> float | None:
+    """``None`` (wait forever) or a duration of 0 or more (``30``, ``"5m"``) in seconds:
+    how long ``result``/``wait`` block.
+
+    Examples
+    --------
+    >>> wait_seconds("1m"), wait_seconds(None)
+    (60.0, None)
+    """
+    if timeout is None:
+        return None
+    s = seconds(timeout, field)
+    if s != s or s == float("inf"):
+        raise bad_value(field, timeout, "a finite duration such as 30 or '5m'", "Pass None to wait forever.")
+    return s
+
+
 def timeout_seconds(timeout: Any) -> float | None:
     """``None`` or a positive duration (``30``, ``"5m"``) in seconds.
 
@@ -250,6 +280,9 @@ def timeout_seconds(timeout: Any) -> float | None:
     if timeout is None:
         return None
     s = seconds(timeout, "timeout", allow_zero=False)
+    if s == float("inf") or s != s:
+        raise bad_value("timeout", timeout, 'a finite duration such as 30 or "5m"',
+                        "Pass None for no timeout.")
     return s
 
 

@@ -8,13 +8,15 @@ every job lives in a SQLite store so a dead driver loses nothing.
 Guarantees
 ----------
 * One live queue drives a store: opening a store another live ``JobQueue`` drives (in
-  any process, on any host) raises a PacklabError naming it (pid, host, since, last
+  any process, on any host) raises a LeaseError naming it (pid, host, since, last
   heartbeat). A dead driver is taken over: at once when it ran on this host, after
   ``packlab.queue.lease-timeout`` without a heartbeat otherwise, or with
   ``take_over=True``. A queue that lost its lease stops: it dispatches and writes nothing
-  more, and raises. It hands no job to Dask even before it notices: jobs reach Dask only
-  inside the store write that records them running, which checks the lease and holds the
-  write lock (so no take-over can slip in) until they are handed over.
+  more, and raises (:class:`~packlab.errors.LeaseError`). It runs no job even before it
+  notices: before each hand-over to Dask it reads the lease (no lock is held across a
+  call into Dask), and every attempt carries a fencing token that the worker checks
+  before it runs the function, so an attempt handed over in the instant after a
+  take-over is refused there, and the new driver runs the job.
 * A job is committed to the store before it is handed to Dask; it is durable once
   committed (``map`` and ``flush`` wait for that, ``submit`` does not).
 * After the driver dies, ``JobQueue(cluster, store=same).resume()`` runs again every
@@ -46,25 +48,26 @@ out or was cancelled is charged the time since it was handed to Dask.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
-from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
 from distributed import Client
 
 from .. import config
-from ..errors import PacklabError, bad_value, whole_number
+from ..errors import PacklabError, QueueClosed, QueueFailed, StoreError, bad_value, whole_number
 from ..units import memory_bytes
 from . import control
 from . import payload as _payload
-from .admission import Admission
-from .job import TERMINAL, Job, check_requeueable, deadline_epoch, priority_rank, timeout_seconds
+from .engine import Engine
+from .events import Hub
+from .job import Job, check_requeueable, deadline_epoch, priority_rank, timeout_seconds
 from .lease import Lease
 from .policies import Policy, get_policy
 from .retry import CircuitBreaker, Retry, RetryBudget, as_retry
+from .states import TERMINAL, Kind
 from .store import Store
+from .views import Views
 
 
 def _client_of(obj: Any) -> tuple[Client, bool]:
@@ -79,7 +82,7 @@ def _client_of(obj: Any) -> tuple[Client, bool]:
     raise bad_value("cluster_or_client", obj, "a packlab PackCluster, a Dask cluster or a distributed.Client")
 
 
-class JobQueue:
+class JobQueue(Views):
     """A persistent job queue with policies, retries and a dead-letter queue, on Dask.
 
     Parameters
@@ -138,17 +141,19 @@ class JobQueue:
         factor = int(config.get("queue.in-flight-factor"))
         self._store = Store(config.get("queue.store") if store is None else store)
         self._lease: Lease | None = None
+        self._hub = Hub()
         try:  # the lease first: a refused queue makes no client and reads no jobs
             self._lease = self._store.fence = Lease(self._store.path, take_over=take_over)
             client, self._owns_client = _client_of(cluster_or_client)
             self._store.start_writer()
-            self._engine = Admission(client, pol, self._store, default_retry, retry_budget, breaker
-                                     or CircuitBreaker.from_config(), max_in_flight, factor, result_max)
-            self._lease.on_lost = lambda: self._engine.inbox.put(("stop",))  # run nothing more
+            self._engine = Engine(client, pol, self._store, self._lease, default_retry, retry_budget,
+                                  breaker or CircuitBreaker.from_config(), max_in_flight, factor, result_max,
+                                  self._hub)
+            self._lease.on_lost = self._engine.stop  # run nothing more
         except BaseException:
-            self._store.close()
             if self._lease is not None:
                 self._lease.release()
+            self._store.discard()  # a store this constructor created goes again
             raise
         self._seq = iter(range(self._store.next_seq(), 1 << 62))
         self._lock = threading.Lock()
@@ -228,9 +233,9 @@ class JobQueue:
             self._engine.jobs[job.id] = job
             if key is not None:
                 self._keys[key] = job
-            self._engine.event(job, "submitted", f"owner={owner} priority={priority}", job.submitted)
+            self._engine.event(job, Kind.SUBMITTED, f"owner={owner} priority={priority}", job.submitted)
             # Dispatch only after the record committed: a job never runs unrecorded.
-            self._store.insert(job, then=lambda: self._engine.inbox.put(("push", job)),
+            self._store.insert(job, then=lambda: self._engine.push(job),
                                failed=lambda err: self._rejected(job, err))
         return job
 
@@ -238,7 +243,7 @@ class JobQueue:
         # Runs on the store's writer thread: no self._lock (submit may hold it in flush()).
         if job.key is not None and self._keys.get(job.key) is job:
             self._keys.pop(job.key, None)
-        self._engine.inbox.put(("rejected", job, err))
+        self._engine.rejected(job, err)
 
     def _existing(self, key: str) -> Job | None:
         job = self._keys.get(key)
@@ -247,7 +252,7 @@ class JobQueue:
             if jid is not None:
                 job = self.get(jid)
                 self._keys[key] = job
-                if not job.done and job._cv is None:  # a crashed run's job nothing runs
+                if not job.done() and job._cv is None:  # a crashed run's job nothing runs
                     self._take_over(job)
         return job
 
@@ -279,96 +284,6 @@ class JobQueue:
         ``flush`` (e.g. a key another process wrote first: those jobs end ``failed``).
         """
         self._store.flush()
-
-    # -- waiting and looking -------------------------------------------------------------
-    def wait(self, jobs: Iterable[Job | str] | None = None, timeout: float | None = None) -> list[Job]:
-        """Block until the jobs (default: every job of this queue) are final; return them.
-
-        Raises ``TimeoutError`` if ``timeout`` seconds pass first, and a PacklabError
-        if the queue closed, its loop or store failed, or a job is one nothing runs
-        (loaded with ``get`` before ``resume()``).
-        """
-        todo = list(self._engine.jobs.values()) if jobs is None else [
-            j if isinstance(j, Job) else self.get(j) for j in jobs]
-        end = None if timeout is None else time.monotonic() + timeout
-        sig = self._engine.signal
-        i = 0
-        with sig.cond:
-            while True:
-                while i < len(todo) and todo[i].status in TERMINAL:
-                    i += 1
-                if i == len(todo):
-                    return todo
-                n = sum(j.status not in TERMINAL for j in todo)
-                if sig.closed and not self._lease.lost:
-                    raise PacklabError(f"{n} of {len(todo)} jobs are not finished and the queue is closed: "
-                                       "open packlab.JobQueue(cluster, store=same).resume() to run them.")
-                if todo[i]._cv is None:
-                    raise PacklabError(f"job {todo[i].id} is {todo[i].status} and nothing runs it (it was "
-                                       "loaded from the store): call q.resume() first.")
-                self._check_healthy()
-                left = None if end is None else end - time.monotonic()
-                if left is not None and left <= 0:
-                    raise TimeoutError(f"{n} of {len(todo)} jobs are not finished after {timeout} s")
-                sig.cond.wait(0.5 if left is None else min(0.5, left))
-
-    def get(self, job_id: str) -> Job:
-        """The job with this id (from this session or the store). An unfinished job
-        of an earlier run only runs once ``resume()`` is called."""
-        job = self._engine.jobs.get(job_id)
-        if job is not None:
-            return job
-        self._store.flush(check=False)  # refused rows are reported by q.flush()
-        found = self._store.load([job_id])
-        if not found:
-            raise PacklabError(f"job id {job_id!r} does not exist in store {self._store.path}: "
-                               "list ids with q.jobs() or `packlab queue ls`.")
-        return self._engine.jobs.setdefault(job_id, found[0])
-
-    def jobs(self, status: str | None = None) -> list[Job]:
-        """This session's jobs (optionally of one status), in submission order."""
-        js = sorted(self._engine.jobs.values(), key=lambda j: j.seq)
-        return js if status is None else [j for j in js if j.status == status]
-
-    def stats(self) -> dict[str, Any]:
-        """Counts per status, in-flight, held jobs, circuit breakers and the retry budget.
-
-        Examples
-        --------
-        >>> import packlab, tempfile, os
-        >>> with packlab.launch(workers=1, cores=1, memory="1GiB", wait=True) as pc:
-        ...     with packlab.JobQueue(pc, store=os.path.join(tempfile.mkdtemp(), "q.db")) as q:
-        ...         s = q.stats()
-        >>> s["policy"], s["in_flight"], s["breakers"], s["retry_budget"]["retries"], s["errors"]["loop"]
-        ('fifo', 0, {}, 0, None)
-
-        ``errors`` holds the first error of the queue's loop and of its store (``None``
-        when healthy); ``submit`` and ``wait`` raise them.
-        """
-        e, now = self._engine, time.time()
-        with e.budget_lock:
-            budget = e.budget.stats(now)
-        counts = Counter(j.status for j in list(e.jobs.values()))
-        err = self._store.error
-        return {
-            "policy": e.policy.name,
-            "counts": dict(counts),
-            "queued": len(e.policy),
-            "in_flight": len(e.running),
-            "max_in_flight": e.capacity(),
-            "held": e.breakers.held_counts(),
-            "breakers": e.breakers.stats(),
-            "retry_budget": budget,
-            "dead_letters": self._store.counts().get("dead", 0),
-            "errors": {"loop": e.signal.error,
-                       "store": None if err is None else f"{type(err).__name__}: {err}"},
-        }
-
-    def dead_letters(self) -> list[Job]:
-        """Jobs in the dead-letter queue (from the store: they survive restarts), each
-        with its ``error``, ``traceback``, ``attempts``, ``owner`` and ``events``."""
-        self._store.flush(check=False)  # refused rows are reported by q.flush()
-        return [self._engine.jobs.get(j.id, j) for j in self._store.dead_letters(cv=self._engine.signal)]
 
     # -- acting on jobs ------------------------------------------------------------------
     def requeue(self, job_id: str) -> Job:
@@ -418,24 +333,24 @@ class JobQueue:
         if job.key is not None:
             self._keys[job.key] = job
         job._cv = self._engine.signal  # set here too: result() waits from now on
-        self._engine.inbox.put(("resume", job))
+        self._engine.resume(job)
 
     # -- lifecycle -----------------------------------------------------------------------
     def _check_open(self) -> None:
         if self._lease.lost:
             raise self._lease.lost_error()
         if self._closed:
-            raise PacklabError("this JobQueue is closed: open a new one (with the same store to continue).")
+            raise QueueClosed("this JobQueue is closed: open a new one (with the same store to continue).")
 
     def _check_healthy(self) -> None:
         if self._lease.lost:
             raise self._lease.lost_error()
         err = self._store.error
         if err is not None:
-            raise PacklabError(f"store {self._store.path} failed to write ({type(err).__name__}: {err}): "
+            raise StoreError(f"store {self._store.path} failed to write ({type(err).__name__}: {err}): "
                                "jobs are no longer recorded; check the disk and open a new JobQueue.")
         if self._engine.signal.error is not None:
-            raise PacklabError(f"the queue's loop failed ({self._engine.signal.error}); see the "
+            raise QueueFailed(f"the queue's loop failed ({self._engine.signal.error}); see the "
                                "'packlab.queue' log for the traceback. Open a new JobQueue with the same "
                                "store and resume() to continue.")
 
@@ -445,8 +360,9 @@ class JobQueue:
         if self._closed:
             return
         self._closed = True
-        self._engine.inbox.put(("stop",))
+        self._engine.stop()
         self._engine.thread.join(timeout=60)
+        self._hub.close()
         self._store.close()
         self._lease.release()
         if self._owns_client:

@@ -30,19 +30,11 @@ import uuid
 from collections.abc import Callable
 
 from .. import config
-from ..errors import PacklabError
+from ..errors import LeaseError
 from ..units import seconds
+from .schema import connect, transaction
 
 log = logging.getLogger("packlab.queue")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS lease (
-  one INTEGER PRIMARY KEY CHECK (one = 1), driver TEXT NOT NULL, pid INTEGER, host TEXT,
-  started REAL, heartbeat REAL);
-"""
-#: Run inside a store's write transaction: a row means this driver still holds the lease.
-HELD = "SELECT 1 FROM lease WHERE driver=?"
-
 
 def lease_timeout() -> float:
     """``packlab.queue.lease-timeout`` in seconds: a lease whose heartbeat is older is
@@ -84,16 +76,20 @@ def _when(t: float) -> str:
 
 class Lease:
     """This driver's lease on a store (see the module docs). ``Lease(path)`` takes it or
-    raises a PacklabError naming the holder; ``release()`` gives it back.
+    raises a :class:`~packlab.errors.LeaseError` naming the holder; ``release()`` gives
+    it back. The lease's table is in the store's one DDL (:mod:`.schema`): open the store
+    first.
 
     Examples
     --------
     >>> import tempfile, os
+    >>> from packlab.queue import Store
     >>> path = os.path.join(tempfile.mkdtemp(), "q.db")
+    >>> Store(path).close()
     >>> a = Lease(path)
     >>> try:
     ...     Lease(path)
-    ... except PacklabError as e:
+    ... except LeaseError as e:
     ...     print("driven by another JobQueue" in str(e))
     True
     >>> a.release()
@@ -107,13 +103,14 @@ class Lease:
         self.lost = False  # set when a heartbeat or a store write finds another driver's row
         #: Called once when the lease is found lost (the queue stops its loop).
         self.on_lost: Callable[[], None] | None = None
-        self._con = sqlite3.connect(os.path.abspath(path), timeout=30, check_same_thread=False,
-                                    isolation_level=None)
+        self.abspath = os.path.abspath(path)
+        self._con = connect(path)
         try:
             self.taken_from = self._acquire(take_over)
         except BaseException:
             self._con.close()
             raise
+        self._reader = connect(path, mode="ro")  # the driver thread's check before a hand-over
         self._stop = threading.Event()
         self._lost_lock = threading.Lock()
         self._thread = threading.Thread(target=self._beat, name="packlab-queue-lease", daemon=True)
@@ -122,25 +119,19 @@ class Lease:
     def _acquire(self, take_over: bool) -> str | None:
         """Write our row; return why an earlier holder's row was replaced (or None)."""
         con = self._con
-        con.executescript(SCHEMA)
         host, pid, now = socket.gethostname(), os.getpid(), time.time()
-        con.execute("BEGIN IMMEDIATE")  # the check and the write in one transaction: one winner
-        try:
+        with transaction(con):  # the check and the write in one transaction: one winner
             row = con.execute("SELECT driver, pid, host, started, heartbeat FROM lease").fetchone()
             why = None if row is None else self._take_over_reason(row, take_over, host, now)
             con.execute("INSERT OR REPLACE INTO lease VALUES (1, ?, ?, ?, ?, ?)",
                         (self.driver, pid, host, now, now))
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         if why:
             log.warning("store %s: took the driver lease over from pid %s on %s (%s)", self.path,
                         row[1], row[2], why)
         return why
 
     def _take_over_reason(self, row: tuple, take_over: bool, host: str, now: float) -> str:
-        """Why the holder's lease may be taken, or raise the PacklabError naming it."""
+        """Why the holder's lease may be taken, or raise the LeaseError naming it."""
         _, pid, holder_host, started, beat = row
         if take_over:
             return "take_over=True"
@@ -150,7 +141,7 @@ class Lease:
             return f"no heartbeat for {now - beat:.0f} s"
         same = " (this process: close the other JobQueue first)" if holder_host == host and \
             pid == os.getpid() else ""
-        raise PacklabError(
+        raise LeaseError(
             f"store {self.path} is driven by another JobQueue: pid {pid} on host {holder_host}{same}, "
             f"since {_when(started)}, last heartbeat {now - beat:.1f} s ago. Two drivers would run its "
             f"jobs twice. Close the other queue, or wait: a driver that died is taken over automatically "
@@ -180,9 +171,22 @@ class Lease:
         if self.on_lost is not None:
             self.on_lost()
 
-    def lost_error(self) -> PacklabError:
+    def held(self) -> bool:
+        """Whether this driver still holds the lease: a read (no lock), made before each
+        hand-over to Dask."""
+        if self.lost:
+            return False
+        rows = self._reader.execute("SELECT driver FROM lease").fetchall()  # all: no open snapshot
+        return bool(rows) and rows[0][0] == self.driver
+
+    def requests(self) -> list[tuple[int, str, str]]:
+        """Requests from other processes (rowid, job id, action): read on the same
+        lock-free connection."""
+        return self._reader.execute("SELECT rowid, job_id, action FROM requests ORDER BY rowid").fetchall()
+
+    def lost_error(self) -> LeaseError:
         """The error a queue that lost its lease raises."""
-        return PacklabError(
+        return LeaseError(
             f"store {self.path}: another JobQueue took over this queue's driver lease (this one was "
             f"silent for over {self.timeout:g} s, or take_over=True was used), so this queue no longer "
             "records or runs jobs. Use the queue that took over, or close it and open a new one.")
@@ -198,3 +202,4 @@ class Lease:
             log.warning("store %s: could not release the driver lease (%s)", self.path, e)
         finally:
             self._con.close()
+            self._reader.close()

@@ -7,12 +7,14 @@ run time fair share charges, without the wait in Dask's queues before it.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from typing import Any
 
 import cloudpickle
 
-from ..errors import PacklabError
+from ..errors import LeaseError, PacklabError
 
 
 def fn_name(fn: Any) -> str:
@@ -89,3 +91,56 @@ def run(payload: bytes) -> tuple[Any, float]:
     t0 = time.perf_counter()
     result = fn(*args, **kwargs)
     return result, time.perf_counter() - t0
+
+
+_local = threading.local()
+
+
+def _holder(path: str) -> str | None:
+    """The driver id holding the lease of the store at ``path``, read on this worker
+    (one read-only connection per thread and store); ``""`` when the store cannot be
+    seen from here (a worker on another host without the shared filesystem)."""
+    cons = getattr(_local, "cons", None)
+    if cons is None:
+        cons = _local.cons = {}
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ""
+    ident = (st.st_dev, st.st_ino)  # a store removed and made again is another file
+    con, was = cons.get(path, (None, None))
+    if con is None or was != ident:
+        from .schema import connect  # on the worker: the one way to connect, read-only
+
+        if con is not None:
+            con.close()
+        if len(cons) >= 16:  # a long-lived worker of many queues keeps a few stores open
+            for old, _ in cons.values():
+                old.close()
+            cons.clear()
+        con = connect(path, mode="ro")
+        cons[path] = (con, ident)
+    # fetchall, not fetchone: a statement left unfinished would keep its read snapshot open,
+    # and every later read would see the lease as it was then.
+    rows = con.execute("SELECT driver FROM lease").fetchall()
+    return rows[0][0] if rows else None  # None: released, so no driver runs it
+
+
+def run_fenced(payload: bytes, fence: tuple[str, str] | None = None) -> tuple[Any, float]:
+    """:func:`run`, after checking the fencing token ``(store path, driver id)``: a
+    driver that lost its lease (another driver took the store over) may have handed the
+    attempt to Dask an instant before it could know; then it must not run, since the
+    job is the new driver's now. Raises :class:`packlab.errors.LeaseError` instead.
+
+    Examples
+    --------
+    >>> run_fenced(cloudpickle.dumps((abs, (-2,), {})))[0]
+    2
+    """
+    if fence is not None:
+        path, driver = fence
+        holder = _holder(path)
+        if holder != "" and holder != driver:
+            raise LeaseError(f"store {path}: another driver holds the lease now; this attempt, handed to "
+                             "Dask by the driver that lost it, did not run (the new driver runs the job).")
+    return run(payload)

@@ -19,7 +19,7 @@ from collections import deque
 from typing import Any, ClassVar
 
 from .. import config
-from ..errors import PacklabError
+from ..errors import PacklabError, bad_value
 from ..units import seconds
 
 POLICIES: dict[str, type[Policy]] = {}
@@ -230,10 +230,16 @@ class FairShare(Policy):
     def __init__(self, weights: dict[str, float] | None = None, half_life: float | str | None = None,
                  default_weight: float = 1.0) -> None:
         super().__init__()
+        if weights is not None and not isinstance(weights, dict):
+            raise bad_value("weights", weights, 'a dict of owner to a positive weight, e.g. {"alice": 2}')
         for owner, w in (weights or {}).items():
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0:
-                raise PacklabError(f"weights[{owner!r}]={w!r} is invalid: expected a positive number.")
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0 or w == math.inf:
+                raise PacklabError(f"weights[{owner!r}]={w!r} is invalid: expected a positive number, e.g. "
+                                   f"weights={{{owner!r}: 2}}.", field="weights", value=w)
         self.weights = dict(weights or {})
+        if isinstance(default_weight, bool) or not isinstance(default_weight, (int, float)) or \
+                not 0 < default_weight < math.inf:
+            raise bad_value("default_weight", default_weight, "a positive number such as 1.0")
         self.default_weight = float(default_weight)
         hl = seconds(config.get("queue.fair-share-half-life") if half_life is None else half_life,
                      "half_life", allow_zero=False)

@@ -4,6 +4,7 @@ circuit breaker. None of them sleeps or talks to Dask; the queue asks them and a
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -154,9 +155,10 @@ class RetryBudget:
     def __init__(self, ratio: float | None = None, window: float | str | None = None,
                  minimum: int | None = None) -> None:
         c = config.get("queue.retry-budget")
-        self.ratio = float(c["ratio"] if ratio is None else ratio)
-        if not 0 <= self.ratio:
+        r = c["ratio"] if ratio is None else ratio
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r < math.inf:
             raise bad_value("ratio", ratio, "a fraction of submissions, 0 or more (e.g. 0.2)")
+        self.ratio = float(r)
         self.window = seconds(c["window"] if window is None else window, "window", allow_zero=False)
         self.minimum = whole_number(int(c["minimum"]) if minimum is None else minimum, "minimum")
         self._buckets: deque[list] = deque()  # [second, submissions, retries]

@@ -2,13 +2,18 @@
 
 Job records, their payloads (function and arguments, cloudpickled), results and
 events live here, so a dead driver loses nothing. Writes go through one writer thread
-that commits whatever has piled up in a single transaction: under load that batches
-thousands of rows per commit, when idle a write lands at once. Readers (the CLI,
-another process) use their own connections; WAL lets them read while the queue writes.
+that commits whatever has piled up in a single transaction (every write transaction
+checks the driver lease): under load that batches thousands of rows per commit, and the
+updates of one job within a batch become one row update. Between two commits under load
+the writer pauses a few times as long as the commit took, so the write lock is free most
+of the time and another process (``packlab queue requeue``) gets it within milliseconds;
+when idle a write lands at once. Readers (the CLI, another process) use their own
+connections; WAL lets them read while the queue writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -20,26 +25,26 @@ from typing import Any
 
 import cloudpickle
 
-from ..errors import PacklabError
-from .job import DEAD, FAILED, QUEUED, RETRYING, RUNNING, STATUSES, Job, Signal, check_requeueable
-from .lease import HELD
-from .schema import missing_columns, open_checked
+from ..errors import LeaseError, PacklabError, StoreError
+from .job import Job, Signal, check_cancellable, check_requeueable
+from .schema import missing_columns, open_store, remove_store, transaction
+from .states import CANCELLED, DEAD, FAILED, QUEUED, RETRYING, STATUSES, UNFINISHED, Kind
 
 _INSERT = ("INSERT INTO jobs (id, seq, key, fn, owner, priority, deadline, timeout, resources, retry,"
            " status, attempts, submitted, updated, payload) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
-_UNFINISHED = (QUEUED, RUNNING, RETRYING)
+_EVENT = "INSERT INTO events VALUES (?,?,?,?)"
 _CHUNK = 500  # ids bound per query: far below SQLite's limit on variables
 _COLUMNS = ("id, seq, key, fn, owner, priority, deadline, timeout, resources, retry, status, attempts,"
             " submitted, late, error, traceback, payload, result, has_result, next_attempt")
-_RUNNING_ROWS = 300  # jobs per UPDATE in dispatching(): 3 variables each, under SQLite's historic 999
+#: Run inside a store's write transaction: a row means this driver still holds the lease.
+HELD = "SELECT 1 FROM lease WHERE driver=?"
+_MAX_BATCH = 20000  # writes per commit
+_PAUSE = 3.0  # under load, wait this many times the last commit's duration before the next
+_MAX_PAUSE = 0.05  # s
 
-
-def _running_sql(n: int, fenced: bool) -> str:
-    """One statement marking ``n`` jobs running (one step: the loop thread waits less
-    for the GIL than with one per job); ``fenced``: only while the lease is ours."""
-    held = f" AND EXISTS ({HELD})" if fenced else ""
-    return (f"UPDATE jobs SET status='{RUNNING}', updated=?, attempts=CASE id {'WHEN ? THEN ? ' * n}END "
-            f"WHERE id IN ({','.join('?' * n)}){held}")
+# A queued write: (kind, key, params, then, failed). kind "U" (update one job: key is its
+# id, params a dict of columns, merged with the job's other updates of the batch), "I"
+# (insert a job), "E" (an event), "S" (any statement: key is the SQL), "" (a flush marker).
 
 
 class Store:
@@ -56,7 +61,7 @@ class Store:
     """
 
     def __init__(self, store: str | os.PathLike, mode: str = "rwc") -> None:
-        self.path, self._con = open_checked(store, mode)
+        self.path, self._con, self.created = open_store(store, mode)
         missing = {name for name, _ in missing_columns(self._con)}  # only a read-only opener has any
         self._columns = ", ".join(f"NULL AS {c}" if c in missing else c for c in _COLUMNS.split(", "))
         self._ops: queue.SimpleQueue = queue.SimpleQueue()
@@ -69,45 +74,50 @@ class Store:
         #: The driver lease (see lease.py) every write transaction checks, once a queue
         #: holds one: a driver that lost its lease cannot overwrite the new driver's rows.
         self.fence: Any = None
+        #: Commits so far (the benchmark reports them per dispatched job).
+        self.commits = 0
 
-    def _begin(self) -> None:
-        """Open a write transaction, checking the lease; a lost lease fails the store."""
-        if self.fence is None:
-            self._con.execute("BEGIN")
-            return
-        self._con.execute("BEGIN IMMEDIATE")  # the lease cannot change before we commit
-        if not self._con.execute(HELD, (self.fence.driver,)).fetchall():
-            self._lost()
+    @contextlib.contextmanager
+    def _write(self):
+        """A write transaction that checks the lease; a lost lease fails the store.
+        Always ``BEGIN IMMEDIATE``: a deferred one that reads first cannot wait for the
+        write lock (SQLite answers "database is locked" at once, to avoid a deadlock)."""
+        with transaction(self._con):
+            if self.fence is not None and not self._con.execute(HELD, (self.fence.driver,)).fetchall():
+                raise self._lost()
+            yield self._con
 
-    def _lost(self) -> None:
-        """Inside a write transaction that found another driver's lease: fail the store."""
-        self._rollback()
+    def _lost(self) -> LeaseError:
+        """A write transaction found another driver's lease: fail the store."""
         self.error = self.fence.lost_error()
         self.fence.mark_lost()
-        raise self.error
+        return self.error
 
     # -- writing (through the writer thread) --------------------------------------------
     def start_writer(self) -> None:
         self._writer = threading.Thread(target=self._write_loop, name="packlab-queue-store", daemon=True)
         self._writer.start()
 
+    def _put(self, op: tuple) -> None:
+        if self._writer is None:
+            self._commit([op])
+        else:
+            self._ops.put(op)
+
     def write(self, sql: str, params: tuple, then: Callable[[], None] | None = None,
               failed: Callable[[BaseException], None] | None = None) -> None:
         """Queue one statement; ``then`` runs once it is committed, ``failed(error)``
         if it cannot be (e.g. a duplicate idempotency key written by another process)."""
-        if self._writer is None:
-            self._commit([(sql, params, then, failed)])
-        else:
-            self._ops.put((sql, params, then, failed))
+        self._put(("S", sql, params, then, failed))
 
     def flush(self, timeout: float = 30.0, check: bool = True) -> None:
         """Block until every queued write is committed; with ``check``, raise a
         PacklabError naming the writes that failed since the last checked flush."""
         if self._writer is not None:
             done = threading.Event()
-            self._ops.put(("", (), done.set, None))
+            self._ops.put(("", None, None, done.set, None))
             if not done.wait(timeout):
-                raise PacklabError(f"store {self.path}: writes did not commit within {timeout} s")
+                raise StoreError(f"store {self.path}: writes did not commit within {timeout} s")
         if not check:
             return
         if self.fence is not None and self.fence.lost:
@@ -125,7 +135,7 @@ class Store:
             if first is None:
                 return
             batch = [first]
-            while len(batch) < 20000:
+            while len(batch) < _MAX_BATCH:
                 try:
                     op = self._ops.get_nowait()
                 except queue.Empty:
@@ -134,68 +144,78 @@ class Store:
                     self._ops.put(None)
                     break
                 batch.append(op)
+            t0 = time.perf_counter()
             self._commit(batch)
+            if len(batch) > 1:  # under load: leave the write lock free for other processes
+                time.sleep(min(_MAX_PAUSE, _PAUSE * (time.perf_counter() - t0)))
 
     def _commit(self, batch: list) -> None:
+        if not any(op[0] for op in batch):  # flush markers only: nothing to write
+            for op in batch:
+                if op[3] is not None:
+                    op[3]()
+            return
         try:
-            with self._lock:
-                self._begin()
-                try:
-                    i = 0
-                    while i < len(batch):  # group runs of the same statement into executemany
-                        j = i
-                        while j < len(batch) and batch[j][0] == batch[i][0]:
-                            j += 1
-                        if batch[i][0]:
-                            self._con.executemany(batch[i][0], [b[1] for b in batch[i:j]])
-                        i = j
-                    self._con.execute("COMMIT")
-                except BaseException:
-                    self._rollback()
-                    raise
-            done = [(then, None) for _, _, then, _ in batch]
+            with self._lock, self._write():
+                self._apply(batch)
+            self.commits += 1
+            done = [(op[3], None) for op in batch]
+        except LeaseError as e:  # the lease is lost: nothing is written, flushes still return
+            done = [(op[3], e if op[0] else None) for op in batch]
         except sqlite3.Error:
             # One bad row must not take the others down with it: write them one by one.
             done = [self._commit_one(op) for op in batch]
-        except PacklabError as e:  # the lease is lost: nothing is written, flushes still return
-            done = [(then, e if sql else None) for sql, _, then, _ in batch]
         for then, err in done:
-            if err is None:
-                if then is not None:
-                    then()
-        for (_, _, _, failed), (_, err) in zip(batch, done, strict=True):
-            if err is not None and failed is not None:
-                failed(err)
+            if err is None and then is not None:
+                then()
+        for op, (_, err) in zip(batch, done, strict=True):
+            if err is not None and op[4] is not None:
+                op[4](err)
+
+    def _apply(self, batch: list) -> None:
+        """Execute a batch inside an open transaction: inserts first, then each job's
+        merged update, then statements and events, each kind in one ``executemany``."""
+        inserts, events, stmts = [], [], []
+        updates: dict[str, dict] = {}
+        for kind, key, params, _, _ in batch:
+            if kind == "I":
+                inserts.append(params)
+            elif kind == "U":
+                updates.setdefault(key, {}).update(params)
+            elif kind == "E":
+                events.append(params)
+            elif kind == "S":
+                stmts.append((key, params))
+        if inserts:
+            self._con.executemany(_INSERT, inserts)
+        by_cols: dict[tuple, list] = {}
+        for jid, cols in updates.items():
+            by_cols.setdefault(tuple(cols), []).append((*cols.values(), jid))
+        for cols, rows in by_cols.items():
+            self._con.executemany(f"UPDATE jobs SET {', '.join(f'{c}=?' for c in cols)} WHERE id=?", rows)
+        for sql, params in stmts:
+            self._con.execute(sql, params)
+        if events:
+            self._con.executemany(_EVENT, events)
 
     def _commit_one(self, op: tuple) -> tuple[Callable | None, BaseException | None]:
-        sql, params, then, _ = op
-        if not sql:
-            return then, None
+        if not op[0]:
+            return op[3], None
         try:
-            with self._lock:
-                self._begin()  # its own transaction
-                try:
-                    self._con.execute(sql, params)
-                    self._con.execute("COMMIT")
-                except BaseException:
-                    self._rollback()
-                    raise
-            return then, None
-        except PacklabError as e:  # the lease is lost
-            return then, e
+            with self._lock, self._write():  # its own transaction
+                self._apply([op])
+            return op[3], None
+        except LeaseError as e:  # the lease is lost
+            return op[3], e
         except sqlite3.Error as e:
-            what = f"{sql.split('(')[0].strip()} {params[0]!r}: {e}"
+            sql = {"I": _INSERT, "E": _EVENT, "U": "UPDATE jobs"}.get(op[0], op[1])
+            first = op[2][0] if isinstance(op[2], tuple) else op[1]
+            what = f"{sql.split('(')[0].strip()} {first!r}: {e}"
             with self._lock:
                 self._rejected.append(what)
             if not isinstance(e, sqlite3.IntegrityError):
                 self.error = e  # not the row's fault: the store itself fails
-            return then, e
-
-    def _rollback(self) -> None:
-        try:
-            self._con.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
+            return op[3], e
 
     def close(self) -> None:
         if self._writer is not None:
@@ -204,6 +224,12 @@ class Store:
             self._writer = None
         self._con.close()
 
+    def discard(self) -> None:
+        """Close; and delete the file if this Store created it (a constructor failed)."""
+        self.close()
+        if self.created:
+            remove_store(self.path)
+
     # -- job records ---------------------------------------------------------------------
     def insert(self, job: Job, then: Callable[[], None] | None = None,
                failed: Callable[[BaseException], None] | None = None) -> None:
@@ -211,55 +237,17 @@ class Store:
         it was refused (its idempotency key already exists: another process won)."""
         retry = None if job.retry is None else cloudpickle.dumps(job.retry)
         res = None if job.resources is None else json.dumps(job.resources)
-        self.write(_INSERT, (job.id, job.seq, job.key, job.fn_name, job.owner, job.rank, job.deadline,
-                             job.timeout, res, retry, job.status, job.attempts, job.submitted,
-                             time.time(), job._payload), then, failed)
-
-    def dispatching(self, rows: list[tuple[str, int]], now: float, hand_over: Callable[[], Any]) -> Any:
-        """Mark jobs running (``rows`` of (id, attempts)) and call ``hand_over()``
-        (which gives them to Dask) inside one write transaction that checks the lease.
-
-        This one write is synchronous, once per dispatched batch: while it holds the
-        write lock no other driver can take the lease over, so a driver that lost it
-        hands nothing to Dask. Raises the lease error (nothing handed over) when the
-        lease is lost, ``sqlite3.Error`` when the store cannot be written (nothing handed
-        over either); returns what ``hand_over`` returned.
-        """
-        fence = self.fence
-        with self._lock:
-            self._con.execute("BEGIN" if fence is None else "BEGIN IMMEDIATE")
-            try:
-                marked = 0
-                for i in range(0, len(rows), _RUNNING_ROWS):
-                    chunk = rows[i:i + _RUNNING_ROWS]
-                    params = [now, *(x for row in chunk for x in row), *(jid for jid, _ in chunk)]
-                    if fence is not None:
-                        params.append(fence.driver)
-                    marked += self._con.execute(_running_sql(len(chunk), fence is not None),
-                                                params).rowcount
-                if marked < len(rows) and fence is not None and \
-                        not self._con.execute(HELD, (fence.driver,)).fetchall():
-                    self._lost()
-                out = hand_over()
-            except BaseException:
-                self._rollback()
-                raise
-            try:
-                self._con.execute("COMMIT")
-            except sqlite3.Error as e:  # on Dask, recorded as before: the store fails (submit raises)
-                self._rollback()
-                self.error = e
-        return out
+        self._put(("I", None, (job.id, job.seq, job.key, job.fn_name, job.owner, job.rank, job.deadline,
+                               job.timeout, res, retry, job.status, job.attempts, job.submitted,
+                               time.time(), job._payload), then, failed))
 
     def update(self, job: Job, **extra: Any) -> None:
         """Write the job's status, attempts and flags (and any extra columns)."""
-        cols = {"status": job.status, "attempts": job.attempts, "late": int(job.late),
-                "updated": time.time(), **extra}
-        sets = ", ".join(f"{c}=?" for c in cols)
-        self.write(f"UPDATE jobs SET {sets} WHERE id=?", (*cols.values(), job.id))
+        self._put(("U", job.id, {"status": job.status, "attempts": job.attempts, "late": int(job.late),
+                                 "updated": time.time(), **extra}, None, None))
 
     def event(self, job_id: str, t: float, kind: str, detail: str) -> None:
-        self.write("INSERT INTO events VALUES (?,?,?,?)", (job_id, t, kind, detail))
+        self._put(("E", None, (job_id, t, kind, detail), None, None))
 
     # -- reading -------------------------------------------------------------------------
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
@@ -337,30 +325,51 @@ class Store:
 
     def unfinished(self, cv: Signal | None = None) -> list[Job]:
         """Jobs a restarted queue must run: queued, running or retrying."""
-        return self.load(status=_UNFINISHED, cv=cv)
+        return self.load(status=UNFINISHED, cv=cv)
+
+    def _change(self, job_id: str, check: Callable[[str, str], None], status: str, kind: str,
+                attempts: int | None) -> tuple[str, int]:
+        """Check a job's status and change it in one transaction (needs no cluster)."""
+        now = time.time()
+        with self._lock, self._write():
+            rows = self._con.execute("SELECT status, attempts FROM jobs WHERE id=?", (job_id,)).fetchall()
+            if not rows:
+                raise PacklabError(f"job id {job_id!r} does not exist in store {self.path}: "
+                                   "list ids with `packlab queue ls`.", field="job_id", value=job_id)
+            was, n = rows[0]
+            check(job_id, was)
+            self._con.execute("UPDATE jobs SET status=?, attempts=?, updated=? WHERE id=?",
+                              (status, n if attempts is None else attempts, now, job_id))
+            self._con.execute(_EVENT, (job_id, now, kind, f"was {was} after {n} attempts"))
+        return was, n
 
     def requeue(self, job_id: str) -> tuple[str, int]:
         """Mark a dead/failed/cancelled job queued again with fresh attempts, for the
         next ``resume()`` (needs no cluster). Returns what it was: (status, attempts)."""
-        now = time.time()
-        with self._lock:
-            self._con.execute("BEGIN IMMEDIATE")  # check and update in one transaction
-            try:
-                rows = self._con.execute("SELECT status, attempts FROM jobs WHERE id=?", (job_id,)).fetchall()
-                if not rows:
-                    raise PacklabError(f"job id {job_id!r} does not exist in store {self.path}: "
-                                       "list ids with `packlab queue ls`.")
-                status, attempts = rows[0]
-                check_requeueable(job_id, status)
-                self._con.execute("UPDATE jobs SET status=?, attempts=0, updated=? WHERE id=?",
-                                  (QUEUED, now, job_id))
-                self._con.execute("INSERT INTO events VALUES (?,?,?,?)",
-                                  (job_id, now, "requeued", f"was {status} after {attempts} attempts"))
-                self._con.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
-        return status, attempts
+        return self._change(job_id, check_requeueable, QUEUED, Kind.REQUEUED, 0)
+
+    def cancel(self, job_id: str) -> tuple[str, int]:
+        """Mark an unfinished job cancelled (needs no cluster); a finished one raises."""
+        return self._change(job_id, check_cancellable, CANCELLED, Kind.CANCELLED, None)
+
+    # -- requests to the live driver (from another process) ------------------------------
+    def request(self, job_id: str, action: str) -> None:
+        """Ask the queue that drives this store to ``cancel``/``requeue`` a job: it reads
+        its requests every :data:`~.states.POLL` seconds and acts in its own loop."""
+        with self._lock, self._write():
+            if not self._con.execute("SELECT 1 FROM jobs WHERE id=?", (job_id,)).fetchall():
+                raise PacklabError(f"job id {job_id!r} does not exist in store {self.path}: "
+                                   "list ids with `packlab queue ls`.", field="job_id", value=job_id)
+            self._con.execute("INSERT INTO requests VALUES (?,?,?)", (job_id, action, time.time()))
+
+    def requests(self) -> list[tuple[int, str, str]]:
+        """Pending requests: (rowid, job id, action)."""
+        return self._query("SELECT rowid, job_id, action FROM requests ORDER BY rowid")
+
+    def driver(self) -> tuple | None:
+        """The lease row (driver, pid, host, started, heartbeat), or None."""
+        rows = self._query("SELECT driver, pid, host, started, heartbeat FROM lease")
+        return rows[0] if rows else None
 
     def dead_letters(self, cv: Signal | None = None) -> list[Job]:
         return self.load(status=(DEAD,), cv=cv)

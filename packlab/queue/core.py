@@ -1,0 +1,163 @@
+"""The engine's pure core: decisions from state and an event, with no Dask, no SQLite and
+no threads (in the manner of ``cooldown_decision`` in ``clusters/adaptive.py``).
+
+The driver thread (:mod:`.engine`) feeds it and carries its decisions out: how many
+jobs to hand to Dask now (:func:`refill`), how deep the pipeline is (:func:`capacity`),
+and what a failed attempt becomes (:func:`after_failure`). The messages the driver
+thread receives and the timers it keeps are typed here too.
+
+Examples
+--------
+>>> refill(cap=16, running=12), refill(cap=16, running=4)
+(0, 12)
+>>> capacity(threads=2, factor=8, mean_runtime=0.0001, samples=500)
+64
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from .states import DEAD, FAILED, RETRYING, Kind
+
+#: A pipeline this many times deeper while recent jobs are short (see :func:`capacity`).
+DEEPEN = 4
+SHORT_JOB = 0.002  # s: a job this short keeps a deeper pipeline busy without hoarding work
+SAMPLES = 100  # finished attempts seen before the pipeline deepens
+
+
+def capacity(threads: int, factor: int, mean_runtime: float | None = None, samples: int = 0) -> int:
+    """``max_in_flight`` when not fixed: the cluster's threads (at least 1, so an adaptive
+    cluster at zero workers still sees demand) times ``factor``; ``DEEPEN`` times that
+    once ``SAMPLES`` attempts ran shorter than ``SHORT_JOB`` on average: tiny jobs need
+    more on Dask at once to amortise each hand-over, long ones do not (a deep pipeline of
+    long jobs would commit the policy's order far ahead).
+
+    Examples
+    --------
+    >>> capacity(0, 8), capacity(3, 8, mean_runtime=1.0, samples=500)
+    (8, 24)
+    """
+    cap = max(1, threads) * factor
+    if mean_runtime is not None and samples >= SAMPLES and mean_runtime < SHORT_JOB:
+        cap *= DEEPEN
+    return cap
+
+
+def refill(cap: int, running: int) -> int:
+    """How many jobs to hand to Dask now: none while more than half the slots are busy
+    (each hand-over costs the scheduler a graph update, and half the slots still keep the
+    workers busy), else every free slot.
+
+    Examples
+    --------
+    >>> refill(1, 0), refill(1, 1), refill(8, 5), refill(8, 4)
+    (1, 0, 0, 4)
+    """
+    room = cap - running
+    if running and room < cap // 2:
+        return 0
+    return max(0, room)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a failed attempt becomes: its new ``status``, the time of its next attempt
+    (when retrying), the events to record, and whether that retry starts late."""
+
+    status: str
+    next_attempt: float | None
+    events: tuple[tuple[str, str], ...]
+    late: bool = False
+
+
+def after_failure(retry: Any, exc: BaseException, attempts: int, now: float, deadline: float | None,
+                  error: str) -> Outcome:
+    """Decide a failed attempt's fate from its ``Retry`` and exception.
+
+    Examples
+    --------
+    >>> from packlab.queue import Retry
+    >>> o = after_failure(Retry(attempts=2, base=1, jitter=False), OSError("x"), 1, 10.0, None, "OSError: x")
+    >>> o.status, o.next_attempt, [k for k, _ in o.events]
+    ('retrying', 11.0, ['failed', 'retrying'])
+    >>> after_failure(Retry(attempts=2, base=1), OSError("x"), 2, 10.0, None, "OSError: x").status
+    'dead'
+    """
+    failed = (Kind.FAILED, f"attempt {attempts}: {error}")
+    verdict = retry.classify(exc)
+    if verdict == "retry" and attempts < retry.attempts:
+        delay = retry.delay(attempts)
+        nxt = now + delay
+        return Outcome(RETRYING, nxt, (failed, (Kind.RETRYING, f"in {delay:.3f} s: attempt {attempts + 1} of "
+                                                                f"{retry.attempts}")),
+                       late=deadline is not None and nxt > deadline)
+    if verdict == "fail":
+        return Outcome(FAILED, None, (failed, (Kind.FAILED_FINAL,
+                                               f"{type(exc).__name__} is not retried (not in Retry.on)")))
+    why = "a permanent error (Retry.give_up_on)" if verdict == "dead" else f"{attempts} attempts exhausted"
+    return Outcome(DEAD, None, (failed, (Kind.DEAD, f"dead-letter queue: {why}")))
+
+
+def mean(prev: float | None, x: float, weight: float = 0.05) -> float:
+    """An exponentially weighted mean (of attempt run times).
+
+    Examples
+    --------
+    >>> mean(None, 2.0), mean(2.0, 4.0, weight=0.5)
+    (2.0, 3.0)
+    """
+    return x if prev is None else prev + weight * (x - prev)
+
+
+# -- typed messages to the driver thread ---------------------------------------------------
+@dataclass(slots=True)
+class Push:
+    """A job whose record committed (``ready_at``: wait in the timer heap until then)."""
+    job: Any
+    ready_at: float | None = None
+
+
+@dataclass(slots=True)
+class Resume:
+    """A job of an earlier run to take over (``resume()``, or its key submitted again)."""
+    job: Any
+
+
+@dataclass(slots=True)
+class Rejected:
+    """The store refused a job's record (its key exists): it never runs."""
+    job: Any
+    error: BaseException
+
+
+@dataclass(slots=True)
+class Completed:
+    """Attempts whose Dask futures finished: ``(job, token)`` pairs."""
+    items: list
+
+
+@dataclass(slots=True)
+class Results:
+    """A fetch came back: the ``(job, token, future)`` batch and its concurrent future."""
+    batch: list
+    fetched: Any
+
+
+@dataclass(slots=True)
+class Call:
+    """Run ``fn(now)`` in the driver thread (cancel, requeue) and report back in ``box``."""
+    fn: Any
+    box: list = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(slots=True)
+class Stop:
+    """Close: cancel in-flight futures (their records stay running, for resume())."""
+
+
+# -- timers ----------------------------------------------------------------------------------
+READY, TIMEOUT, DEADLINE, BREAKER, FETCH = "ready", "timeout", "deadline", "breaker", "fetch"
