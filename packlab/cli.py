@@ -97,6 +97,8 @@ def as_typed(error: PacklabError, commands: list[click.Command], args: list[str]
         if isinstance(cmd, click.Group):
             stack += list(cmd.commands.values())
         for param in cmd.params:
+            if isinstance(param, click.Argument) and param.name == error.field:
+                typed.setdefault(param.name, param.human_readable_name)  # JOB_ID
             if not isinstance(param, click.Option) or not param.name:
                 continue
             given = args is None or param.name == error.field or any(
