@@ -19,7 +19,7 @@ import ipywidgets as w
 from .. import checks, config
 from ..clusters import BACKENDS, PackCluster, PacklabWarning
 from ..clusters.launch import launch
-from ..errors import PacklabError
+from ..errors import PacklabError, PacklabRuntimeError
 from ..profiles import PROFILES
 from ..units import format_walltime
 from .forms import launch_arguments, scale_action
@@ -316,7 +316,7 @@ class _Reporting:
             return False
         if not isinstance(exc, Exception):
             return False  # KeyboardInterrupt and friends go on
-        if isinstance(exc, PacklabError):
+        if isinstance(exc, (PacklabError, PacklabRuntimeError)):  # bad input, or a state to fix
             message = str(exc)
         else:
             logger.error("packlab launcher: %s failed", self.action, exc_info=(kind, exc, tb))
