@@ -172,7 +172,7 @@ CLI = [
     ("cooldown", ["--cooldown", "soon"], "--cooldown", "'soon'", '"60s"'),
     ("walltime", ["--walltime", "soon"], "--walltime", "'soon'", "expected"),
     ("gpus-negative", ["--gpus", "-1"], "--gpus", "-1", "0 or more"),
-    ("spot-local", ["--spot"], "--spot", "True", "needs backend='slurm'"),
+    ("spot-local", ["--spot"], "--spot", "True", "needs --backend='slurm'"),
     ("backend", ["--backend", "slrum"], "--backend", "'slrum'", "Did you mean 'slurm'?"),
     ("profile", ["--profile", "nope"], "--profile", "'nope'", "general-batch"),
     ("dashboard", ["--dashboard-address", "8787"], "--dashboard-address", "'8787'", '"127.0.0.1:8787"'),

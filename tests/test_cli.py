@@ -58,7 +58,7 @@ def test_demo_small_matches_numpy(runner):
         (["cluster", "up", "--min-workers", "3", "--max-workers", "1"], "--min-workers=3 is greater"),
         (["cluster", "up", "--workers", "2", "--max-workers", "3"], "pass one or the other"),
         (["cluster", "up", "--walltime", "soon"], "walltime='soon' is invalid"),
-        (["cluster", "up", "--spot"], "spot=True needs backend='slurm'"),
+        (["cluster", "up", "--spot"], "--spot=True needs --backend='slurm'"),
         (["cluster", "up", "--workers", "many"], "'many' is not a valid integer"),
         (["demo", "--size", "lots"], "size='lots' is invalid"),
         (["demo", "--profile", "nope"], "profile='nope' is unknown"),

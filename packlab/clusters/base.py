@@ -129,7 +129,8 @@ def clamp_gpus(request: ClusterRequest, available: int, where: str, fix: str) ->
     if p.gpus <= available:
         return p.gpus, []
     if request.gpus_explicit:
-        raise PacklabError(f"gpus={p.gpus} is more than {where} has ({available} GPU(s)): {fix}")
+        raise PacklabError(f"gpus={p.gpus} is more than {where} has ({available} GPU(s)): {fix}",
+                           field="gpus", value=p.gpus)
     return 0, [f"profile {p.name!r} asks {p.gpus} GPU(s) per worker; {where} has {available}: "
                "running on CPU."]
 
