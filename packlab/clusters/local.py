@@ -160,9 +160,11 @@ class LocalBackend(Backend):
             for leaked in set(SpecCluster._instances) - before:
                 with contextlib.suppress(Exception):
                     leaked.close()
-            cause = e.__cause__ if isinstance(e, RuntimeError) and e.__cause__ is not None else e
+            cause: BaseException = e
+            while cause.__cause__ is not None:  # Dask's wrappers: "Cluster failed to start" ...
+                cause = cause.__cause__
             raise ClusterStartError(
-                f"the local cluster could not start: {type(cause).__name__}: {cause}. "
+                f"the local cluster could not start: {type(cause).__name__}: {str(cause).rstrip('.')}. "
                 + _suspects(request, security)
             ) from e
         if probe:
@@ -174,7 +176,7 @@ def _suspects(request: ClusterRequest, security: Security | None) -> str:
     """What to check, from what the user chose beyond packlab's defaults."""
     if request.extra:
         names = ", ".join(f"{k}=" for k in sorted(request.extra))
-        return f"Check the keywords passed on to Dask ({names}); the worker's own error is above."
+        return f"Check the keywords passed on to Dask ({names})."
     if isinstance(request.security, Security):
         return ("Check the distributed.Security given as security= (its certificate and key files), "
                 "or pass security=True for packlab's temporary certificates.")
