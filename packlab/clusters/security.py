@@ -40,30 +40,27 @@ def _is_loopback(host: str) -> bool:
 def parse_dashboard_address(value: object, field: str) -> tuple[str, int]:
     """``(host, port)`` of a dashboard address ``"HOST:PORT"``, or a clear error.
 
-    An IPv6 host is written in brackets (``"[::1]:8787"``); an empty host means every
-    interface (``":8787"``).
+    An empty host means every interface (``":8787"``). Dask's dashboard cannot take an
+    IPv6 address (it splits the address at each ``:``), so one is refused here rather
+    than failing inside Dask.
 
     Examples
     --------
-    >>> parse_dashboard_address("[::1]:8787", "dashboard_address")
-    ('::1', 8787)
+    >>> parse_dashboard_address("localhost:8787", "dashboard_address")
+    ('localhost', 8787)
     >>> parse_dashboard_address("::1", "dashboard_address")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    packlab.errors.PacklabError: dashboard_address='::1' is invalid: ... in brackets, e.g. "[::1]:8787"...
+    packlab.errors.PacklabError: dashboard_address='::1' is invalid: expected ... not an IPv6 address...
     """
     fix = 'Use "HOST:PORT", e.g. "127.0.0.1:8787" (this machine only) or "127.0.0.1:0" (any free port).'
     if not isinstance(value, str) or ":" not in value:
         raise bad_value(field, value, 'an address "HOST:PORT"', fix)
-    if value.startswith("["):
-        host, sep, port = value[1:].partition("]:")
-        if not sep:
-            raise bad_value(field, value, 'an address "[IPV6]:PORT"', 'e.g. "[::1]:8787".')
-    else:
-        host, _, port = value.rpartition(":")
-        if ":" in host:
-            raise bad_value(field, value, 'an address "HOST:PORT" with an IPv6 host in brackets, '
-                            'e.g. "[::1]:8787"', fix)
+    host, _, port = value.rpartition(":")
+    if ":" in host or host.startswith("["):
+        raise bad_value(field, value, 'an address "HOST:PORT" with an IPv4 address or a host name, not an '
+                        "IPv6 address (Dask's dashboard cannot listen on one)",
+                        'For this machine only use "127.0.0.1:0" or "localhost:0".')
     if not port.isdigit() or int(port) > 65535:
         raise bad_value(field, value, 'an address "HOST:PORT" with a port from 0 to 65535', fix)
     return host, int(port)
