@@ -11,6 +11,7 @@ import abc
 import difflib
 import html
 import inspect
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -271,12 +272,30 @@ class PackCluster:
         return self._adaptive
 
     def wait_for_workers(self, n: int, timeout: float | str | None = None) -> None:
-        """Block until ``n`` workers are connected (``timeout`` seconds or "1m")."""
+        """Block until ``n`` workers are connected (``timeout`` seconds or "1m").
+
+        Stops at once with :class:`ClusterStartError`, carrying the cause, when the backend
+        sees that a worker being waited for can no longer come (on SLURM: its job ended
+        before its worker connected, e.g. a bad ``worker_extra_args``), also for workers
+        that an adaptive cluster asked for after launch.
+        """
         checks.integer(n, "wait_for_workers(n)", minimum=1, fix="e.g. pc.wait_for_workers(2).")
         if timeout is not None:
             timeout = checks.duration(timeout, "timeout", allow_zero=False)
         self._check_open("wait_for_workers")
-        self.client.wait_for_workers(n, timeout=timeout)
+        impl = BACKENDS[self.backend]() if self.backend in BACKENDS else None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = 1.0 if deadline is None else deadline - time.monotonic()
+            try:
+                self.client.wait_for_workers(n, timeout=max(0.1, min(1.0, left)))
+                return
+            except TimeoutError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+            why = impl.start_failure(self.cluster) if impl is not None else None
+            if why:
+                raise ClusterStartError(why)
 
     def _check_open(self, action: str) -> None:
         if self.closed:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import warnings
 from typing import Any
 
@@ -17,7 +16,6 @@ from .base import (
     BACKENDS,
     Backend,
     ClusterRequest,
-    ClusterStartError,
     PackCluster,
     check_backend,
     validate_bounds,
@@ -146,28 +144,11 @@ def launch(
         if request.initial_workers:
             impl.check_started(cluster)
         if wait and request.initial_workers:
-            wait_started(pc, impl, request.initial_workers, 120.0 if wait is True else float(wait))
+            pc.wait_for_workers(request.initial_workers, 120.0 if wait is True else float(wait))
     except BaseException:
         pc.close()
         raise
     return pc
-
-
-def wait_started(pc: PackCluster, impl: Backend, n: int, timeout: float) -> None:
-    """Wait for the first ``n`` workers, but stop at once, with its cause, if the backend
-    sees that one of them can no longer come (e.g. its batch job ended)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        step = max(0.1, min(1.0, deadline - time.monotonic()))
-        try:
-            pc.client.wait_for_workers(n, timeout=step)
-            return
-        except TimeoutError:
-            if time.monotonic() >= deadline:
-                raise
-        why = impl.start_failure(pc.cluster)
-        if why:
-            raise ClusterStartError(why)
 
 
 def prepare(backend: str | None = None, profile: str | None = None, *, quiet: bool = False,
