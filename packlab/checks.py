@@ -148,6 +148,24 @@ def _number_fix(value: object) -> str | None:
     return None
 
 
+def fraction(value: object, field: str, *, fix: str = "For 10% write 0.1.") -> float:
+    """A fraction from 0 up to, not including, 1 (a share of memory, a discount).
+
+    Examples
+    --------
+    >>> fraction(0.25, "reserve-memory")
+    0.25
+    >>> fraction(10, "spot_discount")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    packlab.errors.PacklabError: spot_discount=10 is invalid: expected a fraction ... For 10% write 0.1.
+    """
+    x = number(value, field, minimum=0, fix=fix)
+    if x >= 1:
+        raise bad_value(field, value, "a fraction from 0 up to (not including) 1", fix)
+    return x
+
+
 _BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "0", "1"}
 
 
@@ -293,6 +311,7 @@ __all__ = [
     "boolean",
     "choice",
     "duration",
+    "fraction",
     "integer",
     "mapping_of",
     "memory",

@@ -88,14 +88,6 @@ def schema() -> dict[str, Any]:
     return _SCHEMA
 
 
-def _fraction(value: object, field: str) -> float:
-    x = checks.number(value, field, minimum=0)
-    if x >= 1:
-        raise checks.bad_value(field, value, "a fraction from 0 up to (not including) 1",
-                               "For 10% write 0.1.")
-    return x
-
-
 def _check_leaf(node: Mapping[str, Any], value: object, field: str) -> None:
     if value is None and node.get("nullable"):
         return
@@ -111,7 +103,7 @@ def _check_leaf(node: Mapping[str, Any], value: object, field: str) -> None:
     elif kind == "number":
         checks.number(value, field, minimum=node.get("minimum"), above=node.get("above"))
     elif kind == "fraction":
-        _fraction(value, field)
+        checks.fraction(value, field)
     elif kind == "duration":
         s = checks.duration(value, field)
         if "above" in node and s <= node["above"]:
