@@ -114,12 +114,13 @@ class Driver:
         return out
 
     # -- starting a stage ------------------------------------------------------------------
-    def _check(self, name: str, key: str) -> bool:
-        """Whether a valid checkpoint is there (reporting an invalid one)."""
+    def _check(self, name: str, key: str, expected: bool = False) -> bool:
+        """Whether a valid checkpoint is there, reporting an invalid one (and a missing one
+        that was ``expected``: an element of a fan-out whose index was written)."""
         reason = self.store.check(name, key)
         if reason is None:
             return True
-        if reason != "missing":
+        if reason != "missing" or expected:
             self.stages[name].invalid.append(f"{key}: {reason}")
             warnings.warn(f"pipeline {self.name!r}: the checkpoint of stage {name!r} ({key}) is not usable "
                           f"({reason}); recomputing it.", PipelineWarning, stacklevel=4)
@@ -140,15 +141,16 @@ class Driver:
                 self._fail(s, str(e))
                 return
             s.units = len(elements)
+            indexed = False
             if self.resume and self._check(name, s.key):
-                meta = self.store.manifest(name, s.key).get("meta", {})
-                if meta.get("units") == s.units and all(self._check(name, unit_key(s.key, i))
-                                                        for i in range(s.units)):
+                indexed = self.store.manifest(name, s.key).get("meta", {}).get("units") == s.units
+                valid = [self._check(name, unit_key(s.key, i), expected=indexed) for i in range(s.units)]
+                if indexed and all(valid):
                     self._cached(s, s.key)
                     s.units_cached = s.units
                     return
             for i, value in enumerate(elements):
-                if self.resume and self._check(name, unit_key(s.key, i)):
+                if self.resume and self._check(name, unit_key(s.key, i), expected=indexed):
                     s.units_cached += 1
                     s.compute_seconds += self._recorded_seconds(name, unit_key(s.key, i))
                     continue
