@@ -241,4 +241,6 @@ def _find_cycle(left: set[str], stages: dict[str, StageSpec]) -> list[str]:
         node = min(u for u in stages[node].upstream if u in left)
     cycle = path[index[node]:]
     cycle.reverse()  # upstream first: a -> b means b waits for a
+    i = cycle.index(min(cycle))
+    cycle = cycle[i:] + cycle[:i]
     return [*cycle, cycle[0]]

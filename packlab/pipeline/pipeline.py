@@ -137,8 +137,12 @@ class Pipeline:
             fd, probe = tempfile.mkstemp(prefix=".probe-", dir=root)
             os.close(fd)
             os.remove(probe)
-        except PacklabError:
-            raise
+        except PacklabError as e:  # its wording is about TLS files: say it for checkpoints
+            what = str(e).split(": packlab writes", 1)[0]
+            raise PacklabError(f"{what}: it cannot be the checkpoint directory, which must be a private "
+                               "(0700) directory of yours, never reached through someone else's link. "
+                               "Give another directory, e.g. checkpoint='ckpt'.",
+                               field="checkpoint", value=self.checkpoint) from None
         except OSError as e:
             raise PacklabError(f"checkpoint={self.checkpoint!r} cannot be written ({e.strerror or e}): "
                                "give a directory you can create and write, e.g. checkpoint='ckpt'.",
