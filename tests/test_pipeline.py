@@ -366,3 +366,43 @@ def test_visualize_draws_states_as_bokeh_and_svg(cluster, tmp_path):
     assert "Bokeh" in (tmp_path / "dag.html").read_text()
     with pytest.raises(packlab.PacklabError, match="PNG export needs a browser"):
         pipe.visualize(filename=str(tmp_path / "dag.png"))
+
+
+def test_driver_sigkilled_mid_pipeline_resumes_without_redoing_finished_work(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from packlab.pipeline import CheckpointStore
+
+    driver = os.path.join(os.path.dirname(__file__), "pipeline_driver.py")
+    ckpt, log = str(tmp_path / "ckpt"), str(tmp_path / "log")
+    p = subprocess.Popen([sys.executable, driver, ckpt, log], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         text=True, start_new_session=True)
+    try:
+        assert p.stdout.readline().strip() == "started"
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 120 and sum(k.startswith("square") for k in runs_of(log)) < 3:
+            time.sleep(0.02)
+        os.killpg(p.pid, signal.SIGKILL)  # the driver and its cluster's workers, mid fan-out
+        p.wait(timeout=30)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    store = CheckpointStore(ckpt, "crash")
+    out = tmp_path / "ckpt" / "outputs"
+    finished = [d.name for d in (out / "square").iterdir() if store.check("square", d.name) is None]
+    assert 2 <= len(finished) < 8 and not (out / "total").exists()
+    before = runs_of(log)
+    rerun = subprocess.run([sys.executable, driver, ckpt, log], capture_output=True, text=True, timeout=180)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    final = json.loads(rerun.stdout.strip().splitlines()[-1])
+    assert final["results"] == {"source": list(range(8)), "square": [i * i for i in range(8)],
+                                "total": 140, "summary": {"n": 8, "total": 140}}
+    assert final["cached"] == ["source"] and final["computed"] == ["square", "total", "summary"]
+    after = runs_of(log)
+    assert after["source"] == 1 and after["total"] == 1 and after["summary"] == 1
+    done_elements = {f"square-{int(name.rsplit('-', 1)[1])}" for name in finished}
+    for e in done_elements:
+        assert after[e] == 1, (e, before, after)  # finished before the kill: not recomputed
+    assert {f"square-{i}" for i in range(8)} <= set(after)

@@ -60,11 +60,12 @@ def code_token(fn: Callable) -> str:
     if code is None:  # a callable object: its class's __call__ and its state
         call = type(fn).__dict__.get("__call__")
         code = getattr(call, "__code__", None)
-        parts: list = [type(fn).__module__, type(fn).__qualname__, tokenize(getattr(fn, "__dict__", None))]
+        parts: list = [type(fn).__qualname__, tokenize(getattr(fn, "__dict__", None))]
         if code is not None:
             _code_parts(code, parts, getattr(call, "__globals__", {}), set(), 1)
         return _digest(parts)
-    parts = [getattr(inner, "__module__", None), inner.__qualname__]
+    # Not the module's name: the same code run as __main__ and imported is the same stage.
+    parts = [inner.__qualname__]
     _code_parts(code, parts, getattr(inner, "__globals__", {}), {id(inner)}, 1)
     cells = getattr(inner, "__closure__", None) or ()
     for cell in cells:
