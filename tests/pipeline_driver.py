@@ -53,7 +53,8 @@ def main(checkpoint: str, log: str) -> None:
     with packlab.launch(workers=1, cores=1, memory="1GiB", security=False, wait=True) as pc:
         print("started", flush=True)
         run = build(checkpoint, log).run(pc, resume=True)
-        print(json.dumps({"results": run.results, "cached": run.cached, "computed": run.computed}), flush=True)
+        out = {"results": run.results, "cached": run.cached, "computed": run.computed}
+        print(json.dumps(out), flush=True)
 
 
 if __name__ == "__main__":

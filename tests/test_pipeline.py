@@ -377,8 +377,8 @@ def test_driver_sigkilled_mid_pipeline_resumes_without_redoing_finished_work(tmp
 
     driver = os.path.join(os.path.dirname(__file__), "pipeline_driver.py")
     ckpt, log = str(tmp_path / "ckpt"), str(tmp_path / "log")
-    p = subprocess.Popen([sys.executable, driver, ckpt, log], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                         text=True, start_new_session=True)
+    p = subprocess.Popen([sys.executable, driver, ckpt, log], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     try:
         assert p.stdout.readline().strip() == "started"
         t0 = time.monotonic()
