@@ -22,6 +22,7 @@ from .checks import integer
 from .clusters import PacklabWarning
 from .clusters.launch import launch
 from .errors import PacklabError
+from .pipeline.demo import PipelineDemo, pipeline_summary, run_pipeline_demo
 from .resources import this_machine
 from .units import format_bytes, memory_bytes
 
@@ -104,10 +105,11 @@ class DemoResult:
     persisted: bool
     generate_seconds: float
     parts: list[Part]
+    pipeline: PipelineDemo | None = None
 
     @property
     def ok(self) -> bool:
-        return all(p.ok for p in self.parts)
+        return all(p.ok for p in self.parts) and (self.pipeline is None or self.pipeline.ok)
 
 
 def _poly(x):
@@ -184,7 +186,8 @@ def run(size: str | int = "2GB", profile: str = "analytics", workers: int | None
         var.timings.append(_timed("packlab", lambda: mapreduce(kernel(_anomaly), x, reduce="var",
                                                                axis=0).compute(), near))
         parts.append(var)
-        return DemoResult(pc.workers, threads, n * 8, persisted, gen, parts)
+        pipe = run_pipeline_demo(pc)
+        return DemoResult(pc.workers, threads, n * 8, persisted, gen, parts, pipe)
 
 
 def summary(r: DemoResult) -> str:
@@ -202,4 +205,6 @@ def summary(r: DemoResult) -> str:
             lines.append(f"  {t.label:8s} {t.seconds:7.3f} s  {part.gbps(t):7.2f} GB/s{speed}  {check}")
     lines.append("(second runs; the first packlab run of each also compiled the kernel on every "
                  f"worker: {', '.join(f'{p.timings[-1].first:.2f} s' for p in r.parts)})")
+    if r.pipeline is not None:
+        lines.append(pipeline_summary(r.pipeline))
     return "\n".join(lines)

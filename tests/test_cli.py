@@ -48,6 +48,7 @@ def test_demo_small_matches_numpy(runner):
     assert "DOES NOT" not in r.output
     assert "61.00 MiB of float64 on 1 worker " in r.output  # 64 MB in whole 256 x 256 time steps
     assert "generated on the workers and kept there" in r.output
+    assert "the flaky stage succeeded on attempt 2" in r.output and "right answer" in r.output
 
 
 @pytest.mark.parametrize(
