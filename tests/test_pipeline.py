@@ -97,6 +97,9 @@ def test_resume_reuses_every_checkpoint_and_changes_invalidate_downstream_only(c
     assert again.results == first.results
     assert runs_of(log) == {"load": 1, "transform": 4, "total": 1, "report": 1}
     assert again["transform"].attempts == 0 and again.rework_saved() >= 0
+    closed = packlab.JobQueue(cluster, store=str(tmp_path / "other.db"))
+    closed.close()
+    assert etl(ckpt, log).run(closed).cached == again.cached  # nothing to run: no queue touched
     # a changed constant: transform and everything after it run again, load is reused
     changed = etl(ckpt, log, scale=3).run(cluster)
     assert changed.cached == ["load"] and changed.computed == ["transform", "total", "report"]

@@ -51,11 +51,16 @@ def _stage_retry(spec: StageSpec, default: Any) -> Any:
 
 
 class Driver:
-    """Runs a validated graph once. Not thread-safe; one per ``Pipeline.run`` call."""
+    """Runs a validated graph once. Not thread-safe; one per ``Pipeline.run`` call.
 
-    def __init__(self, name: str, graph: Graph, q: Any, store: CheckpointStore, *, resume: bool,
+    ``open_queue()`` is called at the first stage that must run, not before: a resumed run
+    whose every stage is reused touches no queue and no cluster.
+    """
+
+    def __init__(self, name: str, graph: Graph, open_queue: Any, store: CheckpointStore, *, resume: bool,
                  owner: str, retry: Any):
-        self.name, self.graph, self.q, self.store = name, graph, q, store
+        self.name, self.graph, self.store = name, graph, store
+        self._open_queue, self._q, self._unsubscribe = open_queue, None, None
         self.resume, self.owner, self.retry = resume, owner, retry
         self.keys = stage_keys(graph)
         self.stages = {n: StageResult(n, self.keys[n], fan_out=graph.stages[n].map_over is not None)
@@ -66,12 +71,20 @@ class Driver:
         self.unit_errors: dict[str, list[str]] = {}
 
     # -- the loop --------------------------------------------------------------------------
+    @property
+    def q(self) -> Any:
+        if self._q is None:
+            q = self._open_queue()
+            self._unsubscribe = q.subscribe(lambda e: self.events.put(e.job_id), kinds=list(_FINAL_KINDS))
+            self._q = q
+        return self._q
+
     def run(self) -> PipelineRun:
-        unsubscribe = self.q.subscribe(lambda e: self.events.put(e.job_id), kinds=list(_FINAL_KINDS))
         try:
             self._loop()
         finally:
-            unsubscribe()
+            if self._unsubscribe is not None:
+                self._unsubscribe()
         return PipelineRun(self.name, self.store, self.stages)
 
     def _loop(self) -> None:

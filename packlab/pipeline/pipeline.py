@@ -157,7 +157,8 @@ class Pipeline:
         cluster_or_queue : PackCluster, Dask cluster, distributed.Client or JobQueue
             Where stages run. Given a queue, its stages are jobs of that queue (its store,
             policy and defaults); otherwise a ``JobQueue`` with the ``priority`` policy and
-            its store ``queue.db`` in the checkpoint directory is opened and closed here.
+            its store ``queue.db`` in the checkpoint directory is opened at the first stage
+            that must run, and closed at the end (a run that reuses every stage opens none).
         resume : bool, default True
             Reuse every valid checkpoint. ``False`` recomputes every stage (and replaces
             its checkpoints).
@@ -174,14 +175,22 @@ class Pipeline:
                             "a packlab PackCluster, a Dask cluster or Client, or a packlab.JobQueue")
         root = self._checkpoint_dir()
         store = CheckpointStore(root, self.name)
-        own = not isinstance(cluster_or_queue, JobQueue)
-        q = JobQueue(cluster_or_queue, policy="priority", store=os.path.join(root, "queue.db")) \
-            if own else cluster_or_queue
-        try:
+        opened: list[JobQueue] = []
+
+        def open_queue() -> JobQueue:
+            if isinstance(cluster_or_queue, JobQueue):
+                q = cluster_or_queue
+            else:
+                q = JobQueue(cluster_or_queue, policy="priority", store=os.path.join(root, "queue.db"))
+                opened.append(q)
             _install_warning_plugin(q)
-            run = Driver(self.name, graph, q, store, resume=resume, owner=self.owner, retry=self.retry).run()
+            return q
+
+        try:
+            run = Driver(self.name, graph, open_queue, store, resume=resume, owner=self.owner,
+                         retry=self.retry).run()
         finally:
-            if own:
+            for q in opened:
                 q.close()
         self.last_run = run
         return run
