@@ -34,7 +34,11 @@ def figure(capsys, record_property):
 def steps_logged(log: str) -> list[int]:
     if not os.path.exists(log):
         return []
-    return [int(x) for x in open(log).read().split()]
+    return [int(line.split()[1]) for line in open(log).read().splitlines()]
+
+
+def pids_logged(log: str) -> list[str]:
+    return [line.split()[0] for line in open(log).read().splitlines()]
 
 
 def build(ckpt: str, log: str) -> packlab.Pipeline:
@@ -52,7 +56,7 @@ def build(ckpt: str, log: str) -> packlab.Pipeline:
             i = state["step"]
             time.sleep(0.25)
             with open(log, "a") as f:
-                f.write(f"{i}\n")
+                f.write(f"{os.getpid()} {i}\n")
             state = {"step": i + 1, "total": state["total"] + weights[i]}
             if state["step"] % SAVE_EVERY == 0:
                 ctx.save(state)
@@ -98,7 +102,8 @@ def test_spot_pipeline_preempted_mid_stage_finishes_with_the_same_result(tmp_pat
     assert run.ok and run["train"].result == sum(range(STEPS))
     assert run["report"].result == f"total {sum(range(STEPS))}"
     steps = steps_logged(log)
-    restart = next(steps[i] for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
+    pids = pids_logged(log)
+    restart = next(steps[i] for i in range(1, len(steps)) if pids[i] != pids[i - 1])  # the new worker
     how = ("the SIGTERM before the kill autosaved it" if restart % SAVE_EVERY
            else f"its last ctx.save (every {SAVE_EVERY} steps)")
     done_before = int(hog["done_before"])
