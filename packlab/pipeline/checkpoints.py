@@ -154,7 +154,8 @@ class CheckpointStore:
                 fmt.write(obj, tmp)
                 return fmt.name
             except Exception as e:  # e.g. a frame parquet cannot type: pickled instead
-                log.info("stage %s: %s refused the output (%s); pickling it", stage, fmt.name, e)
+                log.warning("stage %s: the %s format refused its output (%s: %s); pickling it instead",
+                            stage, fmt.name, type(e).__name__, e)
                 for name in os.listdir(tmp):
                     p = os.path.join(tmp, name)
                     shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
