@@ -187,3 +187,21 @@ def test_a_big_dask_array_constant_is_keyed_by_its_graph_not_its_values():
     big = da.zeros((10**6, 10**6), chunks=10**4)  # 8 TB if it were hashed (it would never end)
     k = stage_key("s", "c", {"x": big}, {})
     assert k == stage_key("s", "c", {"x": big}, {}) != stage_key("s", "c", {"x": big + 1}, {})
+
+
+THRESHOLD = 3
+
+
+def test_a_module_level_constant_the_stage_reads_is_part_of_its_key():
+    global THRESHOLD
+
+    def f():
+        return THRESHOLD
+
+    before = code_token(f)
+    THRESHOLD = 4
+    try:
+        assert code_token(f) != before
+    finally:
+        THRESHOLD = 3
+    assert code_token(f) == before

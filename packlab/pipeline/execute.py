@@ -25,6 +25,7 @@ from .run import CACHED, DONE, FAILED, FINISHED, PENDING, RUNNING, SKIPPED, Pipe
 from .worker import StageCall, load_output
 
 _FINAL_KINDS = ("done", "failed-final", "dead", "cancelled")
+_POLL = 0.5  # seconds: every job in flight is looked at this often, events or not
 
 
 class PipelineWarning(UserWarning):
@@ -89,6 +90,7 @@ class Driver:
 
     def _loop(self) -> None:
         waiting = {n: len(self.graph.stages[n].upstream) for n in self.graph.order}
+        last_poll = time.monotonic()
         ready = [n for n in self.graph.order if waiting[n] == 0]
         while True:
             while ready:
@@ -98,11 +100,14 @@ class Driver:
             if not self.inflight:
                 return
             try:
-                jid = self.events.get(timeout=0.5)
-            except _queue.Empty:  # a missed event costs at most this poll
+                jid = self.events.get(timeout=_POLL)
+            except _queue.Empty:
+                jid = None
+            done = [jid] if jid in self.inflight else []
+            now = time.monotonic()
+            if jid is None or now - last_poll > _POLL:  # an event missed (e.g. before its job was ours)
+                last_poll = now
                 done = [j for j, (_, job) in self.inflight.items() if job.done()]
-            else:
-                done = [jid] if jid in self.inflight else []
             for jid in done:
                 stage, job = self.inflight.pop(jid)
                 self._unit_finished(stage, job)
@@ -210,8 +215,10 @@ class Driver:
         opts = dict(priority=spec.priority, owner=self.owner, retry=_stage_retry(spec, self.retry),
                     timeout=spec.timeout, resources=spec.resources)
         qkey = f"pipeline:{self.name}:{spec.name}:{call.unit}"
+        t0 = time.time()
         job = self.q.submit(call, key=qkey, **opts)
-        if job.done():  # an earlier run's job of this key: its output is not usable, so run anew
+        if job.done() and job.submitted < t0:  # an earlier run's job of this key: its output is not
+            # usable (else the stage would have been reused), so it runs anew under a new key
             job = self.q.submit(call, key=f"{qkey}:{uuid.uuid4().hex[:8]}", **opts)
         self.inflight[job.id] = (spec.name, job)
         self.left[spec.name] = self.left.get(spec.name, 0) + 1

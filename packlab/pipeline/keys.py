@@ -7,8 +7,10 @@ a changed upstream key gives a new key (the stage and everything after it run ag
 unchanged ones give the same key (the checkpoint is reused).
 
 The code's token is its bytecode (``co_code``), constants, names, the values its
-closure captured, and, one module deep, the code of the module-level functions it calls:
-editing a helper the stage calls invalidates it; editing a comment does not. Constant
+closure captured, the values of the module-level constants it reads (numbers, strings,
+short tuples of them) and, one module deep, the code of the module-level functions it
+calls: editing a helper the stage calls, or a ``THRESHOLD = 3`` it reads, invalidates it;
+editing a comment does not. Other globals (modules, classes, arrays) are not followed. Constant
 values are tokenized with :func:`dask.base.tokenize`, which keys a dask collection by its
 graph name (cheap) instead of its values.
 """
@@ -23,6 +25,14 @@ from typing import Any
 
 #: Bumped when the key recipe changes: every old checkpoint is then recomputed, not misread.
 KEY_VERSION = "packlab-pipeline-1"
+_SCALARS = (int, float, complex, str, bytes, bool, type(None))
+
+
+def _is_constant(value: object) -> bool:
+    """A module-level value whose repr is cheap and says all: a scalar or a short tuple of them."""
+    if isinstance(value, tuple):
+        return len(value) <= 64 and all(isinstance(v, _SCALARS) for v in value)
+    return isinstance(value, _SCALARS)
 
 
 def _code_parts(code: types.CodeType, out: list, fn_globals: dict, seen: set[int], depth: int) -> None:
@@ -34,13 +44,15 @@ def _code_parts(code: types.CodeType, out: list, fn_globals: dict, seen: set[int
             out.append(sorted(map(repr, c)))
         else:
             out.append(repr(c))
-    if depth > 0:  # module-level functions the code calls by name, one level (and their own)
-        for name in code.co_names:
-            g = fn_globals.get(name)
-            if isinstance(g, types.FunctionType) and id(g) not in seen:
-                seen.add(id(g))
-                out.append(name)
-                _code_parts(g.__code__, out, g.__globals__, seen, depth - 1)
+    for name in code.co_names:  # module-level constants it reads (THRESHOLD = 3): their values
+        g = fn_globals.get(name)
+        if _is_constant(g):
+            out.append((name, repr(g)))
+        elif depth > 0 and isinstance(g, types.FunctionType) and id(g) not in seen:
+            # module-level functions it calls by name, one level (and their own constants)
+            seen.add(id(g))
+            out.append(name)
+            _code_parts(g.__code__, out, g.__globals__, seen, depth - 1)
 
 
 def code_token(fn: Callable) -> str:

@@ -163,13 +163,15 @@ class Pipeline:
             Reuse every valid checkpoint. ``False`` recomputes every stage (and replaces
             its checkpoints).
         """
+        from distributed import Client
+
         from ..queue import JobQueue
         from .checkpoints import CheckpointStore
         from .execute import Driver
 
         checks.boolean(resume, "resume")
         graph = self.validate()
-        if not isinstance(cluster_or_queue, JobQueue) and not (
+        if not isinstance(cluster_or_queue, (JobQueue, Client)) and not (
                 hasattr(cluster_or_queue, "scheduler_address") or hasattr(cluster_or_queue, "client")):
             raise bad_value("cluster_or_queue", cluster_or_queue,
                             "a packlab PackCluster, a Dask cluster or Client, or a packlab.JobQueue")
