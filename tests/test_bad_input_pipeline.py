@@ -209,6 +209,8 @@ DECLARE_CASES = [
     ("stage-name-with-slash", lambda t: _declare(t, name="a/b"), ["name='a/b'", "letters, digits"]),
     ("stage-not-callable", lambda t: pipeline(t).stage(42), ["stage=42", "a function"]),
     ("pipeline-name", lambda t: packlab.Pipeline("my pipeline", checkpoint=t), ["name='my pipeline'"]),
+    ("pipeline-name-with-dot", lambda t: packlab.Pipeline("etl.v2", checkpoint=t),
+     ["name='etl.v2'", "'_' or '-'"]),
     ("checkpoint-not-a-path", lambda t: packlab.Pipeline("p", checkpoint=3), ["checkpoint=3", "file path"]),
     ("pipeline-retry", lambda t: packlab.Pipeline("p", checkpoint=t, retry=-2), ["attempts=-2"]),
     ("resume-not-a-bool", lambda t: one_stage(t).run(None, resume="yes"), ["resume='yes'", "True or False"]),

@@ -85,6 +85,7 @@ def test_fan_out_results_statuses_and_jobs_named_after_the_pipeline(cluster, tmp
     with packlab.JobQueue(cluster, store=str(root / "queue.db")) as q:
         jobs = [q.get(j) for s in pipe.stages for j in run[s].jobs]
         assert {j.fn_name for j in jobs} == {f"packlab.pipeline.etl.{s}" for s in pipe.stages}
+        assert {packlab.pipeline.stage_of_job(j.fn_name) for j in jobs} == {("etl", s) for s in pipe.stages}
         assert {j.owner for j in jobs} == {"etl"}
         assert {j.priority for j in jobs if j.fn_name.endswith("total")} == {"high"}
 

@@ -13,6 +13,7 @@ from .execute import PipelineWarning
 from .formats import Format, register_format, unregister_format
 from .pipeline import Pipeline
 from .run import PipelineRun, StageResult
+from .worker import stage_of_job
 
 __all__ = [
     "CheckpointInvalid",
@@ -25,5 +26,6 @@ __all__ = [
     "PipelineWarning",
     "StageResult",
     "register_format",
+    "stage_of_job",
     "unregister_format",
 ]

@@ -71,8 +71,9 @@ class Graph:
         return [s for s in self.order if s in seen]
 
 
-def stage_name(value: object, field_name: str = "name") -> str:
-    """A stage or pipeline name: a non-empty string of letters, digits, ``_``, ``-``, ``.``.
+def stage_name(value: object, field_name: str = "name", dots: bool = True) -> str:
+    """A stage or pipeline name: a non-empty string of letters, digits, ``_``, ``-``, ``.``
+    (a pipeline's without ``.``: it is the first part of ``<pipeline>.<stage>``).
 
     It becomes a directory name and part of job names, so nothing else is allowed.
 
@@ -85,10 +86,12 @@ def stage_name(value: object, field_name: str = "name") -> str:
     ...
     packlab.errors.PacklabError: name='a/b' is invalid: expected a name of letters, digits, ...
     """
+    allowed = "_-." if dots else "_-"
     ok = isinstance(value, str) and value and value[0] not in ".-" and all(
-        c.isascii() and (c.isalnum() or c in "_-.") for c in value)
+        c.isascii() and (c.isalnum() or c in allowed) for c in value)
     if not ok:
-        raise bad_value(field_name, value, "a name of letters, digits, '_', '-' or '.' (not starting with "
+        chars = "'_', '-' or '.'" if dots else "'_' or '-'"
+        raise bad_value(field_name, value, f"a name of letters, digits, {chars} (not starting with "
                         "'.' or '-')", "It names directories and queue jobs, e.g. 'clean_data'.")
     return value
 

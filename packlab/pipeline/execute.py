@@ -86,6 +86,10 @@ class Driver:
         finally:
             if self._unsubscribe is not None:
                 self._unsubscribe()
+        return self.partial()
+
+    def partial(self) -> PipelineRun:
+        """The run as it stands (stages still ``running`` or ``pending`` if it was stopped)."""
         return PipelineRun(self.name, self.store, self.stages)
 
     def _loop(self) -> None:

@@ -66,14 +66,14 @@ class Pipeline:
                  owner: str | None = None):
         from ..queue.retry import as_retry
 
-        self.name = stage_name(name, "name")
+        self.name = stage_name(name, "name", dots=False)
         self.checkpoint = os.path.abspath(checks.path(checkpoint, "checkpoint"))
         as_retry(retry, None)
         self.retry = retry
         self.owner = self.name if owner is None else checks.text(owner, "owner")
         self._specs: list[StageSpec] = []
         self._names: set[str] = set()
-        self.last_run = None
+        self.last_run = None  # the last run's PipelineRun (also of a run stopped by an error)
 
     # -- declaring -------------------------------------------------------------------------
     def stage(self, fn: Callable | None = None, *, name: str | None = None, depends_on: Any = None,
@@ -188,9 +188,13 @@ class Pipeline:
             _install_warning_plugin(q)
             return q
 
+        driver = Driver(self.name, graph, open_queue, store, resume=resume, owner=self.owner,
+                        retry=self.retry)
         try:
-            run = Driver(self.name, graph, open_queue, store, resume=resume, owner=self.owner,
-                         retry=self.retry).run()
+            run = driver.run()
+        except BaseException:  # e.g. KeyboardInterrupt: what was done so far stays visible
+            self.last_run = driver.partial()
+            raise
         finally:
             for q in opened:
                 q.close()

@@ -16,6 +16,24 @@ from .checkpoints import CheckpointStore
 from .context import Context
 from .keys import unit_key
 
+JOB_PREFIX = "packlab.pipeline."
+
+
+def stage_of_job(fn_name: str) -> tuple[str, str] | None:
+    """``(pipeline, stage)`` of a queue job run for a pipeline stage, from the job's function
+    name (``Job.fn_name``, ``Event.fn``); ``None`` for any other job. How monitors group a
+    pipeline's jobs.
+
+    Examples
+    --------
+    >>> stage_of_job("packlab.pipeline.etl.clean.v2"), stage_of_job("builtins.abs")
+    (('etl', 'clean.v2'), None)
+    """
+    if not isinstance(fn_name, str) or not fn_name.startswith(JOB_PREFIX):
+        return None
+    pipeline, _, stage = fn_name[len(JOB_PREFIX):].partition(".")
+    return (pipeline, stage) if pipeline and stage else None
+
 
 def ctx_path(root: str, stage: str, key: str) -> str:
     """Where a unit's in-stage state is saved."""
