@@ -128,6 +128,19 @@ def star_args(tmp):
     return p
 
 
+def unpicklable_constant(tmp):
+    import threading
+
+    p = pipeline(tmp)
+    lock = threading.Lock()
+
+    @p.stage
+    def guarded(lock=lock):
+        CALLED.append("guarded")
+
+    return p
+
+
 def empty(tmp):
     return pipeline(tmp)
 
@@ -155,6 +168,8 @@ RUN_CASES = [
      ["map_over='rows'", "a parameter of stage 'each'"]),
     ("star-args", star_args, ["*inputs", "name each input"]),
     ("no-stages", empty, ["has no stages", "@pipe.stage"]),
+    ("unpicklable-constant", unpicklable_constant, ["stage 'guarded'", "the function", "_thread.lock",
+                                                    "cannot be pickled"]),
 ]
 
 
@@ -201,6 +216,8 @@ DECLARE_CASES = [
     ("negative-timeout", lambda t: _declare(t, name="s", timeout=-1), ["timeout=-1"]),
     ("bad-retry", lambda t: _declare(t, name="s", retry="often"), ["retry='often'", "Retry"]),
     ("bad-resources", lambda t: _declare(t, name="s", resources={"GPU": -1}), ["GPU", "-1"]),
+    ("zero-resources", lambda t: _declare(t, name="s", resources={"GPU": 0}),
+     ["resources['GPU']=0", "above 0"]),
     ("resources-not-a-dict", lambda t: _declare(t, name="s", resources=["GPU"]),
      ["resources=['GPU']", "dict"]),
     ("map-over-not-a-name", lambda t: _declare(t, name="s", map_over=3),

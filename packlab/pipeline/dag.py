@@ -138,7 +138,7 @@ def make_spec(fn: Callable, *, name: str | None = None, depends_on: Any = None, 
     t = timeout_seconds(timeout)
     as_retry(retry, None)
     if resources is not None:
-        resources = checks.mapping_of(resources, "resources", lambda v, f: checks.number(v, f, minimum=0))
+        resources = checks.mapping_of(resources, "resources", lambda v, f: checks.number(v, f, above=0))
     if map_over is not None and not isinstance(map_over, str):
         raise bad_value("map_over", map_over, "the name of a parameter of the stage (a string)",
                         'e.g. @pipe.stage(map_over="files") def load(files): ...')

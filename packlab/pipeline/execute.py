@@ -41,6 +41,19 @@ def stage_keys(graph: Graph) -> dict[str, str]:
     return keys
 
 
+def check_picklable(graph: Graph) -> None:
+    """Every stage's function and constants must travel to workers: refuse, naming the
+    stage and what cannot be pickled, before anything runs."""
+    from ..queue import payload
+
+    for name in graph.order:
+        s = graph.stages[name]
+        try:
+            payload.dumps(s.fn, (), s.params)
+        except PacklabError as e:
+            raise PacklabError(f"stage {name!r}: {e}", field="stage", value=name) from None
+
+
 def _stage_retry(spec: StageSpec, default: Any) -> Any:
     """The stage's Retry, never retrying an output no format can write (that is permanent)."""
     from ..queue.retry import Retry, as_retry

@@ -167,10 +167,11 @@ class Pipeline:
 
         from ..queue import JobQueue
         from .checkpoints import CheckpointStore
-        from .execute import Driver
+        from .execute import Driver, check_picklable
 
         checks.boolean(resume, "resume")
         graph = self.validate()
+        check_picklable(graph)
         if not isinstance(cluster_or_queue, (JobQueue, Client)) and not (
                 hasattr(cluster_or_queue, "scheduler_address") or hasattr(cluster_or_queue, "client")):
             raise bad_value("cluster_or_queue", cluster_or_queue,
