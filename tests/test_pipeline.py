@@ -105,6 +105,12 @@ def test_resume_reuses_every_checkpoint_and_changes_invalidate_downstream_only(c
     changed = etl(ckpt, log, scale=3).run(cluster)
     assert changed.cached == ["load"] and changed.computed == ["transform", "total", "report"]
     assert changed["total"].result == 30
+    # clean() drops what no current key uses: the scale=2 outputs of transform, total, report
+    stale = etl(ckpt, log, scale=3).clean(dry_run=True)
+    assert stale and all("/load/" not in p for p in stale)
+    assert {os.path.basename(os.path.dirname(p)) for p in stale} == {"transform", "total", "report"}
+    assert etl(ckpt, log, scale=3).clean() == stale and etl(ckpt, log, scale=3).clean() == []
+    assert etl(ckpt, log, scale=3).run(cluster).computed == []
     # resume=False recomputes all
     fresh = etl(ckpt, log).run(cluster, resume=False)
     assert fresh.computed == ["load", "transform", "total", "report"]

@@ -202,6 +202,36 @@ class Pipeline:
         self.last_run = run
         return run
 
+    def clean(self, dry_run: bool = False) -> list[str]:
+        """Remove checkpoints and saved states that no current stage key can use (older code
+        or inputs, stages no longer declared) and leftovers of crashed writes; return their
+        paths. With ``dry_run=True`` only list them. Do not call it while the pipeline runs.
+        """
+        import shutil
+
+        checks.boolean(dry_run, "dry_run")
+        keys = self.keys()
+        root = self.checkpoint
+        stale = []
+        for kind in ("outputs", "ctx"):
+            base = os.path.join(root, kind)
+            for stage in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+                d = os.path.join(base, stage)
+                if stage not in keys:
+                    stale.append(d)
+                    continue
+                key = keys[stage]
+                for entry in sorted(os.listdir(d)):
+                    unit = entry.removesuffix(".pkl") if kind == "ctx" else entry
+                    if unit != key and not (unit.startswith(key + "-") and unit[len(key) + 1:].isdigit()):
+                        stale.append(os.path.join(d, entry))
+        tmp = os.path.join(root, "tmp")
+        stale += [os.path.join(tmp, e) for e in sorted(os.listdir(tmp))] if os.path.isdir(tmp) else []
+        if not dry_run:
+            for p in stale:
+                shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.remove(p)
+        return stale
+
     def visualize(self, run: Any = None, filename: str | None = None):
         """Draw the DAG with each stage's state (of ``run``, default the last run).
 
