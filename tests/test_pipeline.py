@@ -417,3 +417,41 @@ def test_driver_sigkilled_mid_pipeline_resumes_without_redoing_finished_work(tmp
     for e in done_elements:
         assert after[e] == 1, (e, before, after)  # finished before the kill: not recomputed
     assert {f"square-{i}" for i in range(8)} <= set(after)
+
+
+def test_sigterm_before_a_kill_saves_the_running_stages_state(cluster, tmp_path):
+    """What SLURM does at preemption and walltime (SIGTERM, then SIGKILL): the stage never
+    calls ctx.save itself; its autosave getter's state is saved by the signal handler."""
+    import threading
+    import time
+
+    log, pidfile = tmp_path / "steps", tmp_path / "pid"
+    pipe = packlab.Pipeline("warned", checkpoint=str(tmp_path / "ckpt"))
+
+    @pipe.stage
+    def long(ctx, steps=30):
+        import time as _time
+
+        state = ctx.load({"step": 0})
+        ctx.autosave(lambda: dict(state))
+        if not pidfile.exists():
+            pidfile.write_text(str(os.getpid()))
+        while state["step"] < steps:
+            _time.sleep(0.05)
+            counted(log, f"{os.getpid()}:{state['step']}")
+            state = {"step": state["step"] + 1}
+        return {"resumed_at": ctx.load({"step": 0})["step"] if ctx.resumed else 0, "preempted": ctx.preempted}
+
+    def warn_then_kill():
+        while sum(runs_of(log).values()) < 10:
+            time.sleep(0.02)
+        os.kill(int(pidfile.read_text()), signal.SIGTERM)
+
+    t = threading.Thread(target=warn_then_kill, daemon=True)
+    t.start()
+    run = pipe.run(cluster)
+    t.join(timeout=10)
+    out = run["long"].result
+    assert run["long"].resumed == 1 and out["resumed_at"] >= 10 and out["preempted"] is False  # a new process
+    steps = [int(k.split(":")[1]) for k in open(log).read().split()]
+    assert sorted(set(steps)) == list(range(30)) and len(steps) - 30 <= 1  # at most the step in flight
