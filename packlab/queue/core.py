@@ -3,8 +3,10 @@ no threads (in the manner of ``cooldown_decision`` in ``clusters/adaptive.py``).
 
 The driver thread (:mod:`.engine`) feeds it and carries its decisions out: how many
 jobs to hand to Dask now (:func:`refill`), how deep the pipeline is (:func:`capacity`),
-and what a failed attempt becomes (:func:`after_failure`). The messages the driver
-thread receives and the timers it keeps are typed here too.
+and what a failed attempt becomes (:func:`after_failure`). The state machine that
+uses them is :class:`.machine.Core`; the messages the driver thread receives, the
+events the state machine takes, the decisions it returns and its timer kinds are typed
+here.
 
 Examples
 --------
@@ -160,7 +162,9 @@ class Stop:
 
 
 # -- timers ----------------------------------------------------------------------------------
-READY, TIMEOUT, DEADLINE, BREAKER, FETCH = "ready", "timeout", "deadline", "breaker", "fetch"
+READY, TIMEOUT, DEADLINE, BREAKER = "ready", "timeout", "deadline", "breaker"
+#: The timer kinds of :class:`.machine.Core` (the fetch wait is the driver's own).
+TIMERS = (READY, TIMEOUT, DEADLINE, BREAKER)
 
 
 # -- events the pure core (:class:`.machine.Core`) takes ----------------------------------

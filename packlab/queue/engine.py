@@ -158,13 +158,16 @@ class Engine:
 
     # -- feeding the core ----------------------------------------------------------------
     def apply(self, event: Any, now: float) -> Any:
-        """Feed ``event`` to the core and carry out its decisions (in this thread only);
-        returns the :class:`~.core.Reply` value, if any."""
+        """Feed ``event`` (or a list of events) to the core and carry out its decisions
+        (in this thread only); returns the :class:`~.core.Reply` value, if any."""
         if type(event) is core.Requeue:
             event.job._cv = self.signal  # a job loaded from the store is this queue's from now on
         with self._lock:
             try:
-                decisions = self.core.handle(event, now)
+                if type(event) is list:
+                    decisions = self.core.handle_all(event, now)
+                else:
+                    decisions = self.core.handle(event, now)
             except Exception as e:
                 self._error(type(event).__name__.lower(), e)
                 decisions = self.core.take()  # what it decided before the error
@@ -246,8 +249,8 @@ class Engine:
                 msg.done.set()
             else:  # Push, Resume, Rejected
                 self.apply(msg, now)
-        for job, tok in finished:
-            self.apply(self._ended(job, tok), now)
+        if finished:
+            self.apply([self._ended(job, tok) for job, tok in finished], now)
         return False
 
     @staticmethod

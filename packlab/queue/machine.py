@@ -79,6 +79,12 @@ class Core:
         self._on[type(event)](event, now)
         return self.take()
 
+    def handle_all(self, events: list, now: float) -> list:
+        """Apply several events at ``now`` (e.g. attempts that finished together)."""
+        for ev in events:
+            self._on[type(ev)](ev, now)
+        return self.take()
+
     def take(self) -> list:
         """The decisions made so far (after a handler raised, those it made before)."""
         out, self._out = self._out, []
@@ -224,7 +230,11 @@ class Core:
         # from firing while the result is on its way.
         self.running.pop(job.id, None)
         job._token += 1
-        self._out.append(core.Fetch([(job, job._token, job._future)]))
+        out = self._out
+        if out and type(out[-1]) is core.Fetch:  # finished together: fetched together
+            out[-1].items.append((job, job._token, job._future))
+        else:
+            out.append(core.Fetch([(job, job._token, job._future)]))
 
     def _fetched(self, ev: core.Fetched, now: float) -> None:
         for (job, tok, _), (ok, value, tb) in zip(ev.batch, ev.outcomes, strict=True):
