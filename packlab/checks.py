@@ -28,7 +28,9 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from .errors import PacklabError, bad_value
-from .units import memory_bytes, seconds, walltime_seconds
+
+# packlab.units (the unit parsers) builds on real() below, so the checks that wrap its
+# parsers (duration, memory, walltime) import it when called.
 
 T = TypeVar("T")
 
@@ -37,6 +39,32 @@ def _is_bool(value: object) -> bool:
     # numpy's bool is named bool_ before NumPy 2 and bool since
     return isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in
                                        ("bool_", "bool"))
+
+
+def real(value: object) -> float | None:
+    """``value`` as a float when it is one real number, else ``None``: the one test of
+    "a real number, not a bool" that every check and parser uses.
+
+    Python and NumPy integers and floats are real numbers; bools (Python's and NumPy's),
+    strings, arrays and ``None`` are not. Infinities and NaN are returned as they are (the
+    caller decides whether they are allowed); an int too large for a float is ``inf``.
+
+    Examples
+    --------
+    >>> import math, numpy as np
+    >>> real(3), real(np.float32(0.5)), real(-math.inf)
+    (3.0, 0.5, -inf)
+    >>> real(True) is None, real("1") is None, real(np.array([1.0])) is None
+    (True, True, True)
+    >>> real(10**400)
+    inf
+    """
+    if _is_bool(value) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an int too large for a float
+        return math.inf if value > 0 else -math.inf
 
 
 def integer(value: object, field: str, *, minimum: int | None = None, maximum: int | None = None,
@@ -51,11 +79,16 @@ def integer(value: object, field: str, *, minimum: int | None = None, maximum: i
     packlab.errors.PacklabError: cores=0 is invalid: expected a whole number of at least 1.
     """
     if _is_bool(value) or not isinstance(value, numbers.Integral):
-        raise bad_value(field, value, _int_range(minimum, maximum), fix or _int_fix(value))
+        raise bad_value(field, value, _int_range(minimum, maximum), _join(_int_fix(value), fix))
     n = int(value)
     if (minimum is not None and n < minimum) or (maximum is not None and n > maximum):
         raise bad_value(field, value, _int_range(minimum, maximum), fix)
     return n
+
+
+def _join(*fixes: str | None) -> str | None:
+    """The fixes given, in order (the specific one first), or ``None``."""
+    return " ".join(f for f in fixes if f) or None
 
 
 def _int_range(minimum: int | None, maximum: int | None) -> str:
@@ -95,12 +128,9 @@ def number(value: object, field: str, *, minimum: float | None = None, maximum: 
     if maximum is not None:
         parts.append(f"at most {maximum:g}")
     expected = "a finite number" + (" " + " and ".join(parts) if parts else "")
-    if _is_bool(value) or not isinstance(value, numbers.Real):
-        raise bad_value(field, value, expected, fix or _number_fix(value))
-    try:
-        x = float(value)
-    except OverflowError:  # an int too large for a float
-        x = math.inf
+    x = real(value)
+    if x is None:
+        raise bad_value(field, value, expected, _join(_number_fix(value), fix))
     if (not math.isfinite(x) or (above is not None and x <= above)
             or (minimum is not None and x < minimum) or (maximum is not None and x > maximum)):
         raise bad_value(field, value, expected, fix)
@@ -118,25 +148,49 @@ def _number_fix(value: object) -> str | None:
     return None
 
 
-_BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "0", "1"}
-
-
-def boolean(value: object, field: str) -> bool:
-    """``True`` or ``False`` only: ``"no"``, ``"false"``, ``0`` and ``1`` are refused, not truthy.
+def fraction(value: object, field: str, *, fix: str = "For 10% write 0.1.") -> float:
+    """A fraction from 0 up to, not including, 1 (a share of memory, a discount).
 
     Examples
     --------
-    >>> boolean(False, "jitter")
-    False
+    >>> fraction(0.25, "reserve-memory")
+    0.25
+    >>> fraction(10, "spot_discount")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    packlab.errors.PacklabError: spot_discount=10 is invalid: expected a fraction ... For 10% write 0.1.
+    """
+    x = number(value, field, minimum=0, fix=fix)
+    if x >= 1:
+        raise bad_value(field, value, "a fraction from 0 up to (not including) 1", fix)
+    return x
+
+
+_BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "0", "1"}
+
+
+def boolean(value: object, field: str, *, fix: str | None = None) -> bool:
+    """``True`` or ``False`` (NumPy's too) only: ``"no"``, ``"false"``, ``0`` and ``1`` are
+    refused, not truthy. ``fix`` is added to the message.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> boolean(False, "jitter"), boolean(np.True_, "skipna")
+    (False, True)
+    >>> boolean(1, "skipna", fix="Pass True or False.")
+    Traceback (most recent call last):
+    ...
+    packlab.errors.PacklabError: skipna=1 is invalid: expected True or False. Pass True or False.
     """
     if _is_bool(value):
         return bool(value)
-    fix = None
+    hint = None
     if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
-        fix = ("A string is always truthy: use a bool (True/False in Python, true/false in YAML, "
-               "True/False in a DASK_* environment variable).")
+        hint = ("A string is always truthy: use a bool (True/False in Python, true/false in YAML, "
+                "True/False in a DASK_* environment variable).")
     raise bad_value(field, value, "True or False (a bool, not a string)" if isinstance(value, str)
-                    else "True or False", fix)
+                    else "True or False", _join(hint, fix))
 
 
 def text(value: object, field: str, *, expected: str = "a non-empty string", fix: str | None = None) -> str:
@@ -204,6 +258,8 @@ def duration(value: object, field: str, *, allow_zero: bool = True) -> float:
     >>> duration("90s", "timeout")
     90.0
     """
+    from .units import seconds
+
     return seconds(value, field, allow_zero=allow_zero)  # type: ignore[arg-type]
 
 
@@ -215,11 +271,15 @@ def memory(value: object, field: str) -> int:
     >>> memory("1KiB", "memory")
     1024
     """
+    from .units import memory_bytes
+
     return memory_bytes(value, field)  # type: ignore[arg-type]
 
 
 def walltime(value: object, field: str) -> int:
     """Seconds from a SLURM walltime (``"01:00:00"``, ``"1-00:00:00"``) or a duration."""
+    from .units import walltime_seconds
+
     return walltime_seconds(value, field)  # type: ignore[arg-type]
 
 
@@ -251,12 +311,14 @@ __all__ = [
     "boolean",
     "choice",
     "duration",
+    "fraction",
     "integer",
     "mapping_of",
     "memory",
     "number",
     "optional",
     "path",
+    "real",
     "text",
     "walltime",
 ]

@@ -73,12 +73,12 @@ class _Group(click.Group):
 
 
 def as_typed(error: PacklabError, commands: list[click.Command], args: list[str] | None = None) -> str:
-    """The error's message, naming each option as the user typed it (``--min-workers``)
-    rather than as the Python argument (``min_workers``).
+    """The error's message, naming each option as a command-line user knows it
+    (``--min-workers``) rather than as the Python argument (``min_workers``).
 
-    Each ``name=`` in the message that is the Python name of an option of the commands
-    run, and that the user typed (in ``args``, when given), is replaced, so a message
-    about two options names both as typed; the error's own field always is.
+    Every option of the commands run that the message mentions is renamed: as ``name=``
+    (``min_workers=3``, ``backend='slurm'``), and, for a name with an underscore, also
+    alone (``set min_workers <= max_workers``). ``args`` is accepted for compatibility.
 
     Examples
     --------
@@ -86,8 +86,9 @@ def as_typed(error: PacklabError, commands: list[click.Command], args: list[str]
     ...                                   click.Option(["--max-workers"], type=int)])
     >>> as_typed(PacklabError("min_workers=-1 is invalid: ...", field="min_workers"), [cmd])
     '--min-workers=-1 is invalid: ...'
-    >>> as_typed(PacklabError("min_workers=3 is greater than max_workers=1"), [cmd])
-    '--min-workers=3 is greater than --max-workers=1'
+    >>> as_typed(PacklabError("min_workers=3 is greater than max_workers=1: "
+    ...                       "set min_workers <= max_workers."), [cmd])
+    '--min-workers=3 is greater than --max-workers=1: set --min-workers <= --max-workers.'
     """
     message = str(error)
     typed: dict[str, str] = {}
@@ -97,17 +98,20 @@ def as_typed(error: PacklabError, commands: list[click.Command], args: list[str]
         if isinstance(cmd, click.Group):
             stack += list(cmd.commands.values())
         for param in cmd.params:
-            if not isinstance(param, click.Option) or not param.name:
-                continue
-            given = args is None or param.name == error.field or any(
-                a.split("=", 1)[0] in param.opts for a in args)
-            if given:
+            if isinstance(param, click.Argument) and param.name == error.field:
+                typed.setdefault(param.name, param.human_readable_name)  # JOB_ID
+            if isinstance(param, click.Option) and param.name:
                 typed.setdefault(param.name, max(param.opts, key=len))
     if not typed:
         return message
     names = "|".join(re.escape(n) for n in sorted(typed, key=len, reverse=True))
-    # not inside a dotted setting name (packlab.profile=...) or a longer word (max_workers_x=)
-    return re.sub(rf"(?<![\w.-])({names})(?==)", lambda m: typed[m.group(1)], message)
+    # not inside a dotted setting name (packlab.profile=...), a longer word (max_workers_x=),
+    # an option already (--workers=) or a Python call (pc.scale(n))
+    def rename(m: re.Match) -> str:
+        name, after = m.group(1), m.group(2)
+        return typed[name] if after == "=" or "_" in name else name
+
+    return re.sub(rf"(?<![\w.-])({names})(=|(?![\w(-]))", lambda m: rename(m) + m.group(2), message)
 
 
 @click.group(cls=_Group)

@@ -88,14 +88,6 @@ def schema() -> dict[str, Any]:
     return _SCHEMA
 
 
-def _fraction(value: object, field: str) -> float:
-    x = checks.number(value, field, minimum=0)
-    if x >= 1:
-        raise checks.bad_value(field, value, "a fraction from 0 up to (not including) 1",
-                               "For 10% write 0.1.")
-    return x
-
-
 def _check_leaf(node: Mapping[str, Any], value: object, field: str) -> None:
     if value is None and node.get("nullable"):
         return
@@ -111,7 +103,7 @@ def _check_leaf(node: Mapping[str, Any], value: object, field: str) -> None:
     elif kind == "number":
         checks.number(value, field, minimum=node.get("minimum"), above=node.get("above"))
     elif kind == "fraction":
-        _fraction(value, field)
+        checks.fraction(value, field)
     elif kind == "duration":
         s = checks.duration(value, field)
         if "above" in node and s <= node["above"]:
@@ -120,6 +112,12 @@ def _check_leaf(node: Mapping[str, Any], value: object, field: str) -> None:
         checks.memory(value, field)
     elif kind == "walltime":
         checks.walltime(value, field)
+    elif kind == "backend":
+        if value not in ("local", "slurm"):  # the built-in ones, without importing Dask
+            from . import clusters  # noqa: F401
+            from .clusters.base import check_backend  # a registered one (importing the built-ins)
+
+            check_backend(value, field)
     elif kind == "choice":
         checks.choice(value, field, node["choices"])
     elif kind == "currency":
@@ -168,9 +166,13 @@ def _origin(field: str, value: object = None) -> str:
         if not name.startswith("DASK_") or name == "DASK_INTERNAL_INHERIT_CONFIG":
             continue
         keys = _canon(name[5:].lower().split("__"))
-        if keys == parts[: len(keys)]:
+        if keys == parts[: len(keys)]:  # the variable sets the key or a parent of it
             found = _lookup(dask.config.interpret_value(raw), parts[len(keys):])
             if found is not _MISSING and _same(found, value):
+                return f"environment variable {name}"
+        elif keys[: len(parts)] == parts:  # it sets part of the key's value (a profile's field)
+            found = _lookup(value, keys[len(parts):])
+            if found is not _MISSING and _same(found, dask.config.interpret_value(raw)):
                 return f"environment variable {name}"
     for fname in reversed(_config_files()):
         try:
@@ -288,7 +290,7 @@ def get(key: str, default: Any = _MISSING) -> Any:
     validate()
     try:
         return dask.config.get(f"packlab.{key}")
-    except KeyError:
+    except (KeyError, TypeError):  # TypeError: a key below a leaf ("backend.x")
         if default is not _MISSING:
             return default
         field = f"packlab.{key}"

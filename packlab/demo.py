@@ -21,7 +21,13 @@ import numpy as np
 from .checks import integer
 from .clusters import PacklabWarning
 from .clusters.launch import launch
+from .errors import PacklabError
+from .resources import this_machine
 from .units import format_bytes, memory_bytes
+
+#: The demo's data is at most this many times the machine's memory: beyond what fits, it is
+#: generated again for every pass, and a few passes over that are already minutes.
+DEMO_MEMORY_FACTOR = 4
 
 _CHUNK = 2**23  # elements per chunk: 64 MiB of float64
 
@@ -131,6 +137,13 @@ def run(size: str | int = "2GB", profile: str = "analytics", workers: int | None
     from .kernels import kernel, mapreduce
 
     nbytes = memory_bytes(size, "size")
+    machine = this_machine().memory
+    most = DEMO_MEMORY_FACTOR * machine
+    if nbytes > most:
+        raise PacklabError(
+            f"size={size!r} is {format_bytes(nbytes)}, more than {DEMO_MEMORY_FACTOR}x this machine's "
+            f"memory ({format_bytes(machine)}): the demo would run for hours or more. "
+            f'Give at most size="{most // 2**30}GiB", e.g. size="8GB".', field="size", value=size)
     workers = 2 if workers is None else integer(workers, "workers", minimum=1,
                                                   fix="The demo needs at least one worker.")
     nt = max(2, nbytes // 8 // _CELLS)  # whole time steps of the field

@@ -47,8 +47,9 @@ class ConfigError(PacklabError):
     """A value in the packlab dask-config section (``packlab.yaml``) is invalid."""
 
 
-class BackendUnavailable(PacklabError, RuntimeError):
-    """The requested cluster backend cannot run here (e.g. ``sbatch`` is missing)."""
+class BackendUnavailable(PacklabRuntimeError):
+    """The requested cluster backend cannot run here now (``sbatch`` missing, ``slurmctld``
+    down): a state of this machine, not bad input, so not a ``ValueError`` (exit code 1)."""
 
 
 def bad_value(field: str, value: object, expected: str, fix: str | None = None) -> PacklabError:

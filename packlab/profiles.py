@@ -14,6 +14,7 @@ from typing import Any
 
 from . import checks, config
 from .errors import PacklabError
+from .resources import MIN_WORKER_MEMORY
 from .units import format_bytes, format_walltime
 
 _FIELDS = {"description", "cores", "memory", "gpus", "walltime"}
@@ -96,10 +97,17 @@ def _parse(name: object, spec: object) -> Profile:
     description = spec.get("description", "")
     if not isinstance(description, str):
         raise checks.bad_value(f"{where}.description", description, "a string")
+    memory = checks.memory(spec["memory"], f"{where}.memory")
+    if memory < MIN_WORKER_MEMORY:
+        raise PacklabError(
+            f"{where}.memory={spec['memory']!r} is {format_bytes(memory)} per worker, less than the "
+            f"{format_bytes(MIN_WORKER_MEMORY)} a Dask worker needs (it would restart in a loop): "
+            "give a size with its unit, e.g. memory: 4GiB (a bare number is bytes).",
+            field=f"{where}.memory", value=spec["memory"])
     return Profile(
         name=name,  # type: ignore[arg-type]
         cores=checks.integer(spec["cores"], f"{where}.cores", minimum=1),
-        memory=checks.memory(spec["memory"], f"{where}.memory"),
+        memory=memory,
         gpus=checks.integer(spec.get("gpus", 0), f"{where}.gpus", minimum=0),
         walltime=checks.walltime(spec.get("walltime", "01:00:00"), f"{where}.walltime"),
         description=description,

@@ -16,6 +16,7 @@ import re
 
 from dask.utils import byte_sizes, format_bytes, timedelta_sizes
 
+from .checks import real
 from .errors import bad_value
 
 MAX_SECONDS = 100 * 366 * 86400
@@ -28,18 +29,6 @@ _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 _SIZE = re.compile(rf"^\s*({_NUMBER})\s*([a-zA-Z]*)\s*$", re.ASCII)
 _DURATION_PART = re.compile(rf"\s*({_NUMBER})\s*([a-zA-Z]*)\s*", re.ASCII)
 _WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+):(\d{1,2})(?::(\d{1,2}))?$", re.ASCII)
-
-
-def _real(value: object) -> float | None:
-    """``value`` as a float when it is a real number (not a bool), else ``None``;
-    ``inf`` for a number too large for a float."""
-    if (isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in
-                                    ("bool_", "bool")) or not isinstance(value, numbers.Real)):
-        return None
-    try:
-        return float(value)
-    except OverflowError:
-        return math.inf
 
 
 def memory_bytes(value: str | int | float, field: str = "memory") -> int:
@@ -67,7 +56,7 @@ def memory_bytes(value: str | int | float, field: str = "memory") -> int:
         if multiplier == 1 and x != int(x):
             raise bad_value(field, value, expected + " (a whole number of bytes)")
     else:
-        x = _real(value)  # type: ignore[assignment]
+        x = real(value)  # type: ignore[assignment]
         if x is None:
             raise bad_value(field, value, expected)
         if math.isfinite(x) and x != int(x):
@@ -105,7 +94,7 @@ def seconds(value: str | int | float, field: str = "duration", allow_zero: bool 
         if s is None:
             raise bad_value(field, value, expected)
     else:
-        s = _real(value)  # type: ignore[assignment]
+        s = real(value)  # type: ignore[assignment]
         if s is None:
             raise bad_value(field, value, expected)
         if math.isnan(s):

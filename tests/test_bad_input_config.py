@@ -391,6 +391,13 @@ WIDGET = [
     ({"refresh_interval": "fast"}, "refresh_interval=&#x27;fast&#x27;"),
     ({"refresh_interval": 0}, "refresh_interval=0"), ({"refresh_interval": NAN}, "refresh_interval=nan"),
     ({"refresh_interval": True}, "refresh_interval=True"), ({"cost_source": 5}, "cost_source=5"),
+    ({"backend": "slrum"}, "Did you mean &#x27;slurm&#x27;?"),
+    # launch keywords are checked as launch() checks them, when the form opens (review 7, 16)
+    ({"workers": 2}, "workers=2 is a field of the form: pass min_workers= and max_workers="),
+    ({"bogus": 1}, "bogus=1 is not a keyword of launch()"),
+    ({"security": "off"}, "security=&#x27;off&#x27; is invalid: expected True, False"),
+    ({"cores": 0}, "cores=0 is invalid: expected a whole number of at least 1"),
+    ({"preload": 3}, "preload=3 is invalid: expected a list of strings"),
 ]
 
 
@@ -470,3 +477,40 @@ def test_numpy_scalars_and_well_formed_values_are_accepted(check, value, want):
 def test_path_expands_the_home_directory():
     assert checks.path("~/x", "store") == os.path.join(os.path.expanduser("~"), "x")
     assert not math.isnan(checks.number(0.0, "x"))
+
+
+# -- review 7: config.get below a leaf, the backend setting, origins, profile memory ----------
+def test_config_get_below_a_leaf_is_an_unknown_setting_not_a_type_error():
+    with pytest.raises(config.UnknownSetting) as err:
+        config.get("backend.x")
+    assert isinstance(err.value, KeyError) and isinstance(err.value, ConfigError)
+    assert_names(err.value, "packlab.backend.x is not a packlab setting", "packlab/packlab.yaml")
+
+
+def test_an_unknown_backend_setting_is_refused_when_read(user_config):
+    user_config(env={"DASK_PACKLAB__BACKEND": "sulrm"})
+    with pytest.raises(ConfigError) as err:
+        config.get("profile")  # any read: the whole section is checked
+    assert_names(err.value, "packlab.backend='sulrm'", "Did you mean 'slurm'?",
+                 "environment variable DASK_PACKLAB__BACKEND")
+
+
+def test_a_variable_setting_one_field_of_a_new_profile_is_named(user_config):
+    user_config(env={"DASK_PACKLAB__PROFILES__X__CORES": "two"})
+    with pytest.raises(ConfigError) as err:
+        packlab.PROFILES["x"]
+    assert_names(err.value, "packlab.profiles.x", "'two'", "memory: 4GiB",
+                 "environment variable DASK_PACKLAB__PROFILES__X__CORES")
+
+
+def test_a_profile_too_small_for_a_worker_is_refused_where_profiles_are_read(user_config, tmp_path):
+    (path,) = user_config(files=["packlab:\n  profiles:\n    tiny: {cores: 1, memory: 4}\n"])
+    for read in (lambda: packlab.PROFILES["tiny"], lambda: packlab.launch(profile="tiny", workers=0)):
+        with pytest.raises(ConfigError) as err:
+            read()
+        assert_names(err.value, "packlab.profiles.tiny.memory=4", "4 B per worker",
+                     "less than the 256.00 MiB", "a bare number is bytes", f"(set by file {path})")
+    r = _cli(["profiles"], files=["packlab:\n  profiles:\n    tiny: {cores: 1, memory: 4}\n"],
+             tmp_path=tmp_path)
+    assert r.returncode == 2 and "tiny: 4 B" not in r.stdout
+    assert "packlab.profiles.tiny.memory=4" in r.stderr

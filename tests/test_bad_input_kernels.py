@@ -7,6 +7,9 @@ compute, whose message names the field, the value given and the fix, and whose
 
 from __future__ import annotations
 
+import functools
+import math
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -44,6 +47,15 @@ def _variadic(*args):
     return 0
 
 
+def _plus(a, b):
+    return a + b
+
+
+class _Callable:
+    def __call__(self, x):
+        return x
+
+
 # (id, call, field, value as it appears in the message, a phrase of the fix)
 CASES = [
     # -- the kernel ----------------------------------------------------------------
@@ -56,6 +68,21 @@ CASES = [
      "one array (or scalar) per kernel argument"),
     ("mapreduce-kernel-not-callable", lambda: packlab.mapreduce("x**2", np.zeros(3)), "kernel", "'x**2'",
      "@packlab.kernel"),
+    # numba compiles Python functions only: never its raw "not a function" TypeError
+    ("kernel-builtin", lambda: packlab.mapreduce(math.sin, np.arange(3.0)), "kernel",
+     "<built-in function sin>", "Wrap it: lambda x: math.sin(x)"),
+    ("kernel-builtin-two-arguments", lambda: packlab.mapreduce(math.atan2, np.ones(3), np.ones(3)), "kernel",
+     "<built-in function atan2>", "lambda y, x: math.atan2(y, x)"),
+    ("kernel-ufunc", lambda: packlab.mapreduce(np.sin, np.arange(3.0)), "kernel", "<ufunc 'sin'>",
+     "Wrap it: lambda x: np.sin(x)"),
+    ("kernel-decorates-ufunc", lambda: packlab.kernel(np.add), "kernel", "<ufunc 'add'>",
+     "lambda a, b: np.add(a, b)"),
+    ("kernel-class", lambda: packlab.mapreduce(float, np.arange(3)), "kernel", "<class 'float'>",
+     "lambda x: float(x)"),
+    ("kernel-partial", lambda: packlab.mapreduce(functools.partial(_plus, b=1), np.zeros(3)), "kernel",
+     "functools.partial", "a Python function with @packlab.kernel"),
+    ("kernel-callable-object", lambda: packlab.mapreduce(_Callable(), np.zeros(3)), "kernel", "_Callable",
+     "a Python function with @packlab.kernel"),
     # -- dtypes and shapes --------------------------------------------------------------
     ("no-arrays", lambda: packlab.mapreduce(ident), "arrays", "arrays=()", "one per kernel argument"),
     ("dtype-object", lambda: mr(np.array([1, None], object)), "arrays[0]", "dtype object",
@@ -97,6 +124,8 @@ CASES = [
     ("bins-zero", lambda: mr(reduce="histogram", bins=0, range=(0, 1)), "bins", "bins=0", "bins=10"),
     ("bins-negative", lambda: mr(reduce="histogram", bins=-3, range=(0, 1)), "bins", "bins=-3", "bins=10"),
     ("bins-float", lambda: mr(reduce="histogram", bins=2.5, range=(0, 1)), "bins", "bins=2.5", "bins=10"),
+    ("bins-whole-float", lambda: mr(reduce="histogram", bins=3.0, range=(0, 1)), "bins", "bins=3.0",
+     "Pass 3 (an int), not a float. e.g. bins=10"),
     ("bins-estimator", lambda: mr(reduce="histogram", bins="auto"), "bins", "bins='auto'",
      "give the range of interest"),
     ("bins-2d", lambda: mr(reduce="histogram", bins=[[0, 1], [1, 2]]), "bins", "[[0, 1], [1, 2]]",
@@ -114,6 +143,8 @@ CASES = [
      "range=(0, 1)"),
     ("range-strings", lambda: mr(reduce="histogram", bins=4, range=("0", "1")), "range", "('0', '1')",
      "range=(0, 1)"),
+    ("range-bools", lambda: mr(reduce="histogram", bins=4, range=(False, True)), "range",
+     "range=(False, True)", "range=(0, 1)"),
     ("range-three", lambda: mr(reduce="histogram", bins=4, range=(0, 1, 2)), "range", "(0, 1, 2)",
      "range=(0, 1)"),
     ("range-with-edges", lambda: mr(reduce="histogram", bins=[0, 1], range=(0, 1)), "range", "range=(0, 1)",
@@ -143,6 +174,16 @@ CASES = [
      "identity='zero'", "identity=0.0"),
     ("custom-identity-list", lambda: mr(reduce=lambda a, b: a + b, identity=[0]), "identity",
      "identity=[0]", "identity=0.0"),
+    ("custom-identity-bool", lambda: mr(reduce=_plus, identity=True), "identity", "identity=True",
+     "identity=0.0"),
+    ("custom-identity-numpy-bool", lambda: mr(reduce=_plus, identity=np.False_), "identity",
+     f"identity={np.False_!r}", "identity=0.0"),
+    ("custom-identity-too-big", lambda: mr(reduce=_plus, identity=10**30), "identity", "identity=10000",
+     "identity=0.0"),
+    ("custom-combine-ufunc", lambda: mr(reduce=np.maximum, identity=0.0), "combine", "<ufunc 'maximum'>",
+     "Wrap it: lambda a, b: np.maximum(a, b)"),
+    ("custom-combine-builtin", lambda: mr(reduce="custom", combine=max, identity=0.0), "combine",
+     "<built-in function max>", "Wrap it: lambda a, b: max(a, b)"),
     ("custom-combine-arity", lambda: mr(reduce="custom", combine=lambda a: a, identity=0), "combine",
      "not of 1", "combine=lambda a, b: a + b"),
     ("custom-both", lambda: mr(reduce=lambda a, b: a + b, combine=lambda a, b: a * b, identity=0), "combine",
@@ -154,6 +195,14 @@ CASES = [
     ("split-every-one", lambda: mr(split_every=1), "split_every", "split_every=1", "split_every=8"),
     ("split-every-str", lambda: mr(split_every="4"), "split_every", "split_every='4'", "split_every=8"),
     ("split-every-dict", lambda: mr(split_every={0: 0}), "split_every", "split_every=0", "split_every=8"),
+    ("split-every-dict-no-such-axis", lambda: mr(np.zeros(3), split_every={5: 2}), "split_every",
+     "split_every={5: 2}", "axes from -1 to 0"),
+    ("split-every-dict-0d", lambda: mr(np.float64(1.0), split_every={0: 2}), "split_every",
+     "split_every={0: 2}", "pass a number or None"),
+    ("split-every-dict-axis-twice", lambda: mr(split_every={1: 2, -1: 4}), "split_every",
+     "split_every={1: 2, -1: 4}", "Remove the repeat"),
+    ("split-every-dict-str-axis", lambda: mr(split_every={"0": 2}), "split_every", "{'0': 2}",
+     "split_every={0: 8}"),
     # -- register_reduction -------------------------------------------------------------------
     ("register-not-a-class", lambda: register_reduction(len), "register_reduction(cls)",
      "<built-in function len>", "class MyReduction(Reduction)"),

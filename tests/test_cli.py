@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from support import dashboard_binds
 
 import packlab
+import packlab.resources
 from packlab.cli import main
 
 
@@ -58,7 +59,7 @@ def test_demo_small_matches_numpy(runner):
         (["cluster", "up", "--min-workers", "3", "--max-workers", "1"], "--min-workers=3 is greater"),
         (["cluster", "up", "--workers", "2", "--max-workers", "3"], "pass one or the other"),
         (["cluster", "up", "--walltime", "soon"], "walltime='soon' is invalid"),
-        (["cluster", "up", "--spot"], "spot=True needs backend='slurm'"),
+        (["cluster", "up", "--spot"], "--spot=True needs --backend='slurm'"),
         (["cluster", "up", "--workers", "many"], "'many' is not a valid integer"),
         (["demo", "--size", "lots"], "size='lots' is invalid"),
         (["demo", "--profile", "nope"], "profile='nope' is unknown"),
@@ -164,3 +165,39 @@ def test_cluster_up_sigterm_also_stops_cleanly():
         _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert err.rstrip().endswith("stopped.")
+
+
+# -- messages name every option as typed; runtime states exit 1 (review 7, finding 16) -----
+def test_a_message_about_two_options_names_both_as_typed_everywhere(runner):
+    r = runner.invoke(main, ["cluster", "up", "--min-workers", "3", "--max-workers", "1"])
+    assert r.exit_code == 2
+    assert "set --min-workers <= --max-workers" in r.output
+    assert "min_workers" not in r.output
+
+
+@pytest.mark.skipif(packlab.resources.visible_gpus() > 0, reason="this machine has a GPU")
+def test_a_gpu_error_names_the_backend_option(runner):
+    r = runner.invoke(main, ["cluster", "up", "--gpus", "1"])
+    assert r.exit_code == 2, r.output
+    assert "--gpus=1 is more than this machine has" in r.output
+    assert "use --gpus=0 here, or --backend='slurm'" in r.output
+
+
+def test_demo_refuses_a_size_that_would_run_for_hours(runner):
+    r = runner.invoke(main, ["demo", "--size", "1PB"])
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output
+    for part in ("--size='1PB'", "909.49 TiB", "more than 4x this machine's memory", "Give at most --size="):
+        assert part in r.output
+
+
+def test_slurm_missing_is_a_runtime_state_exit_1_not_bad_input(runner, tmp_path):
+    from packlab.errors import BackendUnavailable, PacklabRuntimeError
+
+    assert issubclass(BackendUnavailable, PacklabRuntimeError)
+    assert not issubclass(BackendUnavailable, ValueError)
+    r = runner.invoke(main, ["cluster", "up", "--backend", "slurm", "--workers", "0"],
+                      env={"PATH": f"{tmp_path}{os.pathsep}{os.path.dirname(sys.executable)}"})
+    assert r.exit_code == 1, r.output
+    assert "needs SLURM's commands" in r.output and "or use backend='local'" in r.output
+    assert "Usage:" not in r.output and "Traceback" not in r.output

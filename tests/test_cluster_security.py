@@ -167,3 +167,162 @@ def test_bad_input_beside_security_false_is_only_an_error_not_also_a_warning():
         warnings.simplefilter("error", PacklabSecurityWarning)
         with pytest.raises(PacklabError, match="cores=0"):
             packlab.launch(workers=0, security=False, dashboard_address=":0", cores=0, memory="1GiB")
+
+
+# -- backend keywords go through the same checks (review 7, findings 2, 3, 6, 14, 15) ------
+def test_a_dashboard_address_in_scheduler_kwargs_is_the_dashboard_and_warns():
+    warned = r"scheduler_kwargs\['dashboard_address'\]='0\.0\.0\.0:0'"
+    with pytest.warns(PacklabSecurityWarning, match=warned):
+        pc = quiet(workers=0, scheduler_kwargs={"dashboard_address": "0.0.0.0:0"}, **SMALL)
+    with pc:
+        # dashboard_link's port is the one really open, on every interface as asked
+        assert dashboard_binds(pc.dashboard_link) == {"0.0.0.0"}
+
+
+def test_a_loopback_dashboard_in_scheduler_kwargs_does_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PacklabSecurityWarning)
+        pc = quiet(workers=0, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, **SMALL)
+    with pc:
+        assert dashboard_binds(pc.dashboard_link) == {"127.0.0.1"}
+
+
+def test_a_worker_dashboard_open_to_all_warns_and_is_what_the_worker_binds():
+    with pytest.warns(PacklabSecurityWarning, match=r"worker_dashboard_address='0\.0\.0\.0:0'"):
+        pc = quiet(workers=1, worker_dashboard_address="0.0.0.0:0", wait=True, **SMALL)
+    with pc:
+        (addr, info), = pc.client.scheduler_info()["workers"].items()
+        pid = pc.client.run(os.getpid)[addr]
+        port = info["services"]["dashboard"]
+        assert {ip for ip, p in listening(pid) if p == port} == {"0.0.0.0"}
+
+
+def test_an_ipv6_dashboard_is_refused_before_any_warning():
+    # Dask splits a dashboard address at each ':', so "::1" once warned "will listen on :"
+    # and then failed inside Dask.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PacklabSecurityWarning)
+        with pytest.raises(PacklabError, match=r"dashboard_address='::1' is invalid.*not an IPv6"):
+            packlab.launch(dashboard_address="::1", workers=0, **SMALL)
+
+
+@pytest.mark.parametrize("bad", [{"wait": "soon"}, {"bogus_kw": 1}, {"partition": "gpu"},
+                                 {"preload": 3}], ids=lambda b: next(iter(b)))
+def test_security_false_does_not_warn_for_a_request_that_is_then_refused(bad):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PacklabSecurityWarning)
+        with pytest.raises(PacklabError) as e:
+            packlab.launch(workers=0, security=False, dashboard_address=":0", **SMALL, **bad)
+    assert next(iter(bad)) in str(e.value)
+
+
+def test_a_security_object_that_cannot_work_is_blamed_not_the_keywords():
+    from distributed import Security
+
+    from packlab.clusters import ClusterStartError
+
+    with pytest.raises(ClusterStartError) as e:
+        quiet(workers=1, security=Security(), **SMALL)
+    assert "security=" in str(e.value) and "security=True" in str(e.value)
+    assert "keywords" not in str(e.value)
+
+
+def slurm_request(**backend_kwargs):
+    """launch()'s own checks for a SLURM request (no SLURM needed: nothing starts)."""
+    from packlab.clusters.launch import prepare
+
+    return prepare(backend="slurm", workers=0, **backend_kwargs)[0]
+
+
+def slurm_kwargs_for(request, home, monkeypatch):
+    from packlab.clusters.slurm import slurm_kwargs
+
+    monkeypatch.setenv("HOME", str(home))
+    unset = {"jobqueue.slurm.shared-temp-directory": None, "jobqueue.slurm.log-directory": None}
+    with dask.config.set(unset):
+        return slurm_kwargs(request, request.profile, None)
+
+
+def test_slurm_scheduler_options_cannot_undo_the_loopback_dashboard_silently(tmp_path, monkeypatch):
+    with pytest.warns(PacklabSecurityWarning, match=r"scheduler_options\['dashboard_address'\]"):
+        request = slurm_request(scheduler_options={"dashboard_address": "0.0.0.0:0", "idle_timeout": 60})
+    kw = slurm_kwargs_for(request, tmp_path, monkeypatch)
+    assert kw["scheduler_options"] == {"idle_timeout": 60, "dashboard_address": "0.0.0.0:0"}
+    kw = slurm_kwargs_for(slurm_request(scheduler_options={"idle_timeout": 60}), tmp_path, monkeypatch)
+    assert kw["scheduler_options"]["dashboard_address"] == "127.0.0.1:0"
+
+
+def test_slurm_directory_keywords_are_made_private_too(tmp_path, monkeypatch):
+    shared, logs = tmp_path / "open777", tmp_path / "logs777"
+    for d in (shared, logs):
+        d.mkdir()
+        os.chmod(d, 0o777)
+    request = slurm_request(shared_temp_directory=str(shared), log_directory=str(logs))
+    kw = slurm_kwargs_for(request, tmp_path, monkeypatch)
+    assert (kw["shared_temp_directory"], kw["log_directory"]) == (str(shared), str(logs))
+    for d in (shared, logs):
+        assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "link").symlink_to(elsewhere)
+    with pytest.raises(PacklabError, match=r"shared_temp_directory=.*symbolic link") as e:
+        slurm_kwargs_for(slurm_request(shared_temp_directory=str(tmp_path / "link")), tmp_path, monkeypatch)
+    assert "Remove it, or set the setting to a directory of yours" in str(e.value)
+    with pytest.raises(PacklabError, match=r"log_directory=3 is invalid: expected a file path"):
+        slurm_request(log_directory=3)
+
+
+def test_slurm_list_keywords_given_as_one_string_are_one_item(tmp_path, monkeypatch):
+    request = slurm_request(job_extra_directives="--qos=high", worker_extra_args="--no-nanny")
+    kw = slurm_kwargs_for(request, tmp_path, monkeypatch)
+    assert kw["job_extra_directives"][-1] == "--qos=high"
+    assert kw["worker_extra_args"][-1] == "--no-nanny" and "-" not in kw["worker_extra_args"]
+    with pytest.raises(PacklabError) as e:
+        slurm_request(job_extra_directives=[1])
+    assert_said(str(e.value), "job_extra_directives=[1]", "a list of strings", '["--qos=high"]')
+
+
+def test_a_local_list_keyword_given_as_one_string_is_one_module():
+    with quiet(workers=1, preload="os", wait=True, **SMALL) as pc:  # not 'o', 's'
+        assert pc.client.submit(sum, [1, 2]).result(timeout=60) == 3
+
+
+def assert_said(message, *parts):
+    for part in parts:
+        assert part in message, f"{part!r} not in {message}"
+
+
+# -- private_directory walks the path without following a planted link (finding 8) ---------
+def test_private_directory_refuses_a_link_in_a_parent_that_others_can_write(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)  # anyone could have planted the link
+    attacker = tmp_path / "attacker"
+    attacker.mkdir(mode=0o755)
+    (shared / "link").symlink_to(attacker)
+    with pytest.raises(PacklabError) as e:
+        private_directory(str(shared / "link" / "slurm"), "jobqueue.slurm.shared-temp-directory")
+    assert_said(str(e.value), "jobqueue.slurm.shared-temp-directory=", str(shared / "link" / "slurm"),
+                "passes through one ('link')", "Remove it")
+    assert os.listdir(attacker) == []
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="giving a link to another user needs root")
+def test_private_directory_refuses_a_parent_link_owned_by_another_user(tmp_path):
+    attacker = tmp_path / "attacker"
+    attacker.mkdir()
+    (tmp_path / "link").symlink_to(attacker)
+    os.lchown(tmp_path / "link", 65534, 65534)
+    with pytest.raises(PacklabError, match=r"owned by uid 65534"):
+        private_directory(str(tmp_path / "link" / "slurm"), "dir")
+    assert os.listdir(attacker) == []
+
+
+def test_private_directory_follows_a_link_of_ours_in_a_private_parent(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "mine").symlink_to("real")  # relative, ours, in a directory only we can write
+    os.chmod(tmp_path, 0o700)
+    d = private_directory(str(tmp_path / "mine" / "a" / "b"), "dir")
+    assert d == str(tmp_path / "mine" / "a" / "b")
+    assert stat.S_IMODE(os.stat(real / "a" / "b").st_mode) == 0o700

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import re
 import sys
 import warnings
 
 import cloudpickle
+import numba
 import numpy as np
 import pytest
 
@@ -48,6 +50,30 @@ def test_compiles_once_per_dtype_signature():
 def test_kernel_of_a_kernel_is_itself_and_plain_functions_are_wrapped():
     assert packlab.kernel(anomaly) is anomaly
     assert isinstance(packlab.kernel(lambda x: x), Kernel)
+
+
+def test_a_numba_function_is_compiled_from_its_python_function():
+    double = numba.njit(lambda x: 2 * x)
+    k = packlab.kernel(double)
+    assert k.py_func is double.py_func and k.nargs == 1
+    assert k(np.array([1.5])) == 3.0
+    assert packlab.kernel(double) is k
+
+
+@pytest.mark.parametrize("builtin, wrapped", [
+    (math.sin, lambda x: math.sin(x)),
+    (np.sin, lambda x: np.sin(x)),
+    (np.hypot, lambda a, b: np.hypot(a, b)),
+])
+def test_the_advised_wrapping_lambda_works_where_the_builtin_is_refused(builtin, wrapped):
+    """The error for a built-in or ufunc names the lambda that wraps it; that lambda compiles."""
+    args = [np.array([0.5, 2.0])] * (builtin.nin if isinstance(builtin, np.ufunc) else 1)
+    with pytest.raises(PacklabError, match="Wrap it: lambda") as e:
+        packlab.kernel(builtin)
+    assert e.value.field == "kernel" and e.value.value is builtin
+    want = np.vectorize(builtin)(*args)
+    np.testing.assert_allclose(packlab.kernel(wrapped)(*args), want)
+    assert float(packlab.mapreduce(wrapped, *args).compute()) == pytest.approx(want.sum())
 
 
 def test_wrapping_a_function_again_gives_the_same_kernel():

@@ -331,6 +331,19 @@ def test_split_every_changes_the_tree_not_the_answer():
     assert a.compute() == b.compute() == reference(poly(np.arange(1000.0)), "sum", None, False)
 
 
+def test_split_every_per_axis_counts_negative_axes_from_the_end():
+    """Dask ignores a split_every key that is not a reduced axis (fan-in 2 then): packlab
+    counts -1 as the last axis, so {-1: 3} builds the tree {1: 3} does."""
+    x = da.from_array(np.arange(2000.0).reshape(2, 1000), chunks=(2, 10))
+
+    def tasks(split_every):
+        return len(packlab.mapreduce(poly, x, axis=1, split_every=split_every).__dask_graph__())
+
+    assert tasks({-1: 3}) == tasks({1: 3}) < tasks({1: 2})
+    got = packlab.mapreduce(poly, x, axis=1, split_every={-1: 3}).compute()
+    np.testing.assert_allclose(got, poly(np.arange(2000.0).reshape(2, 1000)).sum(axis=1))
+
+
 def test_chunk_tasks_return_partials_not_the_mapped_array():
     x = da.ones((40, 30), chunks=(10, 10))
     r = packlab.mapreduce(poly, x, reduce="var", axis=0)
@@ -484,7 +497,32 @@ def test_on_slurm_workers():
     np.testing.assert_allclose(got, want, rtol=1e-9)
 
 
-@pytest.mark.parametrize(("split_every", "direct"), [(None, True), (4, True), (2, False)])
+def _runs_on_a_worker() -> bool:
+    try:
+        distributed.get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+def test_active_client_is_the_client_that_compute_uses():
+    """placement.active_client (public Dask API only) agrees with where .compute() runs, for
+    every way of choosing a scheduler; with another scheduler set the client is ignored."""
+    from packlab.kernels.placement import active_client
+
+    task = dask.delayed(_runs_on_a_worker)()
+    assert active_client() is None and not task.compute()
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as lc, distributed.Client(lc) as client:
+        assert active_client() is client and task.compute()
+        for scheduler in ("sync", "threads", "dask.distributed", client, client.get):
+            with dask.config.set(scheduler=scheduler):
+                assert (active_client() is client) is task.compute(), scheduler
+                assert active_client() in (None, client)
+
+
+@pytest.mark.parametrize(("split_every", "direct"), [(None, True), (4, True), (2, False), ({0: 4}, True),
+                                                   ({-2: 2, 1: 8}, False)])
 def test_group_partials_go_straight_to_one_final_task_unless_the_fan_in_is_smaller(split_every, direct):
     """Three worker threads make three groups: with a fan-in of at least 3 one task per
     kept block folds and finalizes them; with split_every=2 Dask's tree combines them."""

@@ -106,3 +106,74 @@ def test_rich_repr_in_a_notebook_shows_backend_profile_workers_cores_memory_and_
         assert f'<a href="{pc.dashboard_link}"' in page
         assert "TLS" in page
     assert "closed" in pc._repr_html_()  # still renders after close
+
+
+def test_a_guard_with_more_conditions_is_a_guard(tmp_path):
+    r = run_script(tmp_path, """
+        import sys, warnings
+        import packlab
+        warnings.simplefilter("ignore")
+        if __name__ == "__main__" and len(sys.argv) < 5:
+            with packlab.launch(workers=0, cores=1, memory="1GiB") as pc:
+                print("STARTED", pc.workers)
+    """)
+    assert r.returncode == 0, r.stderr
+    assert "STARTED 0" in r.stdout
+
+
+def test_an_or_is_not_a_guard():
+    from packlab.clusters.mainguard import _guarded_lines
+
+    source = ('import x\nif __name__ == "__main__" or x.flag:\n    x.go()\n'
+              'if "__main__" == __name__:\n    x.go()\n')
+    assert _guarded_lines(source) == [(5, 5)]
+
+
+@pytest.mark.parametrize("sizing", [{"workers": 0}, {"min_workers": 0, "max_workers": 1}],
+                         ids=["fixed-zero", "adaptive-from-zero"])
+def test_no_initial_worker_still_raises_a_worker_that_cannot_start(sizing):
+    # A worker keyword whose value only a starting worker can judge: one probe worker
+    # starts in launch(), so the cause is raised there rather than a task hanging later.
+    before = running_clusters()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ClusterStartError) as e:
+            packlab.launch(cores=1, memory="1GiB", preload=["no_such_module_xyz"], **sizing)
+    assert "No module named 'no_such_module_xyz'" in str(e.value)
+    assert "Check the keywords passed on to Dask (preload=)" in str(e.value)
+    assert running_clusters() == before
+
+
+def test_an_adaptive_cluster_from_zero_with_worker_keywords_runs_work():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", packlab.PacklabWarning)
+        pc = packlab.launch(min_workers=0, max_workers=1, cores=1, memory="1GiB", lifetime="1h",
+                            cooldown=0)
+    with pc:
+        assert len(pc.cluster.worker_spec) == 0  # the probe worker was stopped
+        assert pc.client.submit(sum, [1, 2]).result(timeout=120) == 3
+
+
+def test_any_failure_of_the_cluster_constructor_is_a_start_error_that_leaks_nothing():
+    before = running_clusters()
+    with pytest.raises(ClusterStartError) as e:
+        packlab.launch(workers=0, cores=1, memory="1GiB", scheduler_kwargs={"bogus_option": 1})
+    assert "TypeError" in str(e.value) and "bogus_option" in str(e.value)
+    assert "Check the keywords passed on to Dask (scheduler_kwargs=)" in str(e.value)
+    assert not isinstance(e.value, ValueError)
+    assert running_clusters() == before
+
+
+def test_a_closed_cluster_refuses_to_scale_as_a_runtime_state():
+    from packlab.clusters import ClusterClosed
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", packlab.PacklabWarning)
+        pc = packlab.launch(workers=0, cores=1, memory="1GiB")
+    pc.close()
+    for call in (lambda: pc.scale(1), lambda: pc.adapt(0, 2), lambda: pc.wait_for_workers(1)):
+        with pytest.raises(ClusterClosed) as e:
+            call()
+        assert not isinstance(e.value, ValueError)
+        assert "is closed" in str(e.value) and "packlab.launch()" in str(e.value)
+    assert "fixed" in repr(pc)

@@ -448,3 +448,35 @@ def test_a_worker_job_that_dies_at_start_raises_its_log_instead_of_waiting(figur
     elapsed = time.monotonic() - t0
     figure("dead_job_reported_after", elapsed,
            f"a worker job that dies at start: reported after {elapsed:.1f} s (wait=120)")
+
+
+def test_backend_keywords_given_as_one_string_and_a_private_shared_directory(tmp_path):
+    # review 7, findings 3 and 6, on the real SLURMCluster: one string is one directive,
+    # and a shared directory given as a keyword is made owner-only like the setting.
+    shared = tmp_path / "open"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    with small(workers=0, job_extra_directives="--comment=packlab-one-item",
+               shared_temp_directory=str(shared)) as pc:
+        script = pc.cluster.job_script()
+        assert pc.cluster.shared_temp_directory == str(shared)
+    assert "--comment=packlab-one-item" in directives(script)
+    assert stat.S_IMODE(os.stat(shared).st_mode) == 0o700
+
+
+def test_account_and_partition_on_local_are_refused_but_mean_something_here():
+    with pytest.raises(PacklabError, match=r"partition='batch' needs backend='slurm'"):
+        packlab.launch(backend="local", partition="batch", workers=0)
+    with small(workers=0, partition="batch") as pc:
+        assert "#SBATCH -p batch" in pc.cluster.job_script()
+
+
+def test_an_adaptive_cluster_whose_worker_jobs_die_says_why_when_waited_on():
+    # review 7, finding 4 on SLURM: a worker argument only the worker judges. Adaptive from
+    # zero submits the job only when work comes; waiting for it raises the job's log
+    # instead of waiting out the timeout.
+    with small(min_workers=0, max_workers=1, cooldown=0, worker_extra_args=["--no-such-flag"]) as pc:
+        future = pc.client.submit(sum, [1, 2])
+        with pytest.raises(ClusterStartError, match=r"(?s)ended before its worker connected.*no-such-flag"):
+            pc.wait_for_workers(1, timeout=120)
+        future.cancel()

@@ -238,12 +238,28 @@ def test_scale_bad_bounds_and_scale_without_cluster(ui):
     assert ui.cluster is not None  # a bad Scale leaves the cluster alone
 
 
-def test_unexpected_exception_is_one_line_and_logged(ui, caplog):
+def test_a_bad_keyword_value_is_one_readable_line(ui):
     ui.min_workers.value = ui.max_workers.value = 0
     ui.launch_kwargs = {"worker_class": object()}  # LocalCluster cannot use this
     ui.launch_button.click()
     assert ui.cluster is None
-    assert "unexpected error during launch" in ui.error.value
+    assert "worker_class=&lt;object object" in ui.error.value
+    assert "expected a class, or the import path of one" in ui.error.value
+    assert "distributed.Nanny" in ui.error.value
+
+
+class _BrokenForm(ClusterLauncher):
+    """A launcher subclass whose form reading fails: an error packlab did not foresee."""
+
+    def values(self):
+        raise RuntimeError("boom")
+
+
+def test_unexpected_exception_is_one_line_and_logged(caplog):
+    ui = _BrokenForm(refresh_interval=None, cores=1, memory="1GiB")
+    ui.launch_button.click()
+    assert ui.cluster is None
+    assert "unexpected error during launch: RuntimeError: boom" in ui.error.value
     assert "\n" not in ui.error.value
     assert any("launch failed" in r.getMessage() for r in caplog.records)
 

@@ -4,6 +4,7 @@ from . import local, slurm  # noqa: F401  (register the built-in backends)
 from .base import (
     BACKENDS,
     Backend,
+    ClusterClosed,
     ClusterRequest,
     ClusterStartError,
     PackCluster,
@@ -15,6 +16,7 @@ from .security import PacklabSecurityWarning
 __all__ = [
     "BACKENDS",
     "Backend",
+    "ClusterClosed",
     "ClusterRequest",
     "ClusterStartError",
     "PackCluster",

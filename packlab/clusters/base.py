@@ -8,8 +8,10 @@ backend never touches an if/elif chain.
 from __future__ import annotations
 
 import abc
+import difflib
 import html
 import inspect
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +37,10 @@ class ClusterStartError(PacklabRuntimeError):
     """The cluster's first workers could not start; the message carries the cause."""
 
 
+class ClusterClosed(PacklabRuntimeError):
+    """The cluster was closed (from code, or it died): it cannot be scaled or waited on."""
+
+
 @dataclass
 class ClusterRequest:
     """Everything :func:`packlab.launch` was asked for, validated and resolved."""
@@ -51,6 +57,7 @@ class ClusterRequest:
     security: bool | Security = True
     gpus_explicit: bool = False  # gpus= given by the user (an error if unmet), not by the profile
     dashboard_address: str = LOOPBACK_DASHBOARD
+    wait: bool | float = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -68,13 +75,19 @@ class Backend(abc.ABC):
     """Where workers come from. Subclasses set ``name`` and implement three methods.
 
     ``reserved`` maps each keyword of the Dask cluster class that packlab sets itself to
-    the :func:`~packlab.launch` argument to use instead; :meth:`cluster_keywords` lists
+    what to do instead (``"pass cores= to launch() instead"``); :meth:`cluster_keywords` lists
     the keywords that class accepts, so a misspelt or foreign one is refused before
     anything starts (Dask would only log it from a worker that never comes up).
     """
 
     name: ClassVar[str]
     reserved: ClassVar[dict[str, str]] = {}
+    #: The kind (a key of :data:`.keywords.KINDS`) of each cluster keyword whose value
+    #: packlab checks before anything starts.
+    keyword_kinds: ClassVar[dict[str, str]] = {}
+    #: Which of launch()'s placement arguments (``spot``, ``partition``, ``account``)
+    #: mean something here; any other one given is refused, never silently ignored.
+    placement: ClassVar[frozenset[str]] = frozenset()
 
     def cluster_keywords(self) -> set[str] | None:
         """Keywords the backend's Dask cluster class accepts (``None``: do not check)."""
@@ -117,7 +130,8 @@ def clamp_gpus(request: ClusterRequest, available: int, where: str, fix: str) ->
     if p.gpus <= available:
         return p.gpus, []
     if request.gpus_explicit:
-        raise PacklabError(f"gpus={p.gpus} is more than {where} has ({available} GPU(s)): {fix}")
+        raise PacklabError(f"gpus={p.gpus} is more than {where} has ({available} GPU(s)): {fix}",
+                           field="gpus", value=p.gpus)
     return 0, [f"profile {p.name!r} asks {p.gpus} GPU(s) per worker; {where} has {available}: "
                "running on CPU."]
 
@@ -131,14 +145,20 @@ def register_backend(cls: type[Backend]) -> type[Backend]:
     return cls
 
 
+def check_backend(value: object, field: str = "backend") -> str:
+    """``value`` if it names a registered backend, else an error with a "did you mean"."""
+    return checks.choice(value, field, BACKENDS, fix=_backend_fix(value))
+
+
+def _backend_fix(value: object) -> str:
+    close = difflib.get_close_matches(value, sorted(BACKENDS), n=1) if isinstance(value, str) else []
+    return ((f"Did you mean {close[0]!r}? " if close else "")
+            + "local runs on this machine; slurm submits worker jobs with sbatch.")
+
+
 def get_backend(name: str) -> Backend:
-    """Instantiate the backend registered as ``name``, or say which ones exist."""
-    if name not in BACKENDS:
-        raise PacklabError(
-            f"backend={name!r} is unknown: choose one of {sorted(BACKENDS)} "
-            "(local runs on this machine; slurm submits worker jobs with sbatch)."
-        )
-    return BACKENDS[name]()
+    """Instantiate the backend registered as ``name`` (checked as :func:`check_backend` does)."""
+    return BACKENDS[check_backend(name)]()
 
 
 def keywords_of(*functions: Callable) -> set[str]:
@@ -224,6 +244,7 @@ class PackCluster:
     def scale(self, n: int) -> None:
         """Ask for exactly ``n`` workers (stops adaptive scaling)."""
         checks.integer(n, "scale(n)", minimum=0, fix="e.g. pc.scale(2); pc.scale(0) stops every worker.")
+        self._check_open("scale")
         self._stop_adaptive()
         self.cluster.scale(n)
 
@@ -241,6 +262,7 @@ class PackCluster:
         """
         lo, hi = validate_bounds(minimum, maximum, names=("minimum", "maximum"))
         cool = self.cooldown if cooldown is None else checks.duration(cooldown, "cooldown")
+        self._check_open("adapt")
         self._stop_adaptive()
         # interval and wait_count: Dask's own distributed.adaptive.* settings apply.
         self._adaptive = self.cluster.adapt(
@@ -250,11 +272,37 @@ class PackCluster:
         return self._adaptive
 
     def wait_for_workers(self, n: int, timeout: float | str | None = None) -> None:
-        """Block until ``n`` workers are connected (``timeout`` seconds or "1m")."""
+        """Block until ``n`` workers are connected (``timeout`` seconds or "1m").
+
+        Stops at once with :class:`ClusterStartError`, carrying the cause, when the backend
+        sees that a worker being waited for can no longer come (on SLURM: its job ended
+        before its worker connected, e.g. a bad ``worker_extra_args``), also for workers
+        that an adaptive cluster asked for after launch.
+        """
         checks.integer(n, "wait_for_workers(n)", minimum=1, fix="e.g. pc.wait_for_workers(2).")
         if timeout is not None:
             timeout = checks.duration(timeout, "timeout", allow_zero=False)
-        self.client.wait_for_workers(n, timeout=timeout)
+        self._check_open("wait_for_workers")
+        impl = BACKENDS[self.backend]() if self.backend in BACKENDS else None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = 1.0 if deadline is None else deadline - time.monotonic()
+            try:
+                self.client.wait_for_workers(n, timeout=max(0.1, min(1.0, left)))
+                return
+            except TimeoutError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+            why = impl.start_failure(self.cluster) if impl is not None else None
+            if why:
+                raise ClusterStartError(why)
+
+    def _check_open(self, action: str) -> None:
+        if self.closed:
+            raise ClusterClosed(
+                f"pc.{action}(): this {self.backend} cluster is {self.cluster.status.name} and cannot "
+                "change or wait any more: start a new one with packlab.launch()."
+            )
 
     def _stop_adaptive(self) -> None:
         if self._adaptive is not None:
@@ -309,14 +357,9 @@ class PackCluster:
         return "fixed"
 
     def __repr__(self) -> str:
-        mode = (
-            f"adaptive {self._adaptive.minimum}..{self._adaptive.maximum}"
-            if self._adaptive
-            else "fixed"
-        )
         return (
             f"<PackCluster backend={self.backend} profile={self.profile.name} "
-            f"workers={self.workers} ({mode}) {self.scheduler_address}>"
+            f"workers={self.workers} ({self._mode()}) {self.scheduler_address}>"
         )
 
 

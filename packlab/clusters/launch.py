@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import difflib
-import time
+import warnings
 from typing import Any
 
 from distributed import Security
@@ -17,15 +16,15 @@ from .base import (
     BACKENDS,
     Backend,
     ClusterRequest,
-    ClusterStartError,
     PackCluster,
-    get_backend,
+    check_backend,
     validate_bounds,
     warn_notes,
 )
+from .keywords import check_backend_kwargs
 from .mainguard import unguarded_main_call, workers_reimport_main
+from .security import PacklabSecurityWarning, make_security, security_setting
 from .security import dashboard_address as check_dashboard_address
-from .security import make_security, security_setting
 
 
 def launch(
@@ -103,36 +102,13 @@ def launch(
     ...     pc.client.submit(sum, [1, 2]).result()
     3
     """
-    try:
-        request = _request(
-            backend=config.get("backend") if backend is None else backend,
-            profile=config.get("profile") if profile is None else profile,
-            workers=workers,
-            min_workers=min_workers,
-            max_workers=max_workers,
-            cooldown=cooldown,
-            spot=spot,
-            gpus=gpus,
-            cores=cores,
-            memory=memory,
-            walltime=walltime,
-            partition=partition,
-            account=account,
-            security=security,
-            dashboard_address=dashboard_address,
-            extra=backend_kwargs,
-        )
-    except PacklabError as e:
-        if e.field in ("backend", "profile") and {"backend": backend, "profile": profile}[e.field] is None:
-            # The name came from the settings, not from the call: say where it was set.
-            setting = f"packlab.{e.field}"
-            raise config.with_origin(PacklabError(str(e).replace(f"{e.field}=", f"{setting}=", 1),
-                                                  field=setting, value=e.value)) from None
-        raise
-    if not isinstance(wait, bool):
-        wait = checks.duration(wait, "wait", allow_zero=False)
-    impl = get_backend(request.backend)
-    check_backend_kwargs(impl, request.extra)
+    request, impl = prepare(
+        backend=backend, profile=profile, workers=workers, min_workers=min_workers,
+        max_workers=max_workers, cooldown=cooldown, spot=spot, gpus=gpus, cores=cores,
+        memory=memory, walltime=walltime, partition=partition, account=account,
+        security=security, dashboard_address=dashboard_address, wait=wait, **backend_kwargs,
+    )
+    wait = request.wait
     if impl.spawns_processes(request) and workers_reimport_main():
         where = unguarded_main_call(depth=2)
         if where is not None:
@@ -168,67 +144,97 @@ def launch(
         if request.initial_workers:
             impl.check_started(cluster)
         if wait and request.initial_workers:
-            wait_started(pc, impl, request.initial_workers, 120.0 if wait is True else float(wait))
+            pc.wait_for_workers(request.initial_workers, 120.0 if wait is True else float(wait))
     except BaseException:
         pc.close()
         raise
     return pc
 
 
-def wait_started(pc: PackCluster, impl: Backend, n: int, timeout: float) -> None:
-    """Wait for the first ``n`` workers, but stop at once, with its cause, if the backend
-    sees that one of them can no longer come (e.g. its batch job ended)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        step = max(0.1, min(1.0, deadline - time.monotonic()))
-        try:
-            pc.client.wait_for_workers(n, timeout=step)
-            return
-        except TimeoutError:
-            if time.monotonic() >= deadline:
-                raise
-        why = impl.start_failure(pc.cluster)
-        if why:
-            raise ClusterStartError(why)
+def prepare(backend: str | None = None, profile: str | None = None, *, quiet: bool = False,
+            **arguments: Any) -> tuple[ClusterRequest, Backend]:
+    """Check every argument of :func:`launch` as it does, and start nothing.
+
+    Returns the validated request and its backend. The warnings that a valid request
+    gets (security off, a dashboard open to others) come last, so that a request that
+    is refused is only refused; ``quiet=True`` checks without giving them (the notebook
+    launcher checks its keywords when it opens, and warns when it launches).
+
+    Examples
+    --------
+    >>> request, impl = prepare(workers=2, cores=1, memory="1GiB")
+    >>> request.workers, impl.name
+    (2, 'local')
+    """
+    wait = arguments.pop("wait", False)
+    security = arguments.pop("security", None)
+    dashboard_address = arguments.pop("dashboard_address", None)
+    named = {k: arguments.pop(k, None) for k in _ARGUMENTS}
+    named["spot"] = named["spot"] or False
+    try:
+        request = _request(
+            backend=config.get("backend") if backend is None else backend,
+            profile=config.get("profile") if profile is None else profile,
+            **named,
+            extra=arguments,
+        )
+    except PacklabError as e:
+        if e.field in ("backend", "profile") and {"backend": backend, "profile": profile}[e.field] is None:
+            # The name came from the settings, not from the call: say where it was set.
+            setting = f"packlab.{e.field}"
+            raise config.with_origin(PacklabError(str(e).replace(f"{e.field}=", f"{setting}=", 1),
+                                                  field=setting, value=e.value)) from None
+        raise
+    if not isinstance(wait, bool):
+        wait = checks.duration(wait, "wait", allow_zero=False)
+    request.wait = wait
+    impl = BACKENDS[request.backend]()
+    request.extra, dashboards = check_backend_kwargs(impl, request.extra)
+    _check_placement(impl, request)
+    # Last, so that their warnings (security off, a dashboard open to all) come only with
+    # a request that is otherwise valid.
+    with warnings.catch_warnings():
+        if quiet:
+            warnings.simplefilter("ignore", PacklabSecurityWarning)
+        request.security = (security_setting(config.get("security"), "packlab.security")
+                            if security is None else security_setting(security))
+        request.dashboard_address = check_dashboard_address(dashboard_address)
+        for field, value in dashboards.items():
+            if dashboard_address is not None and value != dashboard_address:
+                raise PacklabError(
+                    f"{field}={value!r} and dashboard_address={dashboard_address!r} were both given: "
+                    "pass only dashboard_address= to launch().", field=field, value=value)
+            if field.startswith(("scheduler_kwargs", "scheduler_options")):
+                request.dashboard_address = check_dashboard_address(value, field)
+            else:
+                check_dashboard_address(value, field)
+    return request, impl
 
 
-def check_backend_kwargs(impl: Backend, extra: dict[str, Any]) -> None:
-    """Refuse a keyword packlab sets itself (naming the argument to use) or one the
-    backend's Dask cluster class does not take, before anything starts."""
-    for key in extra:
-        if key in impl.reserved:
-            raise PacklabError(
-                f"{key}={extra[key]!r} is set by packlab itself for backend={impl.name!r}: "
-                f"pass {impl.reserved[key]} to launch() instead.", field=key, value=extra[key],
-            )
-    accepted = impl.cluster_keywords()
-    if accepted is None:
-        return
-    unknown = sorted(set(extra) - accepted)
-    if unknown:
+_ARGUMENTS = ("workers", "min_workers", "max_workers", "cooldown", "spot", "gpus", "cores", "memory",
+              "walltime", "partition", "account")
 
-        key = unknown[0]
-        close = difflib.get_close_matches(key, sorted(accepted), n=1)
-        hint = ""
-        if close and close[0] in impl.reserved:
-            hint = f" Did you mean {close[0]!r}? packlab sets that one: pass {impl.reserved[close[0]]}."
-        elif close:
-            hint = f" Did you mean {close[0]!r}?"
+
+def _check_placement(impl: Backend, request: ClusterRequest) -> None:
+    """``spot``/``partition``/``account`` only where the backend has them: never ignored."""
+    for name in ("spot", "partition", "account"):
+        value = getattr(request, name)
+        if value in (None, False) or name in impl.placement:
+            continue
+        having = sorted(n for n, cls in BACKENDS.items() if name in cls.placement)
+        noun = {"spot": "preemptible (spot) capacity", "partition": "partitions", "account": "accounts"}[name]
+        use = f"pass backend={having[0]!r}" if having else "no registered backend has them"
         raise PacklabError(
-            f"{key}={extra[key]!r} is not a keyword of launch() nor of backend {impl.name!r}'s "
-            f"Dask cluster class: remove it, or use one of launch()'s arguments.{hint}",
-            field=key, value=extra[key],
+            f"{name}={value!r} needs backend={having[0] if having else None!r}: backend={impl.name!r} has no "
+            f"{noun} and would ignore it. Remove {name}=, or {use}.",
+            field=name, value=value,
         )
 
 
 def _request(*, backend, profile, workers, min_workers, max_workers, cooldown, spot, gpus,
-             cores, memory, walltime, partition, account, security, dashboard_address,
-             extra) -> ClusterRequest:
+             cores, memory, walltime, partition, account, extra) -> ClusterRequest:
     """Validate every argument of :func:`launch`, naming the field and the fix on error."""
-    close = difflib.get_close_matches(backend, sorted(BACKENDS), n=1) if isinstance(backend, str) else []
-    checks.choice(backend, "backend", BACKENDS,
-                  fix=(f"Did you mean {close[0]!r}? " if close else "")
-                  + "local runs on this machine; slurm submits worker jobs with sbatch.")
+    check_backend(backend)
     checks.text(profile, "profile", fix=f"choose one of {sorted(PROFILES)}.")
     try:
         base = PROFILES[profile]
@@ -246,14 +252,13 @@ def _request(*, backend, profile, workers, min_workers, max_workers, cooldown, s
     if walltime is not None:
         overrides["walltime"] = checks.walltime(walltime, "walltime")
     sized = base.with_overrides(**overrides)
-    if sized.memory < MIN_WORKER_MEMORY:
-        field = "memory" if memory is not None else f"packlab.profiles.{profile}.memory"
-        given = memory if memory is not None else sized.memory
-        raise (PacklabError if memory is not None else ConfigError)(
-            f"{field}={given!r} is {format_bytes(sized.memory)} per worker, less than the "
+    if memory is not None and sized.memory < MIN_WORKER_MEMORY:
+        # (a profile's own memory is checked where profiles are read: packlab.profiles)
+        raise PacklabError(
+            f"memory={memory!r} is {format_bytes(sized.memory)} per worker, less than the "
             f"{format_bytes(MIN_WORKER_MEMORY)} a Dask worker needs (it would restart in a loop): "
             'give a size with its unit, e.g. memory="4GiB" (a bare number is bytes).',
-            field=field, value=given,
+            field="memory", value=memory,
         )
 
     if workers is not None:
@@ -269,19 +274,9 @@ def _request(*, backend, profile, workers, min_workers, max_workers, cooldown, s
         workers = 1
 
     checks.boolean(spot, "spot")
-    if spot and backend == "local":
-        raise PacklabError(
-            "spot=True needs backend='slurm': spot capacity is a preemptible SLURM partition.",
-            field="spot", value=spot,
-        )
     for name, value in (("partition", partition), ("account", account)):
         checks.optional(checks.text, value, name, fix=f'pass the SLURM {name} name, e.g. {name}="batch".')
     cool = checks.duration(config.get("adaptive.cooldown") if cooldown is None else cooldown, "cooldown")
-    # Last, so that their warnings (security off, a dashboard open to all) come only with
-    # a request that is otherwise valid.
-    security = (security_setting(config.get("security"), "packlab.security") if security is None
-                else security_setting(security))
-    dashboard_address = check_dashboard_address(dashboard_address)
     return ClusterRequest(
         backend=backend,
         profile=sized,
@@ -292,8 +287,6 @@ def _request(*, backend, profile, workers, min_workers, max_workers, cooldown, s
         spot=spot,
         partition=partition,
         account=account,
-        security=security,
         gpus_explicit=bool(overrides.get("gpus")),
-        dashboard_address=dashboard_address,
         extra=extra,
     )

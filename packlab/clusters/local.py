@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from distributed import LocalCluster, Nanny, Security, Worker
+from distributed.deploy.spec import SpecCluster
 
 from .. import config
 from ..errors import PacklabError
@@ -18,12 +21,33 @@ class LocalBackend(Backend):
 
     name = "local"
     reserved = {
-        "n_workers": "workers= (or min_workers=/max_workers=)",
-        "threads_per_worker": "cores=",
-        "memory_limit": "memory=",
-        "security": "security=",
-        "protocol": "security= (True: tls://, False: tcp://)",
+        "n_workers": "pass workers= (or min_workers=/max_workers=) to launch() instead",
+        "threads_per_worker": "pass cores= to launch() instead",
+        "memory_limit": "pass memory= to launch() instead",
+        "security": "pass security= to launch() instead",
+        "protocol": "pass security= (True: tls://, False: tcp://) to launch() instead",
+        "nthreads": "pass cores= to launch() instead",
     }
+    keyword_kinds = {
+        "preload": "strings",
+        "preload_argv": "strings",
+        "preload_nanny": "strings",
+        "worker_class": "class",
+        "silence_logs": "log-level",
+        "processes": "boolean",
+        "lifetime": "duration",
+        "lifetime_stagger": "duration",
+        "death_timeout": "duration",
+        "scheduler_kwargs": "scheduler-options",
+        "worker_dashboard_address": "dashboard",
+        "resources": "mapping",
+        "env": "mapping",
+        "local_directory": "path",
+    }
+    #: Keywords that only the scheduler or the cluster object use: with no others, a
+    #: cluster started without workers needs no probe worker (see make_cluster).
+    cluster_only = frozenset({"scheduler_kwargs", "silence_logs", "asynchronous", "host",
+                              "scheduler_port", "name", "processes", "service_kwargs"})
 
     def cluster_keywords(self) -> set[str]:
         # LocalCluster hands keywords it does not know to each Nanny, which hands them to
@@ -45,12 +69,22 @@ class LocalBackend(Backend):
         n = max(1, request.workers or request.max_workers or request.min_workers or 1)
         reserve = float(config.get("local.reserve-memory"))
         usable = int(machine.memory * (1 - reserve))
-        if usable // n < MIN_WORKER_MEMORY:
+        if usable // n < MIN_WORKER_MEMORY <= usable:
+            field = next(f for f, v in (("workers", request.workers), ("max_workers", request.max_workers),
+                                        ("min_workers", request.min_workers)) if v == n)
+            most = usable // MIN_WORKER_MEMORY
+            raise PacklabError(
+                f"{field}={n} is more workers than this machine can hold: its "
+                f"{format_bytes(usable)} of usable memory leaves {format_bytes(usable // n)} per worker, "
+                f"less than the {format_bytes(MIN_WORKER_MEMORY)} one worker needs. Ask at most "
+                f"{field}={most} here, or use backend='slurm'.", field=field, value=n,
+            )
+        if usable < MIN_WORKER_MEMORY:
             raise PacklabError(
                 f"packlab.local.reserve-memory={reserve!r} leaves {format_bytes(max(usable, 0))} of this "
                 f"machine's {format_bytes(machine.memory)} for {n} worker(s), less than the "
-                f"{format_bytes(MIN_WORKER_MEMORY)} one worker needs: set it to a fraction such as 0.1, "
-                "or ask fewer workers.", field="packlab.local.reserve-memory", value=reserve,
+                f"{format_bytes(MIN_WORKER_MEMORY)} one worker needs: set it to a fraction such as 0.1.",
+                field="packlab.local.reserve-memory", value=reserve,
             )
 
         cores = p.cores
@@ -81,11 +115,18 @@ class LocalBackend(Backend):
         return p.with_overrides(cores=cores, memory=memory, gpus=gpus), notes
 
     def make_cluster(self, request: ClusterRequest, profile: Profile, security: Security | None):
+        """A ``LocalCluster`` whose first workers start inside the constructor.
+
+        So a worker that cannot start raises its cause here instead of leaving launch()
+        waiting for it. A cluster asked to start with no workers (``workers=0``, or adaptive
+        from ``min_workers=0``) but given keywords that reach the workers starts one probe
+        worker all the same, and stops it once it runs: a keyword value that no worker can
+        start with is then an error at launch, not a hang at the first task.
+        """
         extra = dict(request.extra)
+        probe = request.initial_workers == 0 and bool(set(extra) - self.cluster_only)
         kwargs = dict(
-            # The first workers start inside the constructor, so one that cannot start
-            # raises its cause here instead of leaving launch() waiting for it.
-            n_workers=request.initial_workers,
+            n_workers=request.initial_workers or int(probe),
             threads_per_worker=profile.cores,
             memory_limit=profile.memory,
             dashboard_address=request.dashboard_address,
@@ -110,15 +151,33 @@ class LocalBackend(Backend):
             return LocalCUDACluster(
                 threads_per_worker=profile.cores, resources={"GPU": 1}, **kwargs, **extra
             )
+        before = set(SpecCluster._instances)
         try:
-            return LocalCluster(**kwargs, **extra)
-        except RuntimeError as e:
-            # Dask's own wrappers ("Nanny failed to start.", "Cluster failed to start: ...")
-            # around what failed in a starting worker; anything else goes up as it is.
-            if "failed to start" not in str(e) or e.__cause__ is None:
-                raise
-            cause = e.__cause__
+            cluster = LocalCluster(**kwargs, **extra)
+        except Exception as e:
+            # Whatever failed (a starting worker, a keyword's value): close what the
+            # constructor left running, and say which of the user's choices to check.
+            for leaked in set(SpecCluster._instances) - before:
+                with contextlib.suppress(Exception):
+                    leaked.close()
+            cause: BaseException = e
+            while cause.__cause__ is not None:  # Dask's wrappers: "Cluster failed to start" ...
+                cause = cause.__cause__
             raise ClusterStartError(
-                f"the local cluster could not start its first workers: {type(cause).__name__}: "
-                f"{cause}. Check the keywords passed on to Dask (the worker's own error is above)."
+                f"the local cluster could not start: {type(cause).__name__}: {str(cause).rstrip('.')}. "
+                + _suspects(request, security)
             ) from e
+        if probe:
+            cluster.scale(request.initial_workers)
+        return cluster
+
+
+def _suspects(request: ClusterRequest, security: Security | None) -> str:
+    """What to check, from what the user chose beyond packlab's defaults."""
+    if request.extra:
+        names = ", ".join(f"{k}=" for k in sorted(request.extra))
+        return f"Check the keywords passed on to Dask ({names})."
+    if isinstance(request.security, Security):
+        return ("Check the distributed.Security given as security= (its certificate and key files), "
+                "or pass security=True for packlab's temporary certificates.")
+    return "Nothing packlab was given explains it: the error above is Dask's own."

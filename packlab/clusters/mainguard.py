@@ -17,7 +17,10 @@ import dask
 
 
 def _is_main_test(test: ast.expr) -> bool:
-    """``__name__ == "__main__"`` (either way round)."""
+    """``__name__ == "__main__"`` (either way round), alone or as one term of an ``and``
+    (``if __name__ == "__main__" and len(sys.argv) < 5:`` is false in a worker too)."""
+    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
+        return any(_is_main_test(v) for v in test.values)
     if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
         return False
     sides = [test.left, test.comparators[0]]

@@ -37,12 +37,42 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def dashboard_address(value: object = None) -> str:
+def parse_dashboard_address(value: object, field: str) -> tuple[str, int]:
+    """``(host, port)`` of a dashboard address ``"HOST:PORT"``, or a clear error.
+
+    An empty host means every interface (``":8787"``). Dask's dashboard cannot take an
+    IPv6 address (it splits the address at each ``:``), so one is refused here rather
+    than failing inside Dask.
+
+    Examples
+    --------
+    >>> parse_dashboard_address("localhost:8787", "dashboard_address")
+    ('localhost', 8787)
+    >>> parse_dashboard_address("::1", "dashboard_address")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    packlab.errors.PacklabError: dashboard_address='::1' is invalid: expected ... not an IPv6 address...
+    """
+    fix = 'Use "HOST:PORT", e.g. "127.0.0.1:8787" (this machine only) or "127.0.0.1:0" (any free port).'
+    if not isinstance(value, str) or ":" not in value:
+        raise bad_value(field, value, 'an address "HOST:PORT"', fix)
+    host, _, port = value.rpartition(":")
+    if ":" in host or host.startswith("["):
+        raise bad_value(field, value, 'an address "HOST:PORT" with an IPv4 address or a host name, not an '
+                        "IPv6 address (Dask's dashboard cannot listen on one)",
+                        'For this machine only use "127.0.0.1:0" or "localhost:0".')
+    if not port.isdigit() or int(port) > 65535:
+        raise bad_value(field, value, 'an address "HOST:PORT" with a port from 0 to 65535', fix)
+    return host, int(port)
+
+
+def dashboard_address(value: object = None, field: str = "dashboard_address") -> str:
     """The dashboard address to bind: ``value`` (``launch(dashboard_address=)``) or the setting.
 
     ``packlab.dashboard.address`` defaults to ``127.0.0.1:0`` (loopback, a free port).
     Anything that is not loopback (``":8787"``, ``"0.0.0.0:8787"``, a host name) is honoured
-    with a :class:`PacklabSecurityWarning`: the dashboard has no authentication.
+    with a :class:`PacklabSecurityWarning`: the dashboard has no authentication. ``field``
+    names where ``value`` was given (a backend keyword, too).
 
     Examples
     --------
@@ -51,15 +81,9 @@ def dashboard_address(value: object = None) -> str:
     >>> dashboard_address("localhost:8787")
     'localhost:8787'
     """
-    field = "dashboard_address"
     if value is None:
         value, field = config.get("dashboard.address"), "packlab.dashboard.address"
-    fix = 'Use "HOST:PORT", e.g. "127.0.0.1:8787" (this machine only) or "127.0.0.1:0" (any free port).'
-    if not isinstance(value, str) or ":" not in value:
-        raise bad_value(field, value, 'an address "HOST:PORT"', fix)
-    host, _, port = value.rpartition(":")
-    if not port.isdigit() or int(port) > 65535:
-        raise bad_value(field, value, 'an address "HOST:PORT" with a port from 0 to 65535', fix)
+    host, _ = parse_dashboard_address(value, field)
     if not _is_loopback(host):
         where = host or "every interface"
         warnings.warn(
@@ -117,9 +141,13 @@ def make_security(value: bool | Security) -> Security | None:
 def private_directory(path: str, field: str) -> str:
     """Create ``path`` (and missing parents) owner-only (0700); refuse a symlink or another owner.
 
-    An existing directory of ours that others may read is tightened to 0700. Anything
-    else at that path (a symlink someone planted, a file, a directory of another user)
-    is an error: packlab never writes certificates or logs through it.
+    The path is walked one component at a time, each opened without following a symbolic
+    link (``O_NOFOLLOW`` relative to its parent's descriptor) and each missing one created
+    there, so no link planted anywhere along the path is followed: an ancestor that is a
+    link is followed only when the link is root's or yours and sits in a directory that
+    others cannot write to (e.g. a system's ``/var -> /private/var``). The last component
+    is never a link. An existing directory of ours that others may read is tightened to
+    0700; a directory of another user is an error.
 
     Examples
     --------
@@ -129,30 +157,7 @@ def private_directory(path: str, field: str) -> str:
     '0o700'
     """
     path = os.path.abspath(os.path.expanduser(path))
-    missing = []
-    p = path
-    while not os.path.lexists(p):
-        missing.append(p)
-        p = os.path.dirname(p)
-    for d in reversed(missing):
-        try:
-            os.mkdir(d, 0o700)
-        except FileExistsError:  # made meanwhile by someone else: checked below
-            pass
-    _check_private(path, field)
-    return path
-
-
-def _check_private(path: str, field: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except OSError as e:
-        what = "a symbolic link" if os.path.islink(path) else "not a directory we can open"
-        raise PacklabError(
-            f"{field}={path!r} is {what} ({e.strerror}): packlab writes TLS certificates and logs "
-            "there and never through a link. Remove it, or set the setting to a directory of yours.",
-            field=field, value=path,
-        ) from None
+    fd = _open_private(path, field)
     try:
         st = os.fstat(fd)
         if st.st_uid != os.getuid():
@@ -165,3 +170,74 @@ def _check_private(path: str, field: str) -> None:
             os.fchmod(fd, 0o700)
     finally:
         os.close(fd)
+    return path
+
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+
+
+def _open_private(path: str, field: str) -> int:
+    """A descriptor of the directory ``path``, reached without following an untrusted link."""
+    todo = [p for p in path.split(os.sep) if p]
+    fd = os.open(os.sep, os.O_RDONLY | os.O_DIRECTORY)
+    hops = 0
+    try:
+        while todo:
+            name = todo.pop(0)
+            last = not todo
+            try:
+                child = os.open(name, _DIR, dir_fd=fd)
+            except FileNotFoundError:
+                try:
+                    os.mkdir(name, 0o700, dir_fd=fd)
+                except FileExistsError:  # made meanwhile by someone else: opened and checked below
+                    pass
+                child = _open_or_refuse(name, fd, path, field, last)
+            except OSError:
+                target = _trusted_link(name, fd, path, field, last)
+                hops += 1
+                if hops > 40:
+                    raise _refuse(path, field, "a loop of symbolic links") from None
+                if os.path.isabs(target):
+                    os.close(fd)
+                    fd = os.open(os.sep, os.O_RDONLY | os.O_DIRECTORY)
+                todo[:0] = [p for p in target.split(os.sep) if p]
+                continue
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_or_refuse(name: str, parent: int, path: str, field: str, last: bool) -> int:
+    try:
+        return os.open(name, _DIR, dir_fd=parent)
+    except OSError:
+        _trusted_link(name, parent, path, field, last=True)  # raises: never follow it now
+        raise  # pragma: no cover
+
+
+def _trusted_link(name: str, parent: int, path: str, field: str, last: bool) -> str:
+    """The target of the link ``name`` in ``parent`` if it may be followed, else an error."""
+    try:
+        st = os.lstat(name, dir_fd=parent)
+    except OSError as e:
+        raise _refuse(path, field, f"not a directory we can open ({e.strerror})") from None
+    if not stat.S_ISLNK(st.st_mode):
+        raise _refuse(path, field, f"not a directory we can open ({name!r} is not a directory)")
+    where = os.fstat(parent)
+    open_to_others = stat.S_IMODE(where.st_mode) & 0o022 and not where.st_mode & stat.S_ISVTX
+    if last or st.st_uid not in (0, os.getuid()) or open_to_others:
+        owner = "" if st.st_uid == os.getuid() else f", owned by uid {st.st_uid}"
+        raise _refuse(path, field, f"a symbolic link, or passes through one ({name!r}{owner})")
+    return os.readlink(name, dir_fd=parent)
+
+
+def _refuse(path: str, field: str, what: str) -> PacklabError:
+    return PacklabError(
+        f"{field}={path!r} is {what}: packlab writes TLS certificates and logs there and never "
+        "through a link someone else could have planted. Remove it, or set the setting to a "
+        "directory of yours.", field=field, value=path,
+    )

@@ -103,14 +103,28 @@ class SlurmBackend(Backend):
 
     name = "slurm"
     reserved = {
-        "n_workers": "workers= (or min_workers=/max_workers=)",
-        "queue": "partition=",
-        "processes": "nothing: packlab runs one worker per job",
-        "job_cpu": "cores=",
-        "job_mem": "memory=",
-        "security": "security=",
-        "protocol": "security=",
+        "n_workers": "pass workers= (or min_workers=/max_workers=) to launch() instead",
+        "queue": "pass partition= to launch() instead",
+        "processes": "packlab runs one worker per job (processes=1)",
+        "job_cpu": "pass cores= to launch() instead",
+        "job_mem": "pass memory= to launch() instead",
+        "security": "pass security= to launch() instead",
+        "protocol": "pass security= to launch() instead",
     }
+    keyword_kinds = {
+        "job_extra_directives": "strings",
+        "job_directives_skip": "strings",
+        "job_script_prologue": "strings",
+        "worker_extra_args": "strings",
+        "scheduler_options": "scheduler-options",
+        "shared_temp_directory": "directory",
+        "log_directory": "directory",
+        "local_directory": "path",
+        "silence_logs": "log-level",
+        "death_timeout": "duration",
+        "nanny": "boolean",
+    }
+    placement = frozenset({"spot", "partition", "account"})
 
     def check_available(self) -> None:
         missing = [c for c in ("sbatch", "squeue", "scancel", "sinfo") if shutil.which(c) is None]
@@ -240,13 +254,18 @@ def jobqueue(key: str):
 def slurm_kwargs(request: ClusterRequest, profile: Profile, security: Security | None) -> dict:
     """The keywords for ``SLURMCluster``: the profile, packlab's additions merged with the
     site's lists, and the user's own ``backend_kwargs`` (merged the same way)."""
-    configured = jobqueue("shared-temp-directory")
+    extra = dict(request.extra)
+    # A directory given as a keyword is private like the configured one: never unchecked.
+    shared_field, configured = "shared_temp_directory", extra.pop("shared_temp_directory", None)
+    if configured is None:
+        shared_field, configured = "jobqueue.slurm.shared-temp-directory", jobqueue("shared-temp-directory")
     if configured is None:  # packlab's own ~/.packlab is owner-only too
         private_directory(os.path.join("~", ".packlab"), "~/.packlab")
-    shared = private_directory(configured or os.path.join("~", ".packlab", "slurm"),
-                               "jobqueue.slurm.shared-temp-directory")
-    logs = private_directory(jobqueue("log-directory") or os.path.join(shared, "logs"),
-                             "jobqueue.slurm.log-directory")
+    shared = private_directory(configured or os.path.join("~", ".packlab", "slurm"), shared_field)
+    logs_field, logs = "log_directory", extra.pop("log_directory", None)
+    if logs is None:
+        logs_field, logs = "jobqueue.slurm.log-directory", jobqueue("log-directory")
+    logs = private_directory(logs or os.path.join(shared, "logs"), logs_field)
     lifetime, stagger = worker_lifetime(profile.walltime)
     directives: list[str] = []
     worker_args = ["--lifetime", f"{lifetime}s", "--lifetime-stagger", f"{stagger}s"]
@@ -257,7 +276,6 @@ def slurm_kwargs(request: ClusterRequest, profile: Profile, security: Security |
         directives.append(f"--gres=gpu:{profile.gpus}")
         worker_args += ["--resources", f"GPU={profile.gpus}"]
 
-    extra = dict(request.extra)
     kwargs = dict(
         cores=profile.cores,
         processes=1,
@@ -269,9 +287,10 @@ def slurm_kwargs(request: ClusterRequest, profile: Profile, security: Security |
                               *extra.pop("job_extra_directives", [])],
         worker_extra_args=[*(jobqueue("worker-extra-args") or []), *worker_args,
                            *extra.pop("worker_extra_args", [])],
-        scheduler_options={**(jobqueue("scheduler-options") or {}),
-                           "dashboard_address": request.dashboard_address,
-                           **extra.pop("scheduler_options", {})},
+        # A dashboard address among the user's scheduler_options was taken out and checked
+        # by launch() (keywords.check_backend_kwargs): request.dashboard_address is it.
+        scheduler_options={**(jobqueue("scheduler-options") or {}), **extra.pop("scheduler_options", {}),
+                           "dashboard_address": request.dashboard_address},
         shared_temp_directory=shared,
         log_directory=logs,
         security=security,

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import checks
 from ..errors import PacklabError, bad_value
 from .reductions import Reduction, acc_dtype, register_reduction
 
@@ -26,7 +27,7 @@ class Custom(Reduction):
     def __init__(self, vtype, skipna=False, combine: Callable | None = None,
                  identity: Any = None, **options):
         super().__init__(vtype, skipna, **options)
-        from .kernel import kernel
+        from .kernel import as_kernel
 
         if combine is None:
             raise PacklabError(
@@ -41,10 +42,10 @@ class Custom(Reduction):
                 "identity=None is invalid for a custom combine: expected the value x with "
                 "f(x, v) == v for every v, e.g. identity=0.0 for a sum, -math.inf for a max.",
                 field="identity", value=None)
-        if not _real_number(identity):
-            raise bad_value("identity", identity, "one real number (int, float or bool)",
-                            "e.g. identity=0.0 for a sum, -math.inf for a max.")
-        self.func = kernel(combine)
+        if checks.real(identity) is None or np.asarray(identity).dtype.kind not in "iuf":
+            raise bad_value("identity", identity, "one real number (an int or float of at most 64 bits, "
+                            "not a bool)", "e.g. identity=0.0 for a sum, -math.inf for a max.")
+        self.func = as_kernel(combine, "combine")
         if self.func.nargs != 2:
             raise bad_value("combine", combine,
                             f"a function of two scalars f(a, b), not of {self.func.nargs}",
@@ -98,7 +99,3 @@ class Custom(Reduction):
 
     def finalize(self, p):
         return p["a"].copy()
-
-
-def _real_number(x: Any) -> bool:
-    return np.ndim(x) == 0 and np.asarray(x).dtype.kind in "biuf" and not isinstance(x, str)

@@ -13,13 +13,14 @@ NaN) can give an index outside ``[0, N)``.
 
 from __future__ import annotations
 
-import numbers
+import math
 from typing import Any
 
 import numpy as np
 
+from .. import checks
 from ..errors import PacklabError
-from .reductions import Reduction, register_reduction, whole
+from .reductions import Reduction, register_reduction
 
 
 @register_reduction
@@ -94,10 +95,6 @@ class Histogram(Reduction):
         return p["c"].copy()
 
 
-def _real(value: Any) -> bool:
-    return isinstance(value, (numbers.Integral, numbers.Real)) and not isinstance(value, (bool, np.bool_))
-
-
 def bin_edges(bins: Any, range_: Any, vtype: np.dtype) -> tuple[np.ndarray, bool]:
     """The bin edges NumPy would use for values of ``vtype``, and whether they are uniform.
 
@@ -119,7 +116,7 @@ def bin_edges(bins: Any, range_: Any, vtype: np.dtype) -> tuple[np.ndarray, bool
             "increasing array of bin edges. packlab does not scan the data for a range "
             "(NumPy's estimators such as 'auto'); give the range of interest.", field="bins", value=bins)
     if np.ndim(bins) == 0:
-        nb = whole(bins, "bins", minimum=1, fix="e.g. bins=10, range=(0, 1).")
+        nb = checks.integer(bins, "bins", minimum=1, fix="e.g. bins=10, range=(0, 1).")
         return _uniform(nb, range_, vtype), True
     try:
         edges = np.asarray(bins, dtype=np.float64)
@@ -138,13 +135,14 @@ def bin_edges(bins: Any, range_: Any, vtype: np.dtype) -> tuple[np.ndarray, bool
 
 
 def _uniform(nb: int, range_: Any, vtype: np.dtype) -> np.ndarray:
-    if range_ is None or np.shape(range_) != (2,) or not all(_real(r) for r in range_):
+    if (range_ is None or np.shape(range_) != (2,)
+            or any(checks.real(r) is None for r in range_)):  # bools are not numbers here
         raise PacklabError(
             f"range={range_!r} is invalid: expected two real numbers (lo, hi) with bins={nb}, "
             "e.g. range=(0, 1). packlab does not scan the data first to find it; give the "
             "range of interest.", field="range", value=range_)
     lo, hi = range_
-    if not (np.isfinite(lo) and np.isfinite(hi)):
+    if not (math.isfinite(checks.real(lo)) and math.isfinite(checks.real(hi))):
         raise PacklabError(f"range={range_!r} is invalid: expected finite lo and hi, e.g. range=(0, 1).",
                            field="range", value=range_)
     if lo > hi:

@@ -10,7 +10,9 @@ compiled code instead of compiling again for every task graph that mentions it.
 from __future__ import annotations
 
 import functools
+import inspect
 import re
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -18,6 +20,7 @@ from typing import Any
 
 import cloudpickle
 import numba
+import numba.extending
 import numpy as np
 from numba.core import types
 from numba.core.errors import NumbaError
@@ -97,16 +100,12 @@ def numba_reason(err: BaseException) -> str:
 class Kernel:
     """A scalar function compiled with numba for CPU and CUDA; see :func:`kernel`."""
 
-    def __init__(self, func: Callable[..., Any], uid: str | None = None):
-        if not callable(func):
-            raise PacklabError(
-                f"kernel={func!r} is invalid: expected a plain Python function of scalars. "
-                "Decorate one, e.g. @packlab.kernel above def f(x): return x * x.",
-                field="kernel", value=func)
+    def __init__(self, func: Callable[..., Any], uid: str | None = None, *, field: str = "kernel"):
+        func = python_function(func, field)
         self.py_func = func
-        self.name = getattr(func, "__name__", "kernel")
+        self.name = func.__name__
         self.uid = uid or uuid.uuid4().hex
-        self.nargs = _arity(func)
+        self.nargs = _arity(func, field)
         functools.update_wrapper(self, func)
         self._cpu = None
         self._ufuncs: dict[tuple[np.dtype, ...], np.ufunc] = {}
@@ -209,19 +208,94 @@ def _restore_kernel(uid: str, func: bytes) -> Kernel:
     return k
 
 
-def _arity(func: Callable[..., Any]) -> int:
-    import inspect
+def python_function(func: Any, field: str = "kernel") -> Callable[..., Any]:
+    """The Python function numba compiles for ``func`` (a numba ``@njit`` function gives
+    its Python function), or a :class:`~packlab.errors.PacklabError` that says what to pass.
 
+    numba compiles Python functions only (``def`` or ``lambda``); a NumPy ufunc, a
+    built-in such as ``math.sin``, a ``functools.partial`` or an object with
+    ``__call__`` is refused here, with the lambda that wraps it when it has a name.
+
+    Examples
+    --------
+    >>> import math
+    >>> python_function(math.sin)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    packlab.errors.PacklabError: kernel=<built-in function sin> is invalid: ... lambda x: math.sin(x), ...
+    """
+    if numba.extending.is_jitted(func):
+        func = func.py_func
+    if inspect.isfunction(func):
+        return func
+    if not callable(func):
+        raise PacklabError(
+            f"{field}={func!r} is invalid: expected a plain Python function of scalars. "
+            "Decorate one, e.g. @packlab.kernel above def f(x): return x * x.",
+            field=field, value=func)
+    name = _importable_name(func)
+    if isinstance(func, np.ufunc):
+        what = "a NumPy ufunc"
+    elif inspect.isbuiltin(func):
+        what = "a built-in function"
+    elif inspect.isclass(func):
+        what = "a class"
+    elif name is not None and name.startswith("np."):
+        what = "a NumPy function"
+    else:
+        what = f"a {type(func).__name__} object, not a Python function (def or lambda)"
+    if name is None:
+        fix = ("Decorate a Python function with @packlab.kernel, e.g. @packlab.kernel above "
+               "def f(x): return x * x (write fixed arguments into its body).")
+    else:
+        args = ", ".join(_argument_names(func, 2 if field in ("combine", "reduce") else 1))
+        fix = f"Wrap it: lambda {args}: {name}({args}), or decorate a Python function with @packlab.kernel."
+    raise PacklabError(f"{field}={func!r} is invalid: {what}, which numba cannot compile as a "
+                       f"kernel. {fix}", field=field, value=func)
+
+
+def _importable_name(func: Any) -> str | None:
+    """``np.sin``, ``math.sin``, ``abs``: how code names ``func``, if its module has it."""
+    name = getattr(func, "__name__", None)
+    module = getattr(func, "__module__", None)
+    if not isinstance(name, str):
+        return None
+    if isinstance(func, np.ufunc) and getattr(np, name, None) is func:
+        module = "numpy"  # NumPy 1 ufuncs have no __module__
+    if not isinstance(module, str) or getattr(sys.modules.get(module), name, None) is not func:
+        return None
+    if module == "builtins":
+        return name
+    return f"np.{name}" if module == "numpy" else f"{module}.{name}"
+
+
+def _argument_names(func: Any, default: int) -> list[str]:
+    """Names for the lambda that wraps ``func``: its required positional arguments."""
+    n = func.nin if isinstance(func, np.ufunc) else None
+    if n is None:
+        try:
+            params = inspect.signature(func).parameters.values()
+        except (TypeError, ValueError):
+            params = []
+        names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                 and p.default is p.empty]
+        if names:
+            return names
+        n = default
+    return ["x"] if n == 1 else ["a", "b"] if n == 2 else [f"x{i}" for i in range(n)]
+
+
+def _arity(func: Callable[..., Any], field: str = "kernel") -> int:
     try:
         params = inspect.signature(func).parameters.values()
     except (TypeError, ValueError):
-        raise PacklabError(f"kernel={func!r} is invalid: its signature cannot be read. Pass a plain "
-                           "Python function (def or lambda).", field="kernel", value=func) from None
+        raise PacklabError(f"{field}={func!r} is invalid: its signature cannot be read. Pass a plain "
+                           "Python function (def or lambda).", field=field, value=func) from None
     if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.KEYWORD_ONLY) for p in params):
         raise PacklabError(
-            f"kernel {func.__name__!r} is invalid: expected positional arguments only "
+            f"{field} {func.__name__!r} is invalid: expected positional arguments only "
             "(one per input array), no *args, **kwargs or keyword-only arguments. Name each "
-            "argument, e.g. def f(t, clim).", field="kernel", value=func.__name__)
+            "argument, e.g. def f(t, clim).", field=field, value=func.__name__)
     return len(params)
 
 
@@ -234,8 +308,10 @@ def kernel(func: Callable[..., Any]) -> Kernel:
 
     Parameters
     ----------
-    func : callable
-        A function numba can compile in nopython mode (arithmetic, ``math``, branches).
+    func : function
+        A Python function (``def`` or ``lambda``) numba can compile in nopython mode
+        (arithmetic, ``math``, branches), or a numba ``@njit`` function. A NumPy ufunc
+        or a built-in such as ``math.sin`` is not one: wrap it, ``lambda x: np.sin(x)``.
 
     Returns
     -------
@@ -259,6 +335,12 @@ def kernel(func: Callable[..., Any]) -> Kernel:
     >>> anomaly.result_dtype([np.float32, np.float32])
     dtype('float32')
     """
+    return as_kernel(func)
+
+
+def as_kernel(func: Any, field: str = "kernel") -> Kernel:
+    """:func:`kernel`, with errors naming ``field`` (the argument ``func`` was given as:
+    ``"combine"`` for a reduction's combine function)."""
     if isinstance(func, Kernel):
         return func
     try:
@@ -272,7 +354,7 @@ def kernel(func: Callable[..., Any]) -> Kernel:
     with _LOCK:
         k = _WRAPPED.get(func) if cache else None
         if k is None:
-            k = Kernel(func)
+            k = Kernel(func, field=field)
             _REGISTRY[k.uid] = k
             if cache:
                 _WRAPPED[func] = k

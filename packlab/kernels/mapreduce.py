@@ -21,12 +21,13 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from .. import checks
 from ..errors import PacklabError, bad_value
 from . import cuda as _cuda
 from . import placement
 from .kernel import Kernel, compute_dtype, kernel
 from .loops import chunk_state
-from .reductions import Reduction, flag, make_reduction, whole
+from .reductions import SKIPNA_FIX, Reduction, make_reduction
 
 
 def mapreduce(
@@ -63,7 +64,9 @@ def mapreduce(
         them, else on CPU. ``"gpu"`` runs the CUDA path (CuPy arrays), and fails clearly
         where there is no GPU.
     split_every : int or dict, optional
-        Fan-in of the tree that combines partials (Dask's default when ``None``).
+        Fan-in of the tree that combines partials (Dask's default when ``None``), or
+        ``{axis: fan-in}`` (axes of the broadcast inputs, negative ones counted from the
+        end; an entry for a kept axis has no effect, as in Dask).
     skipna : bool
         Ignore NaN values of the kernel (as ``np.nansum`` and friends).
     **options
@@ -104,7 +107,7 @@ def mapreduce(
     if not isinstance(device, str) or device not in ("auto", "cpu", "gpu"):
         raise bad_value("device", device, "'auto', 'cpu' or 'gpu'",
                         "Use device='auto' to run on GPU workers when the cluster has them.")
-    flag(skipna, "skipna")
+    checks.boolean(skipna, "skipna", fix=SKIPNA_FIX)
 
     labelled = any(isinstance(a, xr.DataArray) for a in arrays)
     dims, coords, data = (_labelled(arrays) if labelled else
@@ -118,6 +121,7 @@ def mapreduce(
             "make trailing dimensions equal or 1 (NumPy rules), or use DataArrays with named dims.",
             field="arrays", value=shapes) from None
     axes = _axes(axis, dim, len(shape), dims)
+    split_every = _split_axes(split_every, len(shape))
 
     vtype = kern.result_dtype([x.dtype for x in data])
     red = make_reduction(reduce, vtype, skipna, options)
@@ -149,10 +153,12 @@ def _graph(kern, red, data, shape, axes, gpu, split_every):
         if client is not None:
             partials = placement.grouped_partials(client, many, red, data, shape, axes)
         if partials is not None:
-            if partials.numblocks[-1] <= _fan_in(split_every):
+            if partials.numblocks[-1] <= _fan_in(split_every, axes):
                 final = functools.partial(_final_of_groups, red=red)
                 return placement.combine_groups(partials, final, red.result_dtype(), red.extra_shape())
             raxes = (partials.ndim - 1,)  # kept dims, then one axis of groups
+            if isinstance(split_every, dict):  # the groups stand for the reduced axes
+                split_every = {raxes[0]: _fan_in(split_every, axes)}
         else:
             partials = da.blockwise(
                 task, tuple(range(nd)), *placement.blockwise_pairs(data, nd),
@@ -199,23 +205,50 @@ def partial_of_chunks(chunks, *, kern: Kernel, red: Reduction, kept, gpu: bool) 
     return partial.reshape(tuple(n if k else 1 for n, k in zip(shape, kept, strict=True)))
 
 
+_SPLIT_FIX = "e.g. split_every=8, or None for Dask's default."
+
+
 def _split_every(value: Any) -> int | dict | None:
-    """``split_every`` as Dask takes it: None, a whole number of at least 2, or {axis: number}."""
-    fix = "e.g. split_every=8, or None for Dask's default."
+    """``split_every`` as Dask takes it: None, a whole number of at least 2, or {axis: number}
+    (its axes are checked against the inputs by :func:`_split_axes`)."""
     if value is None:
         return None
     if isinstance(value, dict):
-        if not all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in value):
-            raise bad_value("split_every", value, "a dict of axis: fan-in", fix)
-        return {int(k): whole(v, "split_every", minimum=2, fix=fix) for k, v in value.items()}
-    return whole(value, "split_every", minimum=2, fix=fix)
+        try:
+            for k in value:
+                checks.integer(k, "split_every")
+        except PacklabError:
+            raise bad_value("split_every", value, "a dict of axis: fan-in, its axes whole numbers",
+                            "e.g. split_every={0: 8}.") from None
+        return {int(k): checks.integer(v, "split_every", minimum=2, fix=_SPLIT_FIX) for k, v in value.items()}
+    return checks.integer(value, "split_every", minimum=2, fix=_SPLIT_FIX)
 
 
-def _fan_in(split_every: int | dict | None) -> int:
-    """How many partials one combine task takes (Dask's rule: ``split_every``, else
-    the ``split_every`` config value, else 4)."""
+def _split_axes(split_every: int | dict | None, nd: int) -> int | dict | None:
+    """A ``split_every`` dict with its axes as Dask counts them (0 to ``nd - 1``); an axis
+    the broadcast inputs lack, or one named twice, is an error (Dask ignores both)."""
+    if not isinstance(split_every, dict):
+        return split_every
+    out: dict[int, int] = {}
+    for a, n in split_every.items():
+        if not -nd <= a < nd:
+            has = "the inputs are 0-d (no axes): pass a number or None" if nd == 0 else (
+                f"the broadcast inputs have {nd} dimension(s), so its keys are axes from {-nd} to {nd - 1}")
+            raise PacklabError(f"split_every={split_every!r} is invalid: axis {a} does not exist; {has}.",
+                               field="split_every", value=split_every)
+        if a % nd in out:
+            raise PacklabError(f"split_every={split_every!r} is invalid: axis {a % nd} is named twice. "
+                               "Remove the repeat.", field="split_every", value=split_every)
+        out[a % nd] = n
+    return out
+
+
+def _fan_in(split_every: int | dict | None, axes: tuple[int, ...]) -> int:
+    """How many partials one combine task over ``axes`` takes (Dask's rule: ``split_every``,
+    else the ``split_every`` config value, else 4; a dict's fan-ins multiply over the
+    reduced axes, a reduced axis it does not name counting 2)."""
     if isinstance(split_every, dict):
-        return max(2, min(split_every.values(), default=2))
+        return max(2, math.prod(split_every.get(a, 2) for a in axes))
     return max(2, int(split_every or dask.config.get("split_every", 4)))
 
 
@@ -303,7 +336,7 @@ def _axes(axis, dim, nd: int, dims: list[str] | None) -> tuple[int, ...]:
     out: list[int] = []
     for a in items if items is not None else [None]:
         try:
-            a = whole(a, "axis", minimum=-nd)
+            a = checks.integer(a, "axis", minimum=-nd)
         except PacklabError:
             a = None
         if a is None or a >= nd:

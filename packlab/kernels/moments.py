@@ -10,7 +10,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from .reductions import Reduction, register_reduction, whole
+from .. import checks
+from .reductions import Reduction, register_reduction
 
 
 @register_reduction
@@ -102,7 +103,7 @@ class Var(Reduction):
 
     def __init__(self, vtype, skipna=False, ddof: int = 0, **options):
         super().__init__(vtype, skipna, **options)
-        self.ddof = whole(ddof, "ddof", fix="e.g. ddof=1 for the sample variance.")
+        self.ddof = checks.integer(ddof, "ddof", minimum=0, fix="e.g. ddof=1 for the sample variance.")
 
     def state_dtype(self):
         return np.dtype([("n", "i8"), ("s1", "f8"), ("s2", "f8"), ("k", "f8")])

@@ -29,6 +29,8 @@ def active_client():
     The one place that looks up the default client (task grouping here, GPU detection
     in :mod:`.cuda`): a client that exists while another scheduler is configured (e.g.
     ``dask.config.set(scheduler="sync")``) does not run the graph, so it is ignored.
+    Public API only: :func:`distributed.default_client` and the ``scheduler`` setting of
+    ``dask.config``, which a default Client sets to ``"dask.distributed"``.
 
     Examples
     --------
@@ -42,8 +44,12 @@ def active_client():
         client = default_client()
     except (ImportError, ValueError):
         return None
-    sched = dask.base.get_scheduler()
-    return client if getattr(sched, "__self__", None) is client else None
+    chosen = dask.config.get("scheduler", None)
+    if chosen is None or chosen in ("dask.distributed", "distributed"):
+        return client
+    if chosen is client or getattr(chosen, "__self__", None) is client:  # scheduler=client or client.get
+        return client
+    return None
 
 
 def blockwise_pairs(data: list[da.Array], nd: int) -> list[Any]:

@@ -23,10 +23,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import PacklabError, bad_value, whole_number
+from .. import checks
+from ..errors import PacklabError, bad_value
 from .codegen import locals_to_state
 
 REDUCTIONS: dict[str, type[Reduction]] = {}
+
+SKIPNA_FIX = "Pass skipna=True or skipna=False."
 
 
 def register_reduction(cls: type[Reduction]) -> type[Reduction]:
@@ -79,39 +82,6 @@ def register_reduction(cls: type[Reduction]) -> type[Reduction]:
     return cls
 
 
-def whole(value: Any, field: str, minimum: int = 0, fix: str | None = None) -> int:
-    """:func:`packlab.errors.whole_number` that also accepts NumPy integers (not bools),
-    with ``fix`` appended to its message.
-
-    Examples
-    --------
-    >>> whole(np.int64(3), "bins", minimum=1)
-    3
-    """
-    if isinstance(value, np.integer):
-        value = int(value)
-    try:
-        return whole_number(value, field, minimum)
-    except PacklabError as e:
-        if fix is None:
-            raise
-        raise PacklabError(f"{e} {fix}", field=field, value=value) from None
-
-
-def flag(value: Any, field: str) -> bool:
-    """``value`` if it is a bool (NumPy's too); a string such as ``"no"`` or a number is an
-    error, not its truthiness.
-
-    Examples
-    --------
-    >>> flag(np.True_, "skipna")
-    True
-    """
-    if not isinstance(value, (bool, np.bool_)):
-        raise bad_value(field, value, "True or False", f"Pass {field}=True or {field}=False.")
-    return bool(value)
-
-
 def acc_dtype(vtype: np.dtype) -> np.dtype:
     """Accumulate floats in float64, signed ints and bools in int64, unsigned in uint64."""
     return np.dtype({"f": "f8", "u": "u8"}.get(vtype.kind, "i8"))
@@ -137,7 +107,7 @@ class Reduction:
                 " combine/identity for reduce='custom').", field=next(iter(options)),
                 value=next(iter(options.values())))
         self.vtype = np.dtype(vtype)
-        self.skipna = flag(skipna, "skipna") and self.vtype.kind == "f"
+        self.skipna = checks.boolean(skipna, "skipna", fix=SKIPNA_FIX) and self.vtype.kind == "f"
 
     # -- description --------------------------------------------------------
     def key(self) -> tuple:

@@ -16,32 +16,11 @@ import time
 import click
 
 from .. import config
-from ..errors import PacklabError, PacklabRuntimeError
+from ..errors import PacklabError
 from .job import check_cancellable, check_requeueable
 from .lease import lease_timeout, pid_alive
 from .states import STATUSES
 from .store import Store
-
-#: How the command line spells each field a PacklabError may name.
-_OPTIONS = {"store": "--store", "status": "--status", "limit": "--limit", "job_id": "JOB_ID"}
-
-
-class _QueueGroup(click.Group):
-    """Errors name the option as typed (``--store``), exit 2 for bad input and 1 for a
-    runtime state (a store that fails), never with a traceback."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except PacklabError as e:
-            msg = str(e)
-            opt = _OPTIONS.get(e.field or "")
-            if opt is not None:
-                msg = msg.replace(f"{e.field}=", f"{opt}=", 1)
-            raise click.UsageError(msg, ctx) from None
-        except PacklabRuntimeError as e:
-            raise click.ClickException(str(e)) from None
-
 
 _STORE = click.option("--store", default=None, help="the queue's SQLite store (default packlab.queue.store)")
 
@@ -58,7 +37,7 @@ def _limit(ctx: click.Context, param: click.Parameter, value: int) -> int:
     return value
 
 
-@click.group("queue", cls=_QueueGroup)
+@click.group("queue")
 def queue() -> None:
     """Inspect a job queue's store: stats, list, requeue, cancel."""
 

@@ -54,8 +54,8 @@ from typing import Any
 
 from distributed import Client
 
-from .. import config
-from ..errors import PacklabError, QueueClosed, QueueFailed, StoreError, bad_value, whole_number
+from .. import checks, config
+from ..errors import PacklabError, QueueClosed, QueueFailed, StoreError, bad_value
 from ..units import memory_bytes
 from . import core
 from . import payload as _payload
@@ -126,7 +126,7 @@ class JobQueue(Views):
                  retry: Retry | int | bool | None = None, *, retry_budget: RetryBudget | float | None = None,
                  breaker: CircuitBreaker | None = None, take_over: bool = False):
         if max_in_flight is not None:
-            whole_number(max_in_flight, "max_in_flight", minimum=1)
+            checks.integer(max_in_flight, "max_in_flight", minimum=1)
         pol = get_policy(config.get("queue.policy") if policy is None else policy)
         default_retry = as_retry(retry, None) or Retry.from_config()
         if retry_budget is None or isinstance(retry_budget, (int, float)):

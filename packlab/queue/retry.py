@@ -13,8 +13,8 @@ from typing import Any
 from distributed import KilledWorker
 from distributed.client import FutureCancelledError
 
-from .. import config
-from ..errors import PacklabError, bad_value, whole_number
+from .. import checks, config
+from ..errors import PacklabError, bad_value
 from ..units import seconds
 from .job import JobTimeout
 
@@ -68,7 +68,7 @@ class Retry:
     give_up_on: Any = ()
 
     def __post_init__(self) -> None:
-        whole_number(self.attempts, "attempts", minimum=1)  # 1: no retry
+        checks.integer(self.attempts, "attempts", minimum=1)  # 1: no retry
         if self.backoff not in _BACKOFFS:
             raise bad_value("backoff", self.backoff, f"one of {list(_BACKOFFS)}")
         object.__setattr__(self, "base", seconds(self.base, "base"))
@@ -160,7 +160,7 @@ class RetryBudget:
             raise bad_value("ratio", ratio, "a fraction of submissions, 0 or more (e.g. 0.2)")
         self.ratio = float(r)
         self.window = seconds(c["window"] if window is None else window, "window", allow_zero=False)
-        self.minimum = whole_number(int(c["minimum"]) if minimum is None else minimum, "minimum")
+        self.minimum = checks.integer(int(c["minimum"]) if minimum is None else minimum, "minimum", minimum=0)
         self._buckets: deque[list] = deque()  # [second, submissions, retries]
         self.refused = 0
 
@@ -222,7 +222,7 @@ class CircuitBreaker:
     transitions: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        whole_number(self.threshold, "threshold", minimum=1)  # consecutive failures
+        checks.integer(self.threshold, "threshold", minimum=1)  # consecutive failures
         self.cooldown = seconds(self.cooldown, "cooldown")
 
     @classmethod

@@ -84,13 +84,6 @@ def check_currency(value: object, field: str = "currency") -> str:
     raise bad_value(field, value, expected, fix)
 
 
-def _fraction(value: object, name: str) -> float:
-    x = checks.number(value, name, minimum=0, fix="For 30% off write 0.3.")
-    if x >= 1:
-        raise bad_value(name, value, "a fraction from 0 up to (not including) 1", "For 30% off write 0.3.")
-    return x
-
-
 @dataclass(frozen=True)
 class Pricing:
     """What resources cost per hour held, and how spot and reserved capacity are discounted.
@@ -130,7 +123,8 @@ class Pricing:
                                   fix="A price is a number per hour (or per SU), 0 or more, e.g. 0.04.")
             object.__setattr__(self, name, value)
         for name in _DISCOUNTS:
-            object.__setattr__(self, name, _fraction(getattr(self, name), name))
+            off = checks.fraction(getattr(self, name), name, fix="For 30% off write 0.3.")
+            object.__setattr__(self, name, off)
         object.__setattr__(self, "currency", check_currency(self.currency))
 
     @classmethod

@@ -130,7 +130,7 @@ def _check_tiers(tiers: object) -> list[tuple[float, float]]:
         if not isinstance(tier, Sequence) or isinstance(tier, str) or len(tier) != 2:
             raise bad_value(f"tiers[{i}]", tier, "a (max_age, resolution) pair")
         age, res = tier
-        if _is_real(age) and age == math.inf:
+        if checks.real(age) == math.inf:
             age = math.inf
         else:
             age = checks.number(age, f"tiers[{i}][0]", minimum=0)
@@ -141,10 +141,6 @@ def _check_tiers(tiers: object) -> list[tuple[float, float]]:
         raise bad_value("tiers", tiers, "resolutions that are each a multiple of the one before",
                         "E.g. 1 s, 60 s, 3600 s: then buckets nest.")
     return out
-
-
-def _is_real(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def downsample(rows: Iterable[Row], now: float, *, how: str = "mean",

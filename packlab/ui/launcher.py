@@ -18,8 +18,9 @@ import ipywidgets as w
 
 from .. import checks, config
 from ..clusters import BACKENDS, PackCluster, PacklabWarning
-from ..clusters.launch import launch
-from ..errors import PacklabError
+from ..clusters.base import check_backend
+from ..clusters.launch import launch, prepare
+from ..errors import PacklabError, PacklabRuntimeError
 from ..profiles import PROFILES
 from ..units import format_walltime
 from .forms import launch_arguments, scale_action
@@ -93,9 +94,8 @@ class ClusterLauncher(w.VBox):
         # offers the built-in defaults, and Launch reports it again until it is fixed.
         problems: list[str] = []
         config_ok = _or_default(problems, False, lambda: config.validate() or True)
-        backend = _or_default(problems, "local", lambda: checks.choice(
-            config.get("backend") if backend is None else backend, "backend", BACKENDS,
-            fix="Set it in the form, or pass a registered backend."))
+        backend = _or_default(problems, "local", lambda: check_backend(
+            config.get("backend") if backend is None else backend))
         profile_names = _profile_names() if config_ok else list(config.DEFAULTS["packlab"]["profiles"])
         profile = _or_default(problems, "general-batch", lambda: _profile_name(
             config.get("profile") if profile is None else profile, profile_names, config_ok))
@@ -114,7 +114,13 @@ class ClusterLauncher(w.VBox):
             cost_source = None
         self.cost_source = cost_source
         self.refresh_interval = refresh_interval
-        self.launch_kwargs = launch_kwargs
+        self.launch_kwargs = _launch_kwargs(problems, launch_kwargs)
+        if config_ok:
+            # Checked as launch() checks them, starting nothing (and warning only at Launch).
+            _or_default(problems, None, lambda: prepare(
+                backend=backend, profile=profile, quiet=True,
+                **launch_arguments({"min_workers": min_workers, "max_workers": max_workers}),
+                **self.launch_kwargs))
         self._cluster: PackCluster | None = None
         self._lock = threading.RLock()  # buttons and the refresh thread share the state
         self._stop_refresh: threading.Event | None = None
@@ -316,7 +322,7 @@ class _Reporting:
             return False
         if not isinstance(exc, Exception):
             return False  # KeyboardInterrupt and friends go on
-        if isinstance(exc, PacklabError):
+        if isinstance(exc, (PacklabError, PacklabRuntimeError)):  # bad input, or a state to fix
             message = str(exc)
         else:
             logger.error("packlab launcher: %s failed", self.action, exc_info=(kind, exc, tb))
@@ -324,6 +330,20 @@ class _Reporting:
         self.ui.error.value = _error_html(message)
         self.ui.refresh()
         return True
+
+
+#: The launch() arguments the form itself sets: given as keywords too, they would collide.
+_FORM_FIELDS = ("backend", "profile", "workers", "min_workers", "max_workers", "spot", "gpus",
+                "walltime", "partition")
+
+
+def _launch_kwargs(problems: list[str], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` without the ones the form sets, each of those named in ``problems``."""
+    for key in [k for k in kwargs if k in _FORM_FIELDS]:
+        what = "min_workers= and max_workers= (equal: a fixed size)" if key == "workers" else f"{key}="
+        problems.append(f"{key}={kwargs.pop(key)!r} is a field of the form: pass {what} to "
+                        "ClusterLauncher(), or set it in the form.")
+    return kwargs
 
 
 def _error_html(message: str) -> str:
