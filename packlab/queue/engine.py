@@ -49,6 +49,7 @@ from .states import POLL
 from .store import Store
 
 log = logging.getLogger("packlab.queue")
+BURY_EVERY, BURY_MANY = 0.1, 1024  # s, futures: see Engine._bury
 THREADS_EVERY = 1.0  # s: how often max_in_flight follows the cluster's threads
 
 
@@ -79,6 +80,8 @@ class Engine:
         self._threads_at = -THREADS_EVERY
         self._fetch_at: float | None = None
         self._polled = 0.0
+        self._graveyard: list = []  # futures of ended attempts, released by _bury
+        self._buried = 0.0
         self._do = {core.HandOver: self._hand_over, core.CancelFutures: self._cancel_futures,
                     core.Record: self._record, core.Update: self._update, core.Watch: self._watch,
                     core.Fetch: self._fetch, core.LeaseLost: self._lease_lost}
@@ -204,6 +207,7 @@ class Engine:
             except queue.Empty:
                 pass
             stop = self._handle(msgs)
+            msgs = None  # its results' futures go with the graveyard (see _bury)
             if not stop:
                 now = time.time()
                 self.apply(core.Tick(), now)
@@ -213,7 +217,26 @@ class Engine:
                 self._step("threads", self._threads, now)
                 self.apply(core.Admit(), now)  # refill freed slots first
                 self._step("fetch", self._kick, now)
+            self._bury(time.time())
             self.signal.notify()
+
+    def _bury(self, now: float) -> None:
+        """Drop the futures of ended attempts on the client's event loop, many at once.
+
+        Releasing a Dask future from another thread wakes the event loop (a write to its
+        self-pipe, and a GIL hand-over) once per future; released on the loop itself it
+        is a plain callback. The graveyard holds their last references until then: at
+        most ``BURY_EVERY`` seconds or ``BURY_MANY`` futures, so the scheduler forgets
+        finished keys promptly and one wake-up serves many.
+        """
+        if self._graveyard and (len(self._graveyard) >= BURY_MANY or now - self._buried >= BURY_EVERY
+                                or self.signal.closed):
+            self._buried = now
+            dead, self._graveyard = self._graveyard, []
+            try:
+                self.client.loop.add_callback(dead.clear)
+            except Exception:  # a closed loop: they go here instead
+                pass
 
     def _step(self, what: str, fn, now: float) -> None:
         try:
@@ -235,6 +258,7 @@ class Engine:
                 except Exception as e:  # the fetch itself broke: every attempt of the batch failed
                     outcomes = [(False, e, traceback.format_exc())] * len(msg.batch)
                 self.apply(core.Fetched(msg.batch, outcomes), now)
+                self._graveyard.extend(fut for _, _, fut in msg.batch)
             elif kind is core.Stop:
                 self.signal.closed = True
                 self.fetcher.shutdown()
@@ -250,6 +274,7 @@ class Engine:
             else:  # Push, Resume, Rejected
                 self.apply(msg, now)
         if finished:
+            self._graveyard.extend(job._future for job, _ in finished)
             self.apply([self._ended(job, tok) for job, tok in finished], now)
         return False
 
@@ -334,6 +359,7 @@ class Engine:
         self.apply(core.Sent(jobs, futs), now)
 
     def _cancel_futures(self, d: core.CancelFutures, now: float) -> None:
+        self._graveyard.extend(d.futures)
         try:
             self.client.cancel(d.futures)
         except Exception:
