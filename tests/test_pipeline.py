@@ -189,6 +189,7 @@ def test_a_missing_fan_out_element_reruns_that_element_only(cluster, tmp_path):
 
     run = _corrupt_then_rerun(cluster, tmp_path, remove)
     assert run["transform"].status == "done" and run["transform"].units_cached == 3
+    assert len(run["transform"].invalid) == 1 and "missing" in run["transform"].invalid[0]
     assert runs_of(tmp_path / "log")["transform"] == 5
 
 

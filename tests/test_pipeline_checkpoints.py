@@ -90,8 +90,9 @@ def damaged(store, how):
     (lambda d: _edit(d, format="hdf9"), "unknown format 'hdf9'"),
     (lambda d: _edit(d, files={"../../etc/passwd": [1, 1]}), "outside the checkpoint"),
     (lambda d: _edit(d, files={}), "lists no files"),
+    (lambda d: _edit(d, checksum="md4"), "unknown checksum 'md4'"),
 ], ids=["truncated", "garbage", "file-removed", "manifest-removed", "manifest-garbage", "foreign-key",
-        "foreign-stage", "unknown-format", "path-escape", "no-files"])
+        "foreign-stage", "unknown-format", "path-escape", "no-files", "unknown-checksum"])
 def test_every_kind_of_damage_is_detected(store, how, reason):
     got = damaged(store, how)
     assert got is not None and reason in got, got

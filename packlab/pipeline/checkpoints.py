@@ -2,7 +2,7 @@
 
 Layout under the pipeline's checkpoint directory (owner-only, 0700)::
 
-    outputs/<stage>/<key>/manifest.json   what was written: every file, its size and CRC-32
+    outputs/<stage>/<key>/manifest.json   what was written: every file, its size and checksum
     outputs/<stage>/<key>/...             the format's files (data.pkl, data.zarr/, ...)
     tmp/                                  outputs being written, and old ones being removed
     ctx/<stage>/<key>.pkl                 in-stage saved state (see context.py)
@@ -10,7 +10,8 @@ Layout under the pipeline's checkpoint directory (owner-only, 0700)::
 Guarantees
 ----------
 * A checkpoint is whole or absent: the output is written under ``tmp/``, every file is
-  fsynced, the manifest (written last, fsynced) lists every file with its size and CRC-32,
+  fsynced, the manifest (written last, fsynced) lists every file with its size and checksum
+  (CRC-32C where ``google-crc32c`` is installed, as zarr 3 has it, else zlib's CRC-32),
   and only then is the directory renamed to its place (and the parent fsynced). A crash at
   any point leaves at most an orphan in ``tmp/``, removed on the next write.
 * A checkpoint is used only after :meth:`CheckpointStore.check` found it valid: the
@@ -19,12 +20,13 @@ Guarantees
   back as the fill value), a truncated file, a byte changed, a foreign or half-copied
   directory: each is reported with its reason and the stage is recomputed.
 
-Checking reads every byte (the CRC runs at memory speed, well above disk speed); that is
-the price of never using a torn output.
+Checking reads every byte (the CRC runs at several GB/s, above disk speed); that is the
+price of never using a torn output.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -64,17 +66,35 @@ class Written:
     files: int
 
 
-def _crc(path: str) -> tuple[int, int]:
-    """Size and CRC-32 of a file; fsyncs it too (the bytes are in the page cache already)."""
+def _crc32(data: bytes, crc: int) -> int:
+    return zlib.crc32(data, crc)
+
+
+def _crc32c(data: bytes, crc: int) -> int:
+    import google_crc32c  # zarr 3 depends on it: hardware CRC-32C, 3x zlib's CRC-32 here
+
+    return google_crc32c.extend(crc, data)
+
+
+#: Checksums by the name the manifest records; the first one available is used for writing.
+_CHECKSUMS = {"crc32c": _crc32c, "crc32": _crc32}
+
+
+def _writing_checksum() -> str:
+    return "crc32c" if importlib.util.find_spec("google_crc32c") is not None else "crc32"
+
+
+def _digest(path: str, algorithm: str, fsync: bool = False) -> tuple[int, int]:
+    """Size and checksum of a file (fsynced too with ``fsync``: its bytes are in the page
+    cache already, so one pass serves both)."""
+    update = _CHECKSUMS[algorithm]
     crc, size = 0, 0
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(_BLOCK)
-            if not b:
-                break
-            crc = zlib.crc32(b, crc)
+    with open(path, "rb", buffering=0) as f:
+        while b := f.read(_BLOCK):
+            crc = update(b, crc)
             size += len(b)
-        os.fsync(f.fileno())
+        if fsync:
+            os.fsync(f.fileno())
     return size, crc
 
 
@@ -127,15 +147,15 @@ class CheckpointStore:
         os.mkdir(tmp, 0o700)
         try:
             fmt = self._write_data(stage, obj, tmp)
-            files, nbytes = {}, 0
+            files, nbytes, algorithm = {}, 0, _writing_checksum()
             for rel in _walk(tmp):
-                size, crc = _crc(os.path.join(tmp, rel))
+                size, crc = _digest(os.path.join(tmp, rel), algorithm, fsync=True)
                 files[rel] = [size, crc]
                 nbytes += size
             t = type(obj)
             manifest = {"packlab-checkpoint": 1, "pipeline": self.pipeline, "stage": stage, "key": key,
                         "format": fmt, "type": f"{t.__module__}.{t.__qualname__}", "written": time.time(),
-                        "files": files, "meta": meta or {}}
+                        "checksum": algorithm, "files": files, "meta": meta or {}}
             with open(os.path.join(tmp, MANIFEST), "w") as f:
                 json.dump(manifest, f)
                 f.flush()
@@ -209,6 +229,11 @@ class CheckpointStore:
         files = m.get("files")
         if not isinstance(files, dict) or not files:
             return "manifest lists no files"
+        algorithm = m.get("checksum", "crc32")
+        if algorithm not in _CHECKSUMS:
+            return f"unknown checksum {algorithm!r}"
+        if algorithm == "crc32c" and importlib.util.find_spec("google_crc32c") is None:
+            return "written with CRC-32C, which cannot be checked here (install google-crc32c)"
         for rel, entry in files.items():
             p = os.path.join(path, rel)
             if os.path.isabs(rel) or ".." in rel.split("/"):
@@ -219,11 +244,7 @@ class CheckpointStore:
                 return f"file {rel} is missing"
             if size != entry[0]:
                 return f"file {rel} has {size} bytes, the manifest says {entry[0]} (truncated or rewritten)"
-            crc = 0
-            with open(p, "rb") as f:
-                while b := f.read(_BLOCK):
-                    crc = zlib.crc32(b, crc)
-            if crc != entry[1]:
+            if _digest(p, algorithm)[1] != entry[1]:
                 return f"file {rel} fails its checksum (corrupted)"
         return None
 

@@ -15,6 +15,7 @@ import queue as _queue
 import time
 import uuid
 import warnings
+from collections import deque
 from typing import Any
 
 from ..errors import PacklabError
@@ -108,10 +109,10 @@ class Driver:
     def _loop(self) -> None:
         waiting = {n: len(self.graph.stages[n].upstream) for n in self.graph.order}
         last_poll = time.monotonic()
-        ready = [n for n in self.graph.order if waiting[n] == 0]
+        ready = deque(n for n in self.graph.order if waiting[n] == 0)
         while True:
             while ready:
-                name = ready.pop(0)
+                name = ready.popleft()
                 self._start(name)
                 ready += self._after(name, waiting)
             if not self.inflight:
@@ -120,7 +121,7 @@ class Driver:
                 jid = self.events.get(timeout=_POLL)
             except _queue.Empty:
                 jid = None
-            done = [jid] if jid in self.inflight else []
+            done = [jid] if jid in self.inflight and self.inflight[jid][1].done() else []
             now = time.monotonic()
             if jid is None or now - last_poll > _POLL:  # an event missed (e.g. before its job was ours)
                 last_poll = now
@@ -176,16 +177,17 @@ class Driver:
                 self._fail(s, str(e))
                 return
             s.units = len(elements)
-            indexed = False
-            if self.resume and self._check(name, s.key):
-                indexed = self.store.manifest(name, s.key).get("meta", {}).get("units") == s.units
+            valid = [False] * s.units
+            if self.resume:
+                indexed = self._check(name, s.key) and \
+                    self.store.manifest(name, s.key).get("meta", {}).get("units") == s.units
                 valid = [self._check(name, unit_key(s.key, i), expected=indexed) for i in range(s.units)]
                 if indexed and all(valid):
                     self._cached(s, s.key)
                     s.units_cached = s.units
                     return
             for i, value in enumerate(elements):
-                if self.resume and self._check(name, unit_key(s.key, i), expected=indexed):
+                if valid[i]:
                     s.units_cached += 1
                     s.compute_seconds += self._recorded_seconds(name, unit_key(s.key, i))
                     continue
