@@ -42,13 +42,16 @@ def stage_keys(graph: Graph) -> dict[str, str]:
     return keys
 
 
-def check_picklable(graph: Graph) -> None:
+def check_picklable(graph: Graph, skip: Any = None) -> None:
     """Every stage's function and constants must travel to workers: refuse, naming the
-    stage and what cannot be pickled, before anything runs."""
+    stage and what cannot be pickled, before anything runs (``skip(name)``: a stage that
+    will not run, its checkpoint being reused)."""
     from ..queue import payload
 
     for name in graph.order:
         s = graph.stages[name]
+        if skip is not None and skip(name):
+            continue
         try:
             payload.dumps(s.fn, (), s.params)
         except PacklabError as e:
@@ -84,6 +87,7 @@ class Driver:
         self.inflight: dict[str, tuple[str, Any]] = {}  # job id -> (stage, job)
         self.left: dict[str, int] = {}  # units of a running stage not final yet
         self.unit_errors: dict[str, list[str]] = {}
+        self._reasons: dict[tuple[str, str], str | None] = {}  # each checkpoint checked once a run
 
     # -- the loop --------------------------------------------------------------------------
     @property
@@ -150,10 +154,21 @@ class Driver:
         return out
 
     # -- starting a stage ------------------------------------------------------------------
+    def _reason(self, name: str, key: str) -> str | None:
+        if (name, key) not in self._reasons:
+            self._reasons[name, key] = self.store.check(name, key)
+        return self._reasons[name, key]
+
+    def will_reuse(self, name: str) -> bool:
+        """Whether ``name``'s checkpoint is there and valid, so it will not run (a fan-out
+        stage: not known before its input is, so False)."""
+        spec = self.graph.stages[name]
+        return self.resume and spec.map_over is None and self._reason(name, self.keys[name]) is None
+
     def _check(self, name: str, key: str, expected: bool = False) -> bool:
         """Whether a valid checkpoint is there, reporting an invalid one (and a missing one
         that was ``expected``: an element of a fan-out whose index was written)."""
-        reason = self.store.check(name, key)
+        reason = self._reason(name, key)
         if reason is None:
             return True
         if reason != "missing" or expected:

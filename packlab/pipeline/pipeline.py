@@ -171,12 +171,11 @@ class Pipeline:
 
         checks.boolean(resume, "resume")
         graph = self.validate()
-        check_picklable(graph)
         if not isinstance(cluster_or_queue, (JobQueue, Client)) and not (
                 hasattr(cluster_or_queue, "scheduler_address") or hasattr(cluster_or_queue, "client")):
             raise bad_value("cluster_or_queue", cluster_or_queue,
                             "a packlab PackCluster, a Dask cluster or Client, or a packlab.JobQueue")
-        root = self._checkpoint_dir()
+        root = self.checkpoint
         store = CheckpointStore(root, self.name)
         opened: list[JobQueue] = []
 
@@ -191,6 +190,8 @@ class Pipeline:
 
         driver = Driver(self.name, graph, open_queue, store, resume=resume, owner=self.owner,
                         retry=self.retry)
+        check_picklable(graph, skip=driver.will_reuse)  # (reads checkpoints, writes nothing)
+        self._checkpoint_dir()
         try:
             run = driver.run()
         except BaseException:  # e.g. KeyboardInterrupt: what was done so far stays visible
