@@ -360,9 +360,14 @@ def test_a_given_queue_runs_the_stages_and_stays_open(cluster, tmp_path):
     def one():
         return 1
 
+    @pipe.stage(map_over="files")  # fan-out over a constant list
+    def each(one, files=("a", "b", "c")):
+        return f"{files}{one}"
+
     with packlab.JobQueue(cluster, store=str(tmp_path / "q.db")) as q:
         run = pipe.run(q)
         assert run["one"].result == 1 and q.get(run["one"].jobs[0]).status == "done"
+        assert run["each"].result == ["a1", "b1", "c1"] and len(run["each"].jobs) == 3
 
 
 def test_visualize_draws_states_as_bokeh_and_svg(cluster, tmp_path):
