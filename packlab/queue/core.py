@@ -64,6 +64,20 @@ def refill(cap: int, running: int) -> int:
     return max(0, room)
 
 
+def fetch_enough(cap: int, running: int) -> int:
+    """How many finished attempts start a result fetch at once (fewer wait a few
+    milliseconds for company): half the pipeline while other attempts still run, since
+    more finish meanwhile and one gather serves them all; one when none runs, since no
+    company is coming (a lone job's result, e.g. a pipeline stage, is fetched at once).
+
+    Examples
+    --------
+    >>> fetch_enough(64, running=40), fetch_enough(64, running=0), fetch_enough(1, running=1)
+    (32, 1, 1)
+    """
+    return max(1, cap // 2) if running else 1
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What a failed attempt becomes: its new ``status``, the time of its next attempt

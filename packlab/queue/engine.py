@@ -311,7 +311,7 @@ class Engine:
         self.apply(core.Threads(threads), now)
 
     def _kick(self, now: float) -> None:
-        self.fetcher.kick(now, self.core.capacity() // 2)
+        self.fetcher.kick(now, core.fetch_enough(self.core.capacity(), len(self.core.running)))
         if self._fetch_at is not None and now >= self._fetch_at:
             self._fetch_at = None
 
