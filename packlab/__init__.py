@@ -37,6 +37,9 @@ _LAZY = {
     "Retry": ".queue",
     "Pricing": ".telemetry.pricing",
     "Finding": ".telemetry.advisor",
+    "Monitor": ".telemetry.monitor",
+    "monitor": ".telemetry.monitor",
+    "advise": ".telemetry.advise",
 }
 
 if TYPE_CHECKING:
@@ -44,7 +47,9 @@ if TYPE_CHECKING:
     from .clusters.launch import launch
     from .kernels import kernel, mapreduce
     from .queue import Job, JobQueue, Retry
+    from .telemetry.advise import advise
     from .telemetry.advisor import Finding
+    from .telemetry.monitor import Monitor, monitor
     from .telemetry.pricing import Pricing
 
 
@@ -65,6 +70,7 @@ __all__ = [
     "Finding",
     "Job",
     "JobQueue",
+    "Monitor",
     "PackCluster",
     "PacklabError",
     "PacklabRuntimeError",
@@ -73,7 +79,9 @@ __all__ = [
     "Profile",
     "Retry",
     "__version__",
+    "advise",
     "kernel",
     "launch",
     "mapreduce",
+    "monitor",
 ]

@@ -196,5 +196,54 @@ def demo(size: str, profile: str, workers: int | None) -> None:
         sys.exit(1)
 
 
+def _output(path: str | None) -> str | None:
+    """``-o``'s file, checked before anything is read: a path in an existing folder."""
+    import os
+
+    from . import checks
+
+    if path is None:
+        return None
+    path = checks.path(path, "output")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) or os.path.isdir(path):
+        raise PacklabError(f"output={path!r} is invalid: expected a file path in an existing folder, "
+                           "e.g. -o report.html.", field="output", value=path)
+    return path
+
+
+@main.command()
+@click.option("--store", type=TEXT, required=True, help="SQLite store with telemetry, e.g. packlab.db")
+@click.option("-o", "--output", type=TEXT, default=None, help="also write an HTML report to this file")
+def report(store: str, output: str | None) -> None:
+    """The five metrics, cost with its idle share, and the top findings of a store."""
+    from .telemetry import report as _report
+    from .telemetry.advise import advise
+    from .telemetry.monitor import monitor
+
+    output = _output(output)
+    m = monitor(store)
+    snap, findings = m.snapshot(), advise(m)
+    click.echo(_report.text(snap, findings))
+    if output is not None:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(_report.html_page(snap, findings, title=f"packlab report: {store}"))
+        click.echo(f"\nwrote {output}")
+
+
+@main.command()
+@click.option("--store", type=TEXT, required=True, help="SQLite store with telemetry, e.g. packlab.db")
+def advise(store: str) -> None:
+    """Every finding of the advisor for a store: the evidence and a line to paste."""
+    from .telemetry import report as _report
+    from .telemetry.advise import advise as _advise
+
+    findings = _advise(store)
+    click.echo(_report.findings_text(findings, top=None))
+    for f in findings:
+        evidence = ", ".join(f"{k}={v:g}" for k, v in f.evidence.items())
+        click.echo(f"    evidence ({f.name}): {evidence}")
+
+
 if __name__ == "__main__":
     main()

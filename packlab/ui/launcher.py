@@ -49,7 +49,9 @@ class ClusterLauncher(w.VBox):
         Initial worker bounds (equal: a fixed size).
     cost_source : callable, optional
         ``cost_source(cluster) -> float | str | None``: the cost so far, shown in the
-        status line (a float is shown as dollars). Without it the line says
+        status line (a float is shown as dollars). Default: the cluster's telemetry
+        (:func:`packlab.telemetry.monitor.cost_so_far`, priced with ``packlab.pricing``);
+        for a cluster launched with ``telemetry=False`` the line says
         ``cost: n/a (telemetry not enabled)``.
     refresh_interval : float, str or None
         Time between status refreshes while a cluster runs (seconds, or a duration such
@@ -249,10 +251,13 @@ class ClusterLauncher(w.VBox):
         return " &middot; ".join(parts)
 
     def _cost_text(self, pc: PackCluster) -> str:
-        if self.cost_source is None:
-            return _NO_TELEMETRY
+        source = self.cost_source
+        if source is None:
+            if getattr(pc, "telemetry", None) is None:
+                return _NO_TELEMETRY
+            from ..telemetry.monitor import cost_so_far as source
         try:
-            cost = self.cost_source(pc)
+            cost = source(pc)
         except Exception:
             logger.warning("packlab launcher: cost_source failed", exc_info=True)
             return "cost: unavailable"
