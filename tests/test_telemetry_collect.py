@@ -60,12 +60,14 @@ def test_a_cluster_records_tasks_workers_and_samples_in_an_owner_only_store(tmp_
     assert stat.S_IMODE(os.stat(store).st_mode) == 0o600
     con = sqlite3.connect(store)
     tasks = con.execute("SELECT prefix, worker, stop - start, outcome FROM tel_tasks").fetchall()
-    assert len(tasks) == 12 and {t[0] for t in tasks} == {"sleep_then"} and {t[3] for t in tasks} == {"memory"}
+    assert len(tasks) == 12 and {t[0] for t in tasks} == {"sleep_then"}
+    assert {t[3] for t in tasks} == {"memory"}
     assert {t[1] for t in tasks} <= addresses and all(t[2] >= 0.02 for t in tasks)
     workers = con.execute("SELECT worker, threads, memory, stop FROM tel_workers").fetchall()
     assert {w[0] for w in workers} == addresses and all(w[1] == 1 and w[2] == 2**30 and w[3] for w in workers)
     metrics = {m for (m,) in con.execute("SELECT DISTINCT metric FROM tel_samples")}
-    assert {"cpu", "memory", "memory_peak", "spilled", "busy_seconds", "idle_seconds", "utilisation"} <= metrics
+    assert {"cpu", "memory", "memory_peak", "spilled", "busy_seconds", "idle_seconds",
+            "utilisation"} <= metrics
     busy = dict(con.execute("SELECT source, MAX(value) FROM tel_samples WHERE metric='busy_seconds' "
                             "GROUP BY source"))
     by_worker = dict(con.execute("SELECT worker, SUM(stop - start) FROM tel_tasks GROUP BY worker"))
@@ -99,7 +101,8 @@ def test_a_queue_moves_the_clusters_telemetry_to_its_store_with_depth_per_class(
     con = sqlite3.connect(qstore)
     assert con.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 20  # the jobs and their telemetry
     assert con.execute("SELECT COUNT(DISTINCT job) FROM tel_tasks WHERE job IS NOT NULL").fetchone()[0] == 20
-    sources = {s for (s,) in con.execute("SELECT DISTINCT source FROM tel_samples WHERE metric='queue_depth'")}
+    sources = {s for (s,) in con.execute(
+        "SELECT DISTINCT source FROM tel_samples WHERE metric='queue_depth'")}
     assert "" in sources and {"priority:high", "priority:low", "owner:ann", "owner:bob"} & sources
     kinds = {k for (k,) in con.execute("SELECT DISTINCT kind FROM tel_events")}
     assert {"submitted", "running", "done"} <= kinds
@@ -113,7 +116,7 @@ def test_history_is_read_back_in_another_process_after_the_cluster_closed(tmp_pa
     code = ("import json, sys, packlab; m = packlab.monitor(sys.argv[1]); s = m.snapshot(); "
             "ds = m.history('memory'); d = m.history('job_duration'); "
             "print(json.dumps({'jobs': s.jobs, 'workers': s.workers, 'sources': len(ds.source), "
-            "'times': len(ds.time), 'units': ds['memory'].attrs['units'], 'durations': int(d.sizes['time']), "
+            "'times': len(ds.time), 'units': ds['memory'].attrs['units'], 'durations': int(d.sizes['job']), "
             "'findings': [f.name for f in packlab.advise(sys.argv[1])]}))")
     out = subprocess.run([sys.executable, "-c", code, store], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -196,7 +199,8 @@ def test_workers_held_and_idle_are_an_idle_cluster_and_a_tiny_job_is_too_small()
         assert pc.client.submit(sum, [1, 2]).result() == 3
         time.sleep(1.5)
         found = {f.name: f for f in packlab.advise(pc)}
-    assert found["idle-cluster"].evidence["workers"] == 3 and found["idle-cluster"].evidence["idle_seconds"] >= 1
+    idle = found["idle-cluster"].evidence
+    assert idle["workers"] == 3 and idle["idle_seconds"] >= 1
     assert found["idle-cluster"].fix == "cluster.adapt(minimum=0, maximum=3)"
     assert found["too-small-for-a-cluster"].evidence["task_seconds"] < 1
 

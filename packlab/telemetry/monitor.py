@@ -171,7 +171,8 @@ class Monitor:
     def history(self, metric: str, since: Any = None, until: Any = None):
         """One metric over time as an ``xarray.Dataset``: the variable ``metric`` over
         ``time`` (datetime64) and ``source`` (a worker's address, ``""`` for the cluster, or
-        ``priority:P``/``owner:O`` for queue depth); job metrics have one row per job.
+        ``priority:P``/``owner:O`` for queue depth). A job metric (:data:`JOB_METRICS`) is
+        over ``job`` instead, one per finished job, with its end as the ``time`` coordinate.
 
         ``since``/``until``: epoch seconds, a ``datetime``, or a duration ago (``"1h"``).
         """
@@ -188,17 +189,21 @@ class Monitor:
             if metric in JOB_METRICS:
                 recent = q.jobs(con, self._scope(), self.pricing).recent
                 col = {"job_duration": 1, "job_failed": 2, "cost_per_job": 3}[metric]
-                rows = [(r[0], "", float(r[col])) for r in recent if lo_ <= r[0] <= hi_]
-            else:
-                rows = con.execute("SELECT t, source, value FROM tel_samples WHERE metric=? AND t >= ? "
-                                   "AND t <= ? ORDER BY t", (metric, lo_, hi_)).fetchall()
+                picked = [(r[0], float(r[col])) for r in recent if lo_ <= r[0] <= hi_]
+                units = {"job_duration": "s", "job_failed": "", "cost_per_job": self.pricing.currency}
+                attrs = {"units": units[metric], "kind": "event", "description": JOB_METRICS[metric]}
+                ends = (np.array([t for t, _ in picked], dtype=float) * 1e9).astype("datetime64[ns]")
+                return xr.Dataset({metric: (("job",), np.array([v for _, v in picked], dtype=float), attrs)},
+                                  coords={"time": ("job", ends)}, attrs={"store": self.store})
+            rows = con.execute("SELECT t, source, value FROM tel_samples WHERE metric=? AND t >= ? "
+                               "AND t <= ? ORDER BY t", (metric, lo_, hi_)).fetchall()
         times = sorted({r[0] for r in rows})
         sources = sorted({r[1] for r in rows})
         ti, si = {t: i for i, t in enumerate(times)}, {s: i for i, s in enumerate(sources)}
         data = np.full((len(times), len(sources)), np.nan)
         for t, s, v in rows:
             data[ti[t], si[s]] = v
-        kind, unit, what = METRICS.get(metric, ("event", "", JOB_METRICS.get(metric, "")))
+        kind, unit, what = METRICS[metric]
         stamps = (np.array(times, dtype=float) * 1e9).astype("datetime64[ns]")
         attrs = {"units": unit, "kind": kind, "description": what}
         return xr.Dataset({metric: (("time", "source"), data, attrs)},
