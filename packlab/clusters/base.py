@@ -326,6 +326,8 @@ class PackCluster:
             self._client.close()
             self._client = None
         self.cluster.close()
+        if self.telemetry is not None:
+            self.telemetry.after_close()
 
     def __enter__(self) -> PackCluster:
         return self

@@ -59,6 +59,7 @@ class ClusterTelemetry:
         self.client, self.cluster_id, self.store, self.temporary = client, cluster_id, store, temporary
         self.queues: list[QueueRecorder] = []
         self.sinks: list[Any] = []
+        self.slurm: Any = None  # a .slurm.SlurmRecorder on a SLURM cluster
 
     def flush(self) -> str:
         """Wait until what the scheduler collected is in the store; the store's path."""
@@ -71,11 +72,19 @@ class ClusterTelemetry:
         return self.store
 
     def close(self) -> None:
-        """Write everything (before the cluster closes); remove a temporary store."""
+        """Write everything the scheduler holds (before the cluster closes)."""
+        if self.slurm is not None:
+            self.slurm.remember()
         for q in self.queues:
             q.close()
         with contextlib.suppress(Exception):
             self.client.run_on_scheduler(_stop)
+
+    def after_close(self) -> None:
+        """Once the cluster closed: the worker jobs' final SLURM billing; remove a
+        temporary store."""
+        if self.slurm is not None:
+            self.slurm.close(store=self.store)
         if self.temporary:
             shutil.rmtree(os.path.dirname(self.store), ignore_errors=True)
 
@@ -107,7 +116,12 @@ def install(pc: Any, store: str | None = None, *, market: str = "on-demand") -> 
     pc.client.register_plugin(_plugin.TelemetryPlugin(
         path, cid, interval=interval, flush_interval=every, backend=pc.backend, profile=pc.profile.name,
         market=market, gpus=pc.profile.gpus))
-    return ClusterTelemetry(pc.client, cid, path, temporary)
+    tel = ClusterTelemetry(pc.client, cid, path, temporary)
+    if pc.backend == "slurm":
+        from .slurm import SlurmRecorder
+
+        tel.slurm = SlurmRecorder(pc.cluster, cid, path, every=max(5.0, 10 * interval))
+    return tel
 
 
 def telemetry_of(obj: Any) -> ClusterTelemetry | None:
@@ -190,6 +204,8 @@ def attach_queue(queue: Any, cluster_or_client: Any) -> QueueRecorder | None:
         path = _plugin.retarget(queue.client, queue.store)
         if path:
             tel.store = path
+            if tel.slurm is not None:
+                tel.slurm.store = path
             if tel.temporary and os.path.abspath(old) != os.path.abspath(path):
                 tel.temporary = False
                 shutil.rmtree(os.path.dirname(old), ignore_errors=True)

@@ -34,7 +34,7 @@ from .. import checks
 from ..errors import bad_value
 from . import queries as q
 from .alerts import Alert, default_rules, evaluate
-from .pricing import Pricing, check_pricing
+from .pricing import Pricing, check_pricing, su_cost
 from .sinks import AlertSink, deliver
 from .store import METRICS, open_for_reading
 from .trends import change, describe_change, describe_trend, percentile
@@ -54,7 +54,9 @@ class Snapshot:
     ``utilisation`` is busy thread-seconds over thread-seconds held (the whole history
     in scope); durations are seconds over the recent finished jobs; costs are in
     ``currency``, ``cost_idle`` the part that paid for idle capacity. The trends compare
-    the later half of the recent jobs with the earlier half.
+    the later half of the recent jobs with the earlier half. On SLURM, ``service_units``
+    is the worker jobs' billing x elapsed hours (as ``sreport`` charges), and
+    ``service_units_cost`` that at ``Pricing.su_price``.
     """
 
     at: float
@@ -76,6 +78,8 @@ class Snapshot:
     duration_change: float | None
     cost_trend: str
     cost_change: float | None
+    service_units: float | None = None
+    service_units_cost: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,6 +150,7 @@ class Monitor:
             busy_cost, busy_s, _, _ = q.busy(con, scope, self.pricing)
             jobs = q.jobs(con, scope, self.pricing)
             depth = q.latest(con, "queue_depth") or 0.0
+            su = q.service_units(con, scope)
         durations = [r[1] for r in jobs.recent if not r[2]] or [r[1] for r in jobs.recent]
         costs = [r[3] for r in jobs.recent]
         total = max(total, busy_cost)
@@ -161,7 +166,9 @@ class Monitor:
             currency=self.pricing.currency, cost_total=round(total, 9), cost_idle=round(total - busy_cost, 9),
             idle_share=round((total - busy_cost) / total, 6) if total else 0.0, jobs=jobs.finished,
             jobs_failed=jobs.failed, jobs_completed_today=jobs.done_today, workers=int(workers),
-            duration_trend=d_text, duration_change=d_change, cost_trend=c_text, cost_change=c_change)
+            duration_trend=d_text, duration_change=d_change, cost_trend=c_text, cost_change=c_change,
+            service_units=None if su is None else round(su, 9),
+            service_units_cost=None if su is None else su_cost(self.pricing, su))
 
     def cost(self) -> float:
         """The cost so far (what ``ClusterLauncher``'s ``cost_source`` shows)."""

@@ -132,6 +132,15 @@ def jobs(con: sqlite3.Connection, scope: Scope, pricing: Pricing) -> Jobs:
     return Jobs(n or 0, failed or 0, done_today or 0, recent, len(ran))
 
 
+def service_units(con: sqlite3.Connection, scope: Scope) -> float | None:
+    """SLURM service units of the worker jobs (billing x elapsed hours); ``None`` when no
+    worker job's billing was read (not a SLURM cluster)."""
+    where, wp = scope.where()
+    row = con.execute(f"SELECT SUM(billing * elapsed / 3600.0), COUNT(billing) FROM tel_slurm WHERE {where}",
+                      wp).fetchone()
+    return row[0] if row[1] else None
+
+
 def latest(con: sqlite3.Connection, metric: str, source: str = "") -> float | None:
     """The latest sample of ``metric`` from ``source`` (``""``: the cluster), or ``None``."""
     row = con.execute("SELECT value FROM tel_samples WHERE metric=? AND source=? ORDER BY t DESC LIMIT 1",
@@ -147,4 +156,5 @@ def maxima(con: sqlite3.Connection, metrics: tuple[str, ...]) -> dict[tuple[str,
         "GROUP BY source, metric", metrics)}
 
 
-__all__ = ["ENDS", "FAILED_ENDS", "Jobs", "Scope", "busy", "has_queue", "held", "jobs", "latest", "maxima"]
+__all__ = ["ENDS", "FAILED_ENDS", "Jobs", "Scope", "busy", "has_queue", "held", "jobs", "latest", "maxima",
+           "service_units"]

@@ -46,6 +46,8 @@ def rows(s: Snapshot) -> list[tuple[str, str]]:
         ("cost per job", _money(s.cost_per_job, s.currency)),
         ("cost in all", f"{_money(s.cost_total, s.currency)}, idle {_money(s.cost_idle, s.currency)} "
                         f"({s.idle_share * 100:.0f} %)"),
+        *([("SLURM service units", f"{s.service_units:,.4g} SU ({_money(s.service_units_cost, s.currency)})")]
+          if s.service_units is not None else []),
         ("jobs completed today", str(s.jobs_completed_today)),
         ("duration trend", s.duration_trend),
         ("cost trend", s.cost_trend),
