@@ -117,8 +117,9 @@ def _snapshot_store(path: str, workers: int = 500, samples: int = 100_000, tasks
     now = time.time()
     w = Writer(path, flush_interval=0.5)
     w.put("tel_clusters", [("c", "local", "general-batch", "tcp://x", now - 3600, None, now, 0, 0)])
-    w.put("tel_workers", [("c", f"w{i}", str(i), "h", now - 3600, None, now, 2, 2, 4 * 2**30, 0, "on-demand")
-                          for i in range(workers)])
+    per_worker = tasks // workers
+    w.put("tel_workers", [("c", f"w{i}", str(i), "h", now - 3600, None, now, 2, 2, 4 * 2**30, 0, "on-demand",
+                           per_worker * 0.5, per_worker, per_worker // 50) for i in range(workers)])
     per = samples // (workers * len(_WORKER_METRICS))
     w.put("tel_samples", [(now - 3600 + j * (3600 / per), f"w{i}", m, float(j))
                           for i in range(workers) for m in _WORKER_METRICS for j in range(per)])

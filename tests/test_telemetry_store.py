@@ -27,8 +27,8 @@ def fake_cluster(path: str, workers: int = 2, seconds: float = 60.0, now: float 
     w = Writer(path, flush_interval=0.01)
     start = now - seconds
     w.put("tel_clusters", [("c1", "local", "general-batch", "tcp://x", start, now, now, 0, 0)])
-    w.put("tel_workers", [("c1", f"w{i}", str(i), "h", start, now, now, 2, 2, 4 * 2**30, 0, "on-demand")
-                          for i in range(workers)])
+    w.put("tel_workers", [("c1", f"w{i}", str(i), "h", start, now, now, 2, 2, 4 * 2**30, 0, "on-demand",
+                           6.0, 1, 0) for i in range(workers)])
     w.put("tel_tasks", [("c1", f"f-{i}", "f", None, f"w{i}", start, start + 6.0, "memory")
                         for i in range(workers)])
     w.put("tel_samples", [(start + s, f"w{i}", "memory_peak", 2.0**30)
@@ -76,6 +76,7 @@ def test_downsampling_keeps_seconds_for_an_hour_minutes_for_a_week_and_is_idempo
     w = Writer(path)
     w.put("tel_samples", [(t, "x", "cpu", v) for t, v in rows])
     w.put("tel_samples", [(t, "x", "memory_peak", v) for t, v in rows])
+    w.put("tel_samples", [(t, "x", "busy_seconds", t) for t, _ in rows])  # a counter: the last stays
     w.close()
     con = schema.connect(path)
     removed = downsample_store(con, now)
@@ -83,6 +84,8 @@ def test_downsampling_keeps_seconds_for_an_hour_minutes_for_a_week_and_is_idempo
     assert got == series.downsample(rows, now, how="mean")
     peaks = con.execute(CPU.replace("'cpu'", "'memory_peak'")).fetchall()
     assert peaks == series.downsample(rows, now, how="max") and max(v for _, v in peaks) == 6.0
+    busy = con.execute(CPU.replace("'cpu'", "'busy_seconds'")).fetchall()
+    assert busy == series.downsample([(t, t) for t, _ in rows], now, how="last")
     assert removed > 0 and len(got) < len(rows) and len(got) <= series.max_rows(9 * 86400) + 1
     assert downsample_store(con, now) == 0  # again at the same time: nothing changes
     later = now + 7200  # two hours on: only what aged since is merged

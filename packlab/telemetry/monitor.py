@@ -53,7 +53,8 @@ class Snapshot:
 
     ``utilisation`` is busy thread-seconds over thread-seconds held (the whole history
     in scope); durations are seconds over the recent finished jobs; costs are in
-    ``currency``, ``cost_idle`` the part that paid for idle capacity. The trends compare
+    ``currency``, ``cost_idle`` the part that paid for idle capacity, ``cost_per_job`` the
+    rest over the jobs finished. The trends compare
     the later half of the recent jobs with the earlier half. On SLURM, ``service_units``
     is the worker jobs' billing x elapsed hours (as ``sreport`` charges), and
     ``service_units_cost`` that at ``Pricing.su_price``.
@@ -162,7 +163,7 @@ class Monitor:
             duration_p50=percentile(durations, 50) if durations else None,
             duration_p95=percentile(durations, 95) if durations else None,
             failure_rate=round(jobs.failed / jobs.finished, 6) if jobs.finished else 0.0,
-            cost_per_job=round(busy_cost / jobs.costed, 12) if jobs.costed else None,
+            cost_per_job=round(busy_cost / jobs.finished, 12) if jobs.finished else None,
             currency=self.pricing.currency, cost_total=round(total, 9), cost_idle=round(total - busy_cost, 9),
             idle_share=round((total - busy_cost) / total, 6) if total else 0.0, jobs=jobs.finished,
             jobs_failed=jobs.failed, jobs_completed_today=jobs.done_today, workers=int(workers),

@@ -94,6 +94,7 @@ class TelemetryPlugin(SchedulerPlugin):
         self.started = time.time()
         self._tasks: deque = deque(maxlen=self.capacity)
         self._busy: dict[str, float] = {}
+        self._counts: dict[str, list[int]] = {}  # worker: [tasks, erred]
         self._workers: dict[str, dict[str, Any]] = {}
         self._series: dict[tuple[str, str], RingBuffer] = {}
         self._cpu_s: dict[str, float] = {}
@@ -116,6 +117,7 @@ class TelemetryPlugin(SchedulerPlugin):
         self._workers[worker] = {"start": time.time(), "stop": None, "name": str(ws.name), "host": ws.host,
                                  "threads": ws.nthreads, "memory": ws.memory_limit or 0}
         self._busy.setdefault(worker, 0.0)
+        self._counts.setdefault(worker, [0, 0])
 
     def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
         info = self._workers.get(worker)
@@ -134,6 +136,10 @@ class TelemetryPlugin(SchedulerPlugin):
                 self._tasks.append((key, worker, a, b, finish))
                 if worker in self._busy:
                     self._busy[worker] += b - a
+                    c = self._counts[worker]
+                    c[0] += 1
+                    if finish == "erred":
+                        c[1] += 1
 
     # -- sampling ----------------------------------------------------------------------
     def _append(self, source: str, metric: str, t: float, value: float) -> None:
@@ -180,7 +186,8 @@ class TelemetryPlugin(SchedulerPlugin):
             raw = [self._tasks.popleft() for _ in range(len(self._tasks))]
             w.put_raw("tel_tasks", raw)
         w.put("tel_workers", [(self.cluster, addr, i["name"], i["host"], i["start"], i["stop"] or stopped,
-                               now, i["threads"], i["threads"], i["memory"], self.gpus, self.market)
+                               now, i["threads"], i["threads"], i["memory"], self.gpus, self.market,
+                               self._busy.get(addr, 0.0), *self._counts.get(addr, (0, 0)))
                               for addr, i in self._workers.items()])
         w.put("tel_clusters", [(self.cluster, self.backend, self.profile, self.scheduler.address,
                                 self.started, stopped, now, 0, 0)])
@@ -188,6 +195,7 @@ class TelemetryPlugin(SchedulerPlugin):
         for addr in [a for a, i in self._workers.items() if i["stop"] is not None]:
             del self._workers[addr]
             self._busy.pop(addr, None)
+            self._counts.pop(addr, None)
             self._cpu_s.pop(addr, None)
             for key in [k for k in self._series if k[0] == addr]:
                 del self._series[key]

@@ -67,13 +67,12 @@ def held(con: sqlite3.Connection, scope: Scope, pricing: Pricing) -> tuple[float
 
 
 def busy(con: sqlite3.Connection, scope: Scope, pricing: Pricing) -> tuple[float, float, int, int]:
-    """``(cost of task time, task thread-seconds, tasks, tasks erred)``."""
+    """``(cost of task time, task thread-seconds, tasks, tasks erred)``, from the per-worker
+    totals the plugin keeps (``tel_workers.busy/tasks/erred``): no scan of the tasks."""
     rate, rp = _rate_sql(pricing)
-    where, wp = scope.where("t")
-    row = con.execute(f"SELECT SUM((t.stop - t.start) * {rate} / w.threads), SUM(t.stop - t.start), "
-                      "COUNT(*), SUM(t.outcome = 'erred') FROM tel_tasks t JOIN tel_workers w "
-                      "ON w.cluster = t.cluster "
-                      f"AND w.worker = t.worker WHERE {where}", (*rp, *wp)).fetchone()
+    where, wp = scope.where("w")
+    row = con.execute(f"SELECT SUM(w.busy * {rate} / w.threads), SUM(w.busy), SUM(w.tasks), SUM(w.erred) "
+                      f"FROM tel_workers w WHERE {where}", (*rp, *wp)).fetchone()
     return (row[0] or 0.0, row[1] or 0.0, row[2] or 0, row[3] or 0)
 
 
@@ -86,7 +85,6 @@ class Jobs:
     failed: int
     done_today: int
     recent: list[tuple[float, float, bool, float]]
-    costed: int  # jobs with task time behind their cost
 
 
 def _midnight() -> float:
@@ -99,16 +97,20 @@ def jobs(con: sqlite3.Connection, scope: Scope, pricing: Pricing) -> Jobs:
     rate, rp = _rate_sql(pricing)
     today = _midnight()
     if not has_queue(con):
+        _, _, n, failed = busy(con, scope, pricing)
         where, wp = scope.where("t")
-        n, failed, done_today = con.execute(
-            f"SELECT COUNT(*), SUM(outcome='erred'), SUM(outcome='memory' AND stop >= ?) FROM tel_tasks t "
-            f"WHERE {where}", (today, *wp)).fetchone()
+        first = con.execute("SELECT MIN(stop) FROM tel_tasks").fetchone()[0]
+        if first is not None and first >= today:  # every task ended today: no need to count them
+            done_today = n - failed
+        else:
+            done_today = con.execute("SELECT COUNT(*) FROM tel_tasks t WHERE stop >= ? AND "
+                                     f"outcome = 'memory' AND {where}", (today, *wp)).fetchone()[0]
         rows = con.execute(
             f"SELECT t.stop, t.stop - t.start, t.outcome = 'erred', (t.stop - t.start) * {rate} / w.threads "
             "FROM tel_tasks t JOIN tel_workers w ON w.cluster = t.cluster AND w.worker = t.worker "
             f"WHERE {where} ORDER BY t.stop DESC LIMIT {RECENT}", (*rp, *wp)).fetchall()
         recent = [(a, b, bool(c), d) for a, b, c, d in rows[::-1]]
-        return Jobs(n or 0, failed or 0, done_today or 0, recent, n or 0)
+        return Jobs(n, failed, done_today or 0, recent)
     ends = ",".join(f"'{k}'" for k in ENDS)
     fails = ",".join(f"'{k}'" for k in FAILED_ENDS)
     n, failed, done_today = con.execute(
@@ -121,15 +123,16 @@ def jobs(con: sqlite3.Connection, scope: Scope, pricing: Pricing) -> Jobs:
         f"r.kind = 'running' AND r.t <= e.t) FROM tel_events e WHERE e.kind IN ({ends}) "
         f"ORDER BY e.t DESC LIMIT {RECENT}").fetchall()
     where, wp = scope.where("t")
+    ids = sorted({r[0] for r in rows})
     ran = {job: (secs, cost) for job, secs, cost in con.execute(
         f"SELECT t.job, SUM(t.stop - t.start), SUM((t.stop - t.start) * {rate} / w.threads) FROM tel_tasks t "
-        "JOIN tel_workers w ON w.cluster = t.cluster AND w.worker = t.worker WHERE t.job IS NOT NULL AND "
-        f"{where} GROUP BY t.job", (*rp, *wp))}
+        "JOIN tel_workers w ON w.cluster = t.cluster AND w.worker = t.worker WHERE t.job IN "
+        f"({','.join('?' * len(ids))}) AND {where} GROUP BY t.job", (*rp, *ids, *wp))}
     # a job's duration is its compute time on workers (all attempts) where its tasks were
     # seen, else the time from its last start to its end in the queue's events
     recent = [(t, ran[job][0] if job in ran else (t - run if run is not None else 0.0), kind in FAILED_ENDS,
                ran.get(job, (0.0, 0.0))[1]) for job, t, kind, run in rows[::-1] if kind != "cancelled" or run]
-    return Jobs(n or 0, failed or 0, done_today or 0, recent, len(ran))
+    return Jobs(n or 0, failed or 0, done_today or 0, recent)
 
 
 def service_units(con: sqlite3.Connection, scope: Scope) -> float | None:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 
 from ..errors import PacklabError, StoreError
 from ..queue import schema
-from .series import aggregation_for, downsample, history_tiers
+from .series import history_tiers
 
 log = logging.getLogger("packlab.telemetry")
 
@@ -40,10 +40,11 @@ CREATE TABLE IF NOT EXISTS tel_clusters (
 CREATE TABLE IF NOT EXISTS tel_workers (
   cluster TEXT, worker TEXT, name TEXT, host TEXT, start REAL, stop REAL, seen REAL, cores INTEGER,
   threads INTEGER, memory INTEGER, gpus INTEGER DEFAULT 0, market TEXT DEFAULT 'on-demand',
-  PRIMARY KEY (cluster, worker));
+  busy REAL DEFAULT 0, tasks INTEGER DEFAULT 0, erred INTEGER DEFAULT 0, PRIMARY KEY (cluster, worker));
 CREATE TABLE IF NOT EXISTS tel_tasks (
   cluster TEXT, key TEXT, prefix TEXT, job TEXT, worker TEXT, start REAL, stop REAL, outcome TEXT);
 CREATE INDEX IF NOT EXISTS tel_tasks_stop ON tel_tasks(stop);
+CREATE INDEX IF NOT EXISTS tel_tasks_job ON tel_tasks(job);
 CREATE TABLE IF NOT EXISTS tel_samples (t REAL NOT NULL, source TEXT NOT NULL, metric TEXT NOT NULL,
   value REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS tel_samples_metric ON tel_samples(metric, t);
@@ -124,8 +125,10 @@ _INSERT = {
     "tel_tasks": "INSERT INTO tel_tasks VALUES (?,?,?,?,?,?,?,?)",
     "tel_samples": "INSERT INTO tel_samples VALUES (?,?,?,?)",
     "tel_events": "INSERT INTO tel_events VALUES (?,?,?,?,?,?,?)",
-    "tel_workers": ("INSERT INTO tel_workers VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (cluster, worker) "
-                    "DO UPDATE SET stop=excluded.stop, seen=excluded.seen"),
+    "tel_workers": ("INSERT INTO tel_workers VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT (cluster, worker) DO UPDATE SET stop=excluded.stop, seen=excluded.seen, "
+                    "busy=excluded.busy, "
+                    "tasks=excluded.tasks, erred=excluded.erred"),
     "tel_clusters": ("INSERT INTO tel_clusters VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (cluster) DO UPDATE "
                      "SET stopped=excluded.stopped, seen=excluded.seen, "
                      "alert_sinks=MAX(alert_sinks, excluded.alert_sinks), "
@@ -254,34 +257,58 @@ class Writer:
         self._con.close()
 
 
+def _kinds() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {"gauge": [], "peak": [], "counter": []}
+    for name, (kind, _, _) in METRICS.items():
+        out[kind].append(name)
+    return out
+
+
 def downsample_store(con: sqlite3.Connection, now: float) -> int:
-    """Merge the samples of ``tel_samples`` by age (``packlab.telemetry.history``) with
-    :func:`~packlab.telemetry.series.downsample`, each metric by its kind; returns the rows
-    removed. Only the stretches that aged into a coarser tier since the last run are
-    read again (the bucket grid is aligned, so a bucket is never split)."""
+    """Merge the samples of ``tel_samples`` by age (``packlab.telemetry.history``), each
+    metric by its kind (mean of a gauge, highest peak, last value of a counter); returns
+    the rows removed.
+
+    It does in SQL what :func:`~packlab.telemetry.series.downsample` defines (tested
+    equal): a row moves to a coarser tier once the whole bucket around it is older than
+    the tier's starting age, i.e. ``t < floor((now - age) / res) * res``; buckets are
+    aligned on multiples of their resolution and nest. Only the stretch that aged into
+    each tier since the last run is read again. A bucket already merged is merged again
+    as one row (the mean of minute means makes the hour's mean).
+    """
     tiers = history_tiers()
     last = con.execute("SELECT value FROM tel_meta WHERE key='downsampled'").fetchone()
-    prev = last[0] if last else -math.inf
+    prev = last[0] if last else None
     before = con.execute("SELECT COUNT(*) FROM tel_samples").fetchone()[0]
+    kinds = _kinds()
+    others = ",".join("?" * (len(kinds["peak"]) + len(kinds["counter"])))
+    peaks, counters = ",".join("?" * len(kinds["peak"])), ",".join("?" * len(kinds["counter"]))
     with schema.transaction(con):
-        for (age, _), (_, coarser) in itertools.pairwise(tiers):
-            lo = -math.inf if prev == -math.inf else math.floor((prev - age - coarser) / coarser) * coarser
-            hi = now - age
-            if hi <= lo:
+        con.execute("CREATE TEMP TABLE IF NOT EXISTS tel_ds (t REAL, source TEXT, metric TEXT, value REAL)")
+        for (age, _), (_, res) in itertools.pairwise(tiers):
+            cutoff = math.floor((now - age) / res) * res
+            lo = -math.inf if prev is None else math.floor((prev - age) / res - 1) * res
+            if cutoff <= lo:
                 continue
-            keys = con.execute("SELECT DISTINCT source, metric FROM tel_samples WHERE t >= ? AND t < ?",
-                               (lo, hi)).fetchall()
-            for source, metric in keys:
-                rows = con.execute("SELECT t, value FROM tel_samples WHERE source=? AND metric=? AND t >= ? "
-                                   "AND t < ?", (source, metric, lo, hi)).fetchall()
-                kind = METRICS.get(metric, ("gauge",))[0]
-                merged = downsample(rows, now, how=aggregation_for(kind), tiers=tiers)
-                if len(merged) == len(rows):
-                    continue
-                con.execute("DELETE FROM tel_samples WHERE source=? AND metric=? AND t >= ? AND t < ?",
-                            (source, metric, lo, hi))
-                con.executemany("INSERT INTO tel_samples VALUES (?,?,?,?)",
-                                [(t, source, metric, v) for t, v in merged])
+            span = (lo, cutoff)
+            bucket = f"CAST(t / {res!r} AS INTEGER) * {res!r}"
+            con.execute("DELETE FROM tel_ds")
+            con.execute(f"INSERT INTO tel_ds SELECT {bucket} AS b, source, metric, AVG(value) FROM "
+                        f"tel_samples WHERE t >= ? AND t < ? AND metric NOT IN ({others}) "
+                        "GROUP BY b, source, metric",
+                        (*span, *kinds["peak"], *kinds["counter"]))
+            con.execute(f"INSERT INTO tel_ds SELECT {bucket} AS b, source, metric, MAX(value) FROM "
+                        f"tel_samples WHERE t >= ? AND t < ? AND metric IN ({peaks}) "
+                        "GROUP BY b, source, metric",
+                        (*span, *kinds["peak"]))
+            # a bare column beside MAX() comes from the row holding the maximum (SQLite)
+            con.execute(f"INSERT INTO tel_ds SELECT b, source, metric, value FROM (SELECT {bucket} AS b, "
+                        f"source, metric, value, MAX(t) FROM tel_samples WHERE t >= ? AND t < ? "
+                        "AND metric IN "
+                        f"({counters}) GROUP BY b, source, metric)", (*span, *kinds["counter"]))
+            con.execute("DELETE FROM tel_samples WHERE t >= ? AND t < ?", span)
+            con.execute("INSERT INTO tel_samples SELECT t, source, metric, value FROM tel_ds")
+        con.execute("DELETE FROM tel_ds")
         con.execute("INSERT INTO tel_meta VALUES ('downsampled', ?) ON CONFLICT (key) DO UPDATE "
                     "SET value=excluded.value", (now,))
     return before - con.execute("SELECT COUNT(*) FROM tel_samples").fetchone()[0]
