@@ -16,7 +16,7 @@ Examples
 ...     _ = pc.client.gather(pc.client.map(abs, range(-5, 5)))
 >>> f = Feed(store).read()
 >>> f.snapshot.jobs, f.health_label
-(10, '0/1 healthy')
+(10, '1 stopped')
 """
 
 from __future__ import annotations
