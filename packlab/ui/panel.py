@@ -223,7 +223,7 @@ class Panel:
         """Copy one frame into the figures (on the document's thread)."""
         self.frame = fr
         s = fr.snapshot
-        where = "live" if fr.live else "history"
+        where = f"live, read every {self.interval:g} s" if self.interval else "history"
         stamp = _clock(fr.at)
         self.header.text = (
             f"<div style='font-size:20px;font-weight:600;color:#24292e'>packlab: pack compute"
@@ -233,6 +233,9 @@ class Panel:
         self.cards.text = vm.cards_html(fr.cards)
 
         self.queue_src.data = _lines_data(fr.queue)
+        total = fr.queue.get("all", ([], []))[1]
+        growing = len(total) > 1 and total[-1] > total[0]
+        self.queue_fig.legend.location = "top_left" if growing else "top_right"  # away from the line
         self.queue_fig.title.text = (
             "Queue depth by priority class: GROWING (alert)"
             if fr.queue_growing
