@@ -186,11 +186,15 @@ def cluster_up(insecure: bool, **kwargs) -> None:
 @click.option("--size", type=TEXT, default="2GB", show_default=True, help="data volume, e.g. 8GB")
 @click.option("--profile", type=TEXT, default="analytics", show_default=True)
 @click.option("--workers", type=int, default=None)
-def demo(size: str, profile: str, workers: int | None) -> None:
-    """Run the main job: a chunked reduction on a local cluster, checked against NumPy."""
+@click.option("--out", type=TEXT, default="packlab-demo", show_default=True,
+              help="folder for the store (packlab.db) and report.html")
+def demo(size: str, profile: str, workers: int | None, out: str) -> None:
+    """The whole pack: a local cluster from a profile, a JobQueue batch (fair share, retry,
+    dead letters), a kernel map-reduce checked against NumPy, then the five metrics, the
+    cost, the advisor's findings and an offline report.html."""
     from . import demo as _demo
 
-    r = _demo.run(size=size, profile=profile, workers=workers)
+    r = _demo.run(size=size, profile=profile, workers=workers, out=out)
     click.echo(_demo.summary(r))
     if not r.ok:
         sys.exit(1)
