@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import html
 import logging
+import sys
 import threading
+import types
 from functools import partial
 from typing import Any
 
@@ -388,3 +390,13 @@ def make_document(doc: Any, source: Any, *, interval: float | str | None = None)
 
 
 __all__ = ["Panel", "make_document", "panel"]
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as :func:`panel`: ``packlab.ui.panel(source)``."""
+
+    def __call__(self, source: Any, **kwargs: Any) -> Panel:
+        return panel(source, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
