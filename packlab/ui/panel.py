@@ -49,7 +49,7 @@ from .feed import Feed, Frame
 
 log = logging.getLogger("packlab.ui")
 
-WIDTH, HEIGHT = 590, 270  # one plot; two side by side
+WIDTH, HEIGHT = 510, 270  # one plot; two side by side (about 1,040 px: a notebook beside its sidebar)
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
 
 
@@ -333,9 +333,11 @@ class Panel:
         self._stop.set()
 
     def widget(self):
-        """The panel as a jupyter_bokeh ``BokehModel`` widget (starting live refreshes)."""
+        """The panel as a jupyter_bokeh ``BokehModel`` widget (starting live refreshes);
+        BokehJS is loaded into the page first, inline (no CDN), once per kernel."""
         from jupyter_bokeh import BokehModel
 
+        load_bokehjs()
         w = BokehModel(self.layout)
         self.start()
         return w
@@ -344,6 +346,23 @@ class Panel:
         from IPython.display import display
 
         display(self.widget())
+
+
+_loaded = False
+
+
+def load_bokehjs() -> None:
+    """Put BokehJS into the notebook page from this process (``INLINE``: the Bokeh CDN is
+    often unreachable from an HPC login node), once per kernel: jupyter_bokeh's widget
+    renders with the page's BokehJS."""
+    global _loaded
+    if _loaded:
+        return
+    from bokeh.io import output_notebook
+    from bokeh.resources import INLINE
+
+    output_notebook(resources=INLINE, hide_banner=True)
+    _loaded = True
 
 
 def _clock(t: float) -> str:

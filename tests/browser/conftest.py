@@ -46,7 +46,7 @@ def browser():
 
 @pytest.fixture
 def page(browser):
-    ctx = browser.new_context(viewport={"width": 1260, "height": 1400})
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1400})
     pg = ctx.new_page()
     pg.errors = []
     pg.on("pageerror", lambda e: pg.errors.append(str(e)))
