@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -119,6 +120,10 @@ class Feed:
         )
         self.interval = interval
         self.rules = default_rules()
+        self.findings_every = 10.0
+        self._findings: list | None = None
+        self._findings_at = 0.0
+        self._advising = threading.Event()
         self._alert_state: dict = {}
         self._reset()
 
@@ -181,6 +186,27 @@ class Feed:
                 for name, (t, v) in vm.by_source(ds, metric).items():
                     if name == "":
                         self._append(metric, t, v, now)
+
+    def _findings_now(self, m: Monitor) -> list:
+        """The advisor's findings: read now the first time, then refreshed in a thread of
+        their own every ``findings_every`` seconds (the advisor's scan of a large store
+        takes longer than a 1 Hz update may), so an update never waits for them."""
+        if self._findings is None:
+            self._findings, self._findings_at = advise(m), time.time()
+        elif time.time() - self._findings_at >= self.findings_every and not self._advising.is_set():
+            self._advising.set()
+            self._findings_at = time.time()
+
+            def work() -> None:
+                try:
+                    self._findings = advise(m)
+                except Exception:  # a store gone: keep the last findings
+                    pass
+                finally:
+                    self._advising.clear()
+
+            threading.Thread(target=work, daemon=True, name="packlab-panel-advise").start()
+        return self._findings
 
     def _spot_savings(self, cost: float) -> float | None:
         """What the same workers would have cost at the on-demand price, less what they cost."""
@@ -252,7 +278,7 @@ class Feed:
 
         sla = vm.rule_threshold(self.rules, "job-duration-sla")
         limit = vm.rule_threshold(self.rules, "failure-rate")
-        findings = advise(m)
+        findings = self._findings_now(m)
         cs = vm.cards(
             snap,
             healthy=label,
