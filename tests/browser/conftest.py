@@ -8,27 +8,12 @@ API cannot share a process with the event loops of the notebook tests.
 from __future__ import annotations
 
 import os
-import pathlib
 import shutil
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "artifacts" / "screenshots"
-CHROMIUM = os.environ.get("PACKLAB_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-HERE = pathlib.Path(__file__).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from browser_support import ARGS, CHROMIUM, HERE, SHOTS, free_port
 
 
 @pytest.fixture(scope="session")
@@ -52,21 +37,6 @@ def page(browser):
     pg.on("pageerror", lambda e: pg.errors.append(str(e)))
     yield pg
     ctx.close()
-
-
-def wait_for_telemetry(store: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    import packlab
-    from packlab.errors import PacklabError
-
-    end = time.time() + timeout
-    while time.time() < end:
-        assert proc.poll() is None, "the workload ended before writing telemetry"
-        try:
-            packlab.monitor(store)
-            return
-        except PacklabError:
-            time.sleep(0.2)
-    pytest.fail(f"no telemetry in {store} after {timeout} s")
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import HERE, SHOTS, wait_for_telemetry
+from browser_support import HERE, SHOTS, wait_for_telemetry
 
 PLOTS = 6
 CANVASES = "document.querySelectorAll('*').length && (function(){let n=0;const walk=(r)=>{for(const e of " \

@@ -13,8 +13,8 @@ import urllib.request
 
 import nbformat
 import pytest
-from conftest import SHOTS, free_port
-from test_panel_browser import canvases
+from browser_support import HERE, SHOTS, free_port, wait_for_telemetry
+from test_panel_browser import canvases, card
 
 
 @pytest.fixture
@@ -54,13 +54,9 @@ def lab(tmp_path):
     log.close()
 
 
-def test_notebook_panel_renders_in_jupyterlab(page, lab, run_store):
-    base, token, root = lab
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(f"from packlab.ui import panel\npanel({run_store!r})")]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, root / "panel.ipynb")
-    page.goto(f"{base}/lab/tree/panel.ipynb?reset&token={token}")
+def open_and_run(page, base: str, token: str, name: str) -> None:
+    """Open notebook ``name`` in JupyterLab, run all its cells, wait for the six plots."""
+    page.goto(f"{base}/lab/tree/{name}?reset&token={token}")
     page.wait_for_function("window.jupyterapp !== undefined", timeout=60_000)
     page.evaluate("async () => { await window.jupyterapp.restored; }")
     page.locator(".jp-Notebook").first.wait_for(timeout=60_000)
@@ -76,5 +72,42 @@ def test_notebook_panel_renders_in_jupyterlab(page, lab, run_store):
         page.wait_for_timeout(500)
     assert canvases(page) >= 6, page.locator(".jp-OutputArea").first.inner_text()
     page.locator(".plc").first.wait_for(timeout=30_000)
+
+
+def test_notebook_panel_renders_in_jupyterlab(page, lab, run_store):
+    base, token, root = lab
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(f"from packlab.ui import panel\npanel({run_store!r})")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, root / "panel.ipynb")
+    open_and_run(page, base, token, "panel.ipynb")
+    page.locator(".plc").first.wait_for(timeout=30_000)
     page.wait_for_timeout(1000)
     page.screenshot(path=str(SHOTS / "jupyterlab-panel.png"), full_page=False)
+
+
+def test_notebook_panel_follows_a_run_over_the_kernel_connection(page, lab, tmp_path):
+    """panel(store, interval=...) refreshes in a kernel thread; jupyter_bokeh sends each
+    change over the widget's comm: the count rises in the page without a re-run."""
+    base, token, root = lab
+    store = str(tmp_path / "live.db")
+    work = subprocess.Popen([sys.executable, str(HERE / "workload.py"), store, "30"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_telemetry(store, work)
+        nb = nbformat.v4.new_notebook()
+        cell = f"from packlab.ui import panel\npanel({store!r}, interval='1s')"
+        nb.cells = [nbformat.v4.new_code_cell(cell)]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, root / "live.ipynb")
+        open_and_run(page, base, token, "live.ipynb")
+        first = int(card(page, "Jobs completed today").replace(",", ""))
+        for _ in range(240):
+            if int(card(page, "Jobs completed today").replace(",", "")) > first + 10:
+                break
+            page.wait_for_timeout(500)
+        assert int(card(page, "Jobs completed today").replace(",", "")) > first + 10
+        page.screenshot(path=str(SHOTS / "jupyterlab-panel-live.png"), full_page=False)
+    finally:
+        work.terminate()
+        work.wait(60)
