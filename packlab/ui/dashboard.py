@@ -75,12 +75,16 @@ def origins(address: str, port: int) -> list[str]:
 def _auth(token: str):
     """A Bokeh auth provider that lets in a request carrying ``token`` (query or cookie)."""
     from bokeh.server.auth_provider import AuthProvider
-    from tornado.web import HTTPError, RequestHandler
+    from tornado.web import RequestHandler
     from tornado.websocket import WebSocketHandler
 
     class Refused(RequestHandler):
         def get(self) -> None:
-            raise HTTPError(403, "a token is required: open the URL packlab dashboard printed (?token=...)")
+            self.set_status(403)
+            self.finish("<!DOCTYPE html><title>packlab dashboard: token required</title>"
+                        "<body style='font-family:sans-serif;margin:2em'><h2>A token is required</h2>"
+                        "<p>This dashboard is bound to a shared address. Open the URL that "
+                        "<code>packlab dashboard</code> printed (it ends in <code>?token=...</code>).</p>")
 
     class TokenAuth(AuthProvider):
         @property
