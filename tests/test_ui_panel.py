@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import subprocess
@@ -60,7 +61,7 @@ def test_panel_draws_what_the_monitor_computes(store):
     assert fr.snapshot.jobs_failed == 1 and max(p.fail_src.data["y"]) > 0
     # every finding with its fix
     for f in advise(store):
-        assert vm.html.escape(f.fix) in p.findings.text
+        assert html.escape(f.fix) in p.findings.text
 
 
 def test_report_is_one_offline_file(store, tmp_path):

@@ -300,10 +300,15 @@ class ClusterLauncher(w.VBox):
         """The live panel under the form (drawn by packlab.ui.panel, which reads the store)."""
         if not self.show_panel or getattr(self._cluster, "telemetry", None) is None:
             return
-        from .panel import panel
+        try:
+            from .panel import panel
 
-        self.panel = panel(self._cluster)
-        self.panel_box.children = [self.panel.widget()]
+            self.panel = panel(self._cluster)
+            self.panel_box.children = [self.panel.widget()]
+        except Exception as e:  # the cluster is up: a panel that cannot draw is a note, not a failure
+            logger.warning("packlab launcher: no panel", exc_info=True)
+            self.panel = None
+            self.notes.value += f"<i>panel unavailable: {html.escape(_one_line(e), quote=False)}</i>"
 
     def _forget_cluster(self) -> PackCluster | None:
         pc, self._cluster = self._cluster, None
