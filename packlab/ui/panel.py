@@ -277,7 +277,8 @@ class Panel:
 
         self.cost_src.data = _xy(*fr.job_cost)
         self.cost_fig.yaxis.axis_label = f"cost per job ({s.currency})"
-        self.cost_fig.title.text = f"Cost per job: {vm.money(s.cost_per_job, s.currency)}; {s.cost_trend}"
+        self.cost_fig.title.text = f"Cost per job: {vm.money(s.cost_per_job, s.currency)}" + (
+            f"; {s.cost_trend}" if s.cost_change is not None else "")
         self.findings.text = vm.findings_html(fr.alerts, fr.findings)
 
     def refresh(self) -> Frame:
