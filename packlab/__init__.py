@@ -38,6 +38,9 @@ _LAZY = {
     "Pipeline": ".pipeline",
     "Pricing": ".telemetry.pricing",
     "Finding": ".telemetry.advisor",
+    "Monitor": ".telemetry.monitor",
+    "monitor": ".telemetry.monitor",
+    "advise": ".telemetry.advise",
 }
 
 if TYPE_CHECKING:
@@ -46,7 +49,9 @@ if TYPE_CHECKING:
     from .kernels import kernel, mapreduce
     from .pipeline import Pipeline
     from .queue import Job, JobQueue, Retry
+    from .telemetry.advise import advise
     from .telemetry.advisor import Finding
+    from .telemetry.monitor import Monitor, monitor
     from .telemetry.pricing import Pricing
 
 
@@ -67,6 +72,7 @@ __all__ = [
     "Finding",
     "Job",
     "JobQueue",
+    "Monitor",
     "PackCluster",
     "PacklabError",
     "PacklabRuntimeError",
@@ -76,7 +82,9 @@ __all__ = [
     "Profile",
     "Retry",
     "__version__",
+    "advise",
     "kernel",
     "launch",
     "mapreduce",
+    "monitor",
 ]

@@ -186,14 +186,92 @@ def cluster_up(insecure: bool, **kwargs) -> None:
 @click.option("--size", type=TEXT, default="2GB", show_default=True, help="data volume, e.g. 8GB")
 @click.option("--profile", type=TEXT, default="analytics", show_default=True)
 @click.option("--workers", type=int, default=None)
-def demo(size: str, profile: str, workers: int | None) -> None:
-    """Run the main job: a chunked reduction on a local cluster, checked against NumPy."""
+@click.option("--out", type=TEXT, default="packlab-demo", show_default=True,
+              help="folder for the store (packlab.db) and report.html")
+def demo(size: str, profile: str, workers: int | None, out: str) -> None:
+    """The whole pack: a local cluster from a profile, a JobQueue batch (fair share, retry,
+    dead letters), a kernel map-reduce checked against NumPy, then the five metrics, the
+    cost, the advisor's findings and an offline report.html."""
     from . import demo as _demo
 
-    r = _demo.run(size=size, profile=profile, workers=workers)
+    r = _demo.run(size=size, profile=profile, workers=workers, out=out)
     click.echo(_demo.summary(r))
     if not r.ok:
         sys.exit(1)
+
+
+def _output(path: str | None) -> str | None:
+    """``-o``'s file, checked before anything is read: a path in an existing folder."""
+    import os
+
+    from . import checks
+
+    if path is None:
+        return None
+    path = checks.path(path, "output")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) or os.path.isdir(path):
+        raise PacklabError(f"output={path!r} is invalid: expected a file path in an existing folder, "
+                           "e.g. -o report.html.", field="output", value=path)
+    return path
+
+
+@main.command()
+@click.option("--store", type=TEXT, required=True, help="SQLite store with telemetry, e.g. packlab.db")
+@click.option("-o", "--output", type=TEXT, default=None, help="also write an HTML report to this file")
+def report(store: str, output: str | None) -> None:
+    """The five metrics, cost with its idle share, and the top findings of a store; with
+    -o, also the panel's plots as one self-contained HTML file (viewable offline)."""
+    from .telemetry import report as _report
+    from .telemetry.advise import advise
+    from .telemetry.monitor import monitor
+
+    output = _output(output)
+    m = monitor(store)
+    snap, findings = m.snapshot(), advise(m)
+    click.echo(_report.text(snap, findings))
+    if output is not None:
+        from .ui import report as _page
+
+        _page.write(m, output, title=f"packlab report: {store}")
+        click.echo(f"\nwrote {output}")
+
+
+@main.command()
+@click.option("--store", type=TEXT, required=True, help="SQLite store with telemetry, e.g. packlab.db")
+@click.option("--port", type=int, default=8790, show_default=True)
+@click.option("--address", type=TEXT, default="127.0.0.1", show_default=True,
+              help="address to bind; anything but loopback requires a token")
+@click.option("--token", type=TEXT, default=None, help="token to require (default: generated when needed)")
+def dashboard(store: str, port: int, address: str, token: str | None) -> None:
+    """Serve the live panel of a store at http://ADDRESS:PORT/ until Ctrl-C."""
+    from .ui.dashboard import serve
+
+    d = serve(store, port=port, address=address, token=token)
+    click.echo(f"packlab dashboard: {d.url}", err=False)
+    if d.token is not None:
+        click.echo("(the token is required: share this URL only with those who may see the run)", err=True)
+    sys.stdout.flush()
+    signal.signal(signal.SIGTERM, lambda *_: d.server.io_loop.add_callback_from_signal(d.server.io_loop.stop))
+    try:
+        d.server.io_loop.start()
+    except KeyboardInterrupt:
+        pass
+    click.echo("stopped.", err=True)
+
+
+@main.command()
+@click.option("--store", type=TEXT, required=True, help="SQLite store with telemetry, e.g. packlab.db")
+def advise(store: str) -> None:
+    """Every finding of the advisor for a store: the evidence and a line to paste."""
+    from .telemetry import report as _report
+    from .telemetry.advise import advise as _advise
+
+    findings = _advise(store)
+    click.echo(_report.findings_text(findings, top=None))
+    for f in findings:
+        evidence = ", ".join(f"{k}={v:g}" for k, v in f.evidence.items())
+        click.echo(f"    evidence ({f.name}): {evidence}")
 
 
 if __name__ == "__main__":

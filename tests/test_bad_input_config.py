@@ -97,7 +97,9 @@ WRONG = [
     ("telemetry.advisor.giant-share", "half"), ("telemetry.advisor.too-small", -10),
     ("telemetry.advisor.cpu-efficiency", 1.5), ("telemetry.advisor.gpu-utilisation", -0.1),
     ("telemetry.advisor.pending-after", INF), ("telemetry.advisor.deep-queue", 0),
-    ("telemetry.advisor.headroom", -0.2), ("telemetry", "on"), ("telemetry.alerts", []),
+    ("telemetry.advisor.headroom", -0.2), ("telemetry.enabled", "yes"), ("telemetry.interval", "0s"),
+    ("telemetry.flush-interval", -1), ("telemetry.store", 3), ("telemetry", "on"), ("telemetry.alerts", []),
+    ("panel.interval", "0s"), ("panel.history", "forever"), ("panel.report-points", 5), ("panel", "on"),
 ]
 
 

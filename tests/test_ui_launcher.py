@@ -77,7 +77,7 @@ def test_launch_scale_stop(ui):
     ui.refresh()
     assert workers_shown(ui) == 1
     assert "profile general-batch" in ui.status.value
-    assert "cost: n/a (telemetry not enabled)" in ui.status.value
+    assert re.search(r"cost so far: \d+\.\d\d USD", ui.status.value), ui.status.value  # from telemetry
     link = re.search(r'<a href="([^"]+)"[^>]*>dashboard</a>', ui.status.value).group(1)
     assert link == pc.dashboard_link
     with urllib.request.urlopen(link, timeout=30) as r:

@@ -208,6 +208,9 @@ class PackCluster:
         self.notes = notes
         self._client: Client | None = None
         self._adaptive: CooldownAdaptive | None = None
+        #: Where this cluster's telemetry goes (a packlab.telemetry.collect.ClusterTelemetry),
+        #: or ``None`` when launched with ``telemetry=False``.
+        self.telemetry: Any = None
 
     # -- access ---------------------------------------------------------------
     @property
@@ -317,10 +320,14 @@ class PackCluster:
     def close(self) -> None:
         """Stop adaptive scaling, disconnect the client and shut the cluster down."""
         self._stop_adaptive()
+        if self.telemetry is not None:  # first: its last samples go out while the scheduler runs
+            self.telemetry.close()
         if self._client is not None:
             self._client.close()
             self._client = None
         self.cluster.close()
+        if self.telemetry is not None:
+            self.telemetry.after_close()
 
     def __enter__(self) -> PackCluster:
         return self

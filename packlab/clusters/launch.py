@@ -45,6 +45,8 @@ def launch(
     security: bool | Security | None = None,
     dashboard_address: str | None = None,
     wait: bool | float | str = False,
+    store: str | None = None,
+    telemetry: bool | None = None,
     **backend_kwargs: Any,
 ) -> PackCluster:
     """Start a Dask cluster sized from a workload profile.
@@ -80,6 +82,14 @@ def launch(
         address is honoured with a warning (the dashboard has no authentication).
     wait : bool, float or str
         Block until the initial workers connect (``True``: up to 120 s; or a duration).
+    store : str, default from ``packlab.telemetry.store``
+        The SQLite file the cluster's telemetry is written to (created owner-only), so
+        its history outlives it (``packlab.monitor(store)``, ``packlab report --store``).
+        None: a private temporary file removed at close. A :class:`packlab.JobQueue`
+        opened on the cluster takes it over: its store then holds the jobs and their
+        telemetry.
+    telemetry : bool, default from ``packlab.telemetry.enabled`` (True)
+        Install packlab's telemetry plugin on the scheduler.
     **backend_kwargs
         Passed to the backend's Dask cluster class (e.g. any ``SLURMCluster`` keyword).
         Checked against that class's signature before anything starts; the keywords
@@ -109,6 +119,12 @@ def launch(
         security=security, dashboard_address=dashboard_address, wait=wait, **backend_kwargs,
     )
     wait = request.wait
+    telemetry = checks.boolean(config.get("telemetry.enabled") if telemetry is None else telemetry,
+                               "telemetry")
+    if store is not None:
+        from ..telemetry.collect import check_store
+
+        check_store(store)
     if impl.spawns_processes(request) and workers_reimport_main():
         where = unguarded_main_call(depth=2)
         if where is not None:
@@ -137,6 +153,10 @@ def launch(
         # Connect now: the client becomes Dask's default, so a plain .compute() right
         # after launch() runs on this cluster rather than on local threads.
         pc.client  # noqa: B018
+        if telemetry:
+            from ..telemetry.collect import install
+
+            pc.telemetry = install(pc, store, market="spot" if request.spot else "on-demand")
         if request.adaptive:
             pc.adapt(request.min_workers or 0, request.max_workers)
         else:

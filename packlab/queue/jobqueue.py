@@ -159,6 +159,9 @@ class JobQueue(Views):
         self._lock = threading.Lock()
         self._keys: dict[str, Job] = {}
         self._closed = False
+        from ..telemetry.collect import attach_queue  # here: a queue without telemetry loads none of it
+
+        self._telemetry = attach_queue(self, cluster_or_client)  # never raises
 
     # -- submitting ----------------------------------------------------------------------
     @property
@@ -363,6 +366,8 @@ class JobQueue(Views):
         self._engine.stop()
         self._engine.thread.join(timeout=60)
         self._hub.close()
+        if self._telemetry is not None:
+            self._telemetry.close()
         self._store.close()
         self._lease.release()
         if self._owns_client:

@@ -1,0 +1,219 @@
+"""Turning collection on: the plugin ``packlab.launch`` installs, and a queue's recorder.
+
+:func:`install` registers the :class:`~.plugin.TelemetryPlugin` on a new cluster's
+scheduler, writing to ``launch(store=)``, else ``packlab.telemetry.store``, else a
+private temporary file removed when the cluster closes. :func:`attach_queue` runs when
+a :class:`packlab.JobQueue` opens on a packlab cluster: the cluster's telemetry moves to
+the queue's store (one file holds the jobs and their telemetry) and a
+:class:`QueueRecorder` records the queue's events and its depth per priority class and
+owner, from the queue's ``subscribe`` hook (never by polling the store).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from typing import Any
+
+from .. import checks, config
+from ..queue import schema
+from . import plugin as _plugin
+from .store import Writer
+
+log = logging.getLogger("packlab.telemetry")
+
+#: After these kinds a job waits in the queue (or for its backoff, or behind a breaker).
+WAITING = frozenset({"submitted", "resumed", "requeued", "retrying", "retry-deferred", "held", "released"})
+#: After these it does not.
+NOT_WAITING = frozenset({"running", "done", "failed", "failed-final", "dead", "cancelled", "rejected"})
+
+
+def check_store(store: object, field: str = "store") -> str:
+    """A store path for telemetry, checked before anything starts: a packlab store or a new
+    file in an existing folder (the file itself is not made yet)."""
+    path = schema.store_path(checks.path(store, field))
+    schema.identify(store, path)  # refuses another application's file, a symlink, garbage
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        from ..errors import PacklabError
+
+        raise PacklabError(f"{field}={os.fspath(store)!r}: the folder {folder} does not exist. Pass a path "
+                           "in a folder you can write, e.g. store='~/packlab.db'.", field=field, value=store)
+    return path
+
+
+class ClusterTelemetry:
+    """What :func:`install` returns (``pc.telemetry``): where the cluster's telemetry goes.
+
+    ``store`` is the file written now (it changes to a queue's store when one opens);
+    ``temporary`` says it is removed when the cluster closes.
+    """
+
+    def __init__(self, client: Any, cluster_id: str, store: str, temporary: bool) -> None:
+        self.client, self.cluster_id, self.store, self.temporary = client, cluster_id, store, temporary
+        self.queues: list[QueueRecorder] = []
+        self.sinks: list[Any] = []
+        self.slurm: Any = None  # a .slurm.SlurmRecorder on a SLURM cluster
+
+    def flush(self) -> str:
+        """Wait until what the scheduler collected is in the store; the store's path."""
+        with contextlib.suppress(Exception):
+            path = _plugin.flush(self.client)
+            if path:
+                self.store = path
+        for q in self.queues:
+            q.flush()
+        return self.store
+
+    def close(self) -> None:
+        """Write everything the scheduler holds (before the cluster closes)."""
+        if self.slurm is not None:
+            self.slurm.remember()
+        for q in self.queues:
+            q.close()
+        with contextlib.suppress(Exception):
+            self.client.run_on_scheduler(_stop)
+
+    def after_close(self) -> None:
+        """Once the cluster closed: the worker jobs' final SLURM billing; remove a
+        temporary store."""
+        if self.slurm is not None:
+            self.slurm.close(store=self.store)
+        if self.temporary:
+            shutil.rmtree(os.path.dirname(self.store), ignore_errors=True)
+
+
+async def _stop(dask_scheduler: Any) -> None:
+    p = dask_scheduler.plugins.get(_plugin.NAME)
+    if p is not None:
+        await p.stop()
+
+
+def _intervals() -> tuple[float, float]:
+    """``packlab.telemetry.interval`` and ``flush-interval``, in seconds."""
+    return tuple(checks.duration(config.get(f"telemetry.{k}"), f"packlab.telemetry.{k}", allow_zero=False)
+                 for k in ("interval", "flush-interval"))  # type: ignore[return-value]
+
+
+def install(pc: Any, store: str | None = None, *, market: str = "on-demand") -> ClusterTelemetry:
+    """Register the telemetry plugin on ``pc``'s scheduler (see the module's docstring)."""
+    if store is None:
+        store = config.get("telemetry.store")
+    temporary = store is None
+    if temporary:
+        folder = tempfile.mkdtemp(prefix="packlab-telemetry-")  # 0700
+        path = os.path.join(folder, "telemetry.db")
+    else:
+        path = check_store(store, "store" if store is not None else "packlab.telemetry.store")
+    cid = uuid.uuid4().hex[:12]
+    interval, every = _intervals()
+    pc.client.register_plugin(_plugin.TelemetryPlugin(
+        path, cid, interval=interval, flush_interval=every, backend=pc.backend, profile=pc.profile.name,
+        market=market, gpus=pc.profile.gpus))
+    tel = ClusterTelemetry(pc.client, cid, path, temporary)
+    if pc.backend == "slurm":
+        from .slurm import SlurmRecorder
+
+        tel.slurm = SlurmRecorder(pc.cluster, cid, path, every=max(5.0, 10 * interval))
+    return tel
+
+
+def telemetry_of(obj: Any) -> ClusterTelemetry | None:
+    """The :class:`ClusterTelemetry` of a PackCluster (or of the cluster of a client made
+    from one), or ``None``."""
+    return getattr(obj, "telemetry", None)
+
+
+class QueueRecorder:
+    """A queue's events and depth per priority class and owner, into its store.
+
+    The ``subscribe`` callback only appends; a thread samples the depth every
+    ``interval`` and the :class:`~.store.Writer` writes in batches.
+    """
+
+    def __init__(self, queue: Any, *, interval: float = 1.0, flush_interval: float = 2.0) -> None:
+        self.writer = Writer(queue.store, flush_interval=flush_interval)
+        self.interval = interval
+        self._waiting: dict[str, tuple[str, str]] = {}
+        self._queued = 0
+        self._events: list[tuple] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sub = queue.subscribe(self._on_event)
+        self._thread = threading.Thread(target=self._loop, name="packlab-telemetry-queue", daemon=True)
+        self._thread.start()
+
+    def _on_event(self, ev: Any) -> None:
+        with self._lock:
+            self._events.append((ev.t, ev.job_id, ev.kind, ev.owner, ev.priority, ev.fn, ev.queued))
+            self._queued = ev.queued
+            if ev.kind in WAITING:
+                self._waiting[ev.job_id] = (ev.priority, ev.owner or "")
+            elif ev.kind in NOT_WAITING:
+                self._waiting.pop(ev.job_id, None)
+
+    def sample(self) -> None:
+        now = time.time()
+        with self._lock:
+            events, self._events = self._events, []
+            by: dict[str, int] = {}
+            for prio, owner in self._waiting.values():
+                by[f"priority:{prio}"] = by.get(f"priority:{prio}", 0) + 1
+                if owner:
+                    by[f"owner:{owner}"] = by.get(f"owner:{owner}", 0) + 1
+            queued = self._queued
+        self.writer.put("tel_events", events)
+        self.writer.put("tel_samples", [(now, "", "queue_depth", float(queued)),
+                                        *((now, k, "queue_depth", float(v)) for k, v in sorted(by.items()))])
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def flush(self) -> None:
+        self.sample()
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self._stop.is_set():
+            return
+        self._sub()
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.sample()
+        self.writer.close()
+
+
+def attach_queue(queue: Any, cluster_or_client: Any) -> QueueRecorder | None:
+    """Record ``queue``'s telemetry in its store when it runs on a cluster with the
+    telemetry plugin (the cluster's telemetry follows it there). Never raises: telemetry
+    must not stop a queue from opening (a failure is logged)."""
+    try:
+        tel = telemetry_of(cluster_or_client)
+        if not config.get("telemetry.enabled") or tel is None:
+            return None
+        interval, every = _intervals()
+        rec = QueueRecorder(queue, interval=interval, flush_interval=every)
+        old = tel.store
+        path = _plugin.retarget(queue.client, queue.store)
+        if path:
+            tel.store = path
+            if tel.slurm is not None:
+                tel.slurm.store = path
+            if tel.temporary and os.path.abspath(old) != os.path.abspath(path):
+                tel.temporary = False
+                shutil.rmtree(os.path.dirname(old), ignore_errors=True)
+        tel.queues.append(rec)
+        return rec
+    except Exception:
+        log.warning("packlab telemetry: not recording the queue on %s", queue.store, exc_info=True)
+        return None
+
+
+__all__ = ["ClusterTelemetry", "QueueRecorder", "attach_queue", "check_store", "install", "telemetry_of"]

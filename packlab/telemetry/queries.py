@@ -1,0 +1,163 @@
+"""What the monitor and the advisor read from a store: SQL over telemetry's tables.
+
+Every function takes a read connection and a :class:`Scope` (one cluster, or all the
+store holds) and aggregates in SQLite, so a store with hundreds of workers and millions
+of rows answers in milliseconds; only the recent jobs behind the percentiles and trends
+come back to Python.
+
+A *job* is a :class:`packlab.JobQueue` job when the store holds queue events, else a Dask
+task. A worker's cost per second is its :meth:`~.pricing.Pricing.hourly` rate over 3600,
+shared by its threads: a task pays its compute time times that rate over the worker's
+threads, which is what :func:`~.cost.attribute` charges when no more tasks run at once
+than the worker has threads (Dask never runs more).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from .pricing import GIB, Pricing
+
+#: Job events after which a job is finished, and those of them that mean it failed.
+ENDS = ("done", "failed-final", "dead", "cancelled")
+FAILED_ENDS = ("failed-final", "dead")
+RECENT = 2000  # jobs behind the percentiles and trends
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which rows to read: one cluster's (``cluster``) or all; ``now`` ends a worker
+    still held (``None``: its last sample)."""
+
+    cluster: str | None = None
+    now: float | None = None
+
+    def where(self, alias: str = "") -> tuple[str, tuple]:
+        col = f"{alias}.cluster" if alias else "cluster"
+        return ("1=1", ()) if self.cluster is None else (f"{col}=?", (self.cluster,))
+
+
+def _rate_sql(p: Pricing) -> tuple[str, tuple]:
+    """SQL for a worker's price per second (``w.`` columns), and its parameters."""
+    return ("((w.threads * ? + w.memory * 1.0 / ? * ? + w.gpus * ?) * (1 - CASE w.market WHEN 'spot' THEN ? "
+            "WHEN 'reserved' THEN ? ELSE 0 END) / 3600.0)",
+            (p.core_hour, GIB, p.gb_hour, p.gpu_hour, p.spot_discount, p.reserved_discount))
+
+
+def _end(scope: Scope) -> str:
+    return "COALESCE(w.stop, w.seen)" if scope.now is None else "COALESCE(w.stop, ?)"
+
+
+def has_queue(con: sqlite3.Connection) -> bool:
+    return con.execute("SELECT 1 FROM tel_events LIMIT 1").fetchone() is not None
+
+
+def held(con: sqlite3.Connection, scope: Scope, pricing: Pricing) -> tuple[float, float, float]:
+    """``(cost of every worker held, thread-seconds held, workers held now)``."""
+    rate, rp = _rate_sql(pricing)
+    where, wp = scope.where("w")
+    now = () if scope.now is None else (scope.now,)
+    end = _end(scope)
+    row = con.execute(f"SELECT SUM({rate} * ({end} - w.start)), SUM(w.threads * ({end} - w.start)), "
+                      f"SUM(w.stop IS NULL) FROM tel_workers w WHERE {where}",
+                      (*rp, *now, *now, *wp)).fetchone()
+    return (row[0] or 0.0, row[1] or 0.0, row[2] or 0)
+
+
+def busy(con: sqlite3.Connection, scope: Scope, pricing: Pricing) -> tuple[float, float, int, int]:
+    """``(cost of task time, task thread-seconds, tasks, tasks erred)``, from the per-worker
+    totals the plugin keeps (``tel_workers.busy/tasks/erred``): no scan of the tasks."""
+    rate, rp = _rate_sql(pricing)
+    where, wp = scope.where("w")
+    row = con.execute(f"SELECT SUM(w.busy * {rate} / w.threads), SUM(w.busy), SUM(w.tasks), SUM(w.erred) "
+                      f"FROM tel_workers w WHERE {where}", (*rp, *wp)).fetchone()
+    return (row[0] or 0.0, row[1] or 0.0, row[2] or 0, row[3] or 0)
+
+
+@dataclass(frozen=True)
+class Jobs:
+    """Finished jobs: how many, failed, done since ``today``, and the most recent ones as
+    ``(end, seconds, failed, cost)`` rows, oldest first."""
+
+    finished: int
+    failed: int
+    done_today: int
+    recent: list[tuple[float, float, bool, float]]
+
+
+def _midnight() -> float:
+    t = time.localtime()
+    return time.mktime((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0, 0, 0, -1))
+
+
+def jobs(con: sqlite3.Connection, scope: Scope, pricing: Pricing) -> Jobs:
+    """The finished jobs (queue jobs when the store has queue events, else tasks)."""
+    rate, rp = _rate_sql(pricing)
+    today = _midnight()
+    if not has_queue(con):
+        _, _, n, failed = busy(con, scope, pricing)
+        where, wp = scope.where("t")
+        first = con.execute("SELECT MIN(stop) FROM tel_tasks").fetchone()[0]
+        if first is not None and first >= today:  # every task ended today: no need to count them
+            done_today = n - failed
+        else:
+            done_today = con.execute("SELECT COUNT(*) FROM tel_tasks t WHERE stop >= ? AND "
+                                     f"outcome = 'memory' AND {where}", (today, *wp)).fetchone()[0]
+        rows = con.execute(
+            f"SELECT t.stop, t.stop - t.start, t.outcome = 'erred', (t.stop - t.start) * {rate} / w.threads "
+            "FROM tel_tasks t JOIN tel_workers w ON w.cluster = t.cluster AND w.worker = t.worker "
+            f"WHERE {where} ORDER BY t.stop DESC LIMIT {RECENT}", (*rp, *wp)).fetchall()
+        recent = [(a, b, bool(c), d) for a, b, c, d in rows[::-1]]
+        return Jobs(n, failed, done_today or 0, recent)
+    ends = ",".join(f"'{k}'" for k in ENDS)
+    fails = ",".join(f"'{k}'" for k in FAILED_ENDS)
+    n, failed, done_today = con.execute(
+        f"SELECT COUNT(DISTINCT job), COUNT(DISTINCT CASE WHEN kind IN ({fails}) THEN job END), "
+        f"COUNT(DISTINCT CASE WHEN kind='done' AND t >= ? THEN job END) FROM tel_events "
+        f"WHERE kind IN ({ends})",
+        (today,)).fetchone()
+    rows = con.execute(
+        "SELECT e.job, e.t, e.kind, (SELECT MAX(r.t) FROM tel_events r WHERE r.job = e.job AND "
+        f"r.kind = 'running' AND r.t <= e.t) FROM tel_events e WHERE e.kind IN ({ends}) "
+        f"ORDER BY e.t DESC LIMIT {RECENT}").fetchall()
+    where, wp = scope.where("t")
+    ids = sorted({r[0] for r in rows})
+    ran = {job: (secs, cost) for job, secs, cost in con.execute(
+        f"SELECT t.job, SUM(t.stop - t.start), SUM((t.stop - t.start) * {rate} / w.threads) FROM tel_tasks t "
+        "JOIN tel_workers w ON w.cluster = t.cluster AND w.worker = t.worker WHERE t.job IN "
+        f"({','.join('?' * len(ids))}) AND {where} GROUP BY t.job", (*rp, *ids, *wp))}
+    # a job's duration is its compute time on workers (all attempts) where its tasks were
+    # seen, else the time from its last start to its end in the queue's events
+    recent = [(t, ran[job][0] if job in ran else (t - run if run is not None else 0.0), kind in FAILED_ENDS,
+               ran.get(job, (0.0, 0.0))[1]) for job, t, kind, run in rows[::-1] if kind != "cancelled" or run]
+    return Jobs(n or 0, failed or 0, done_today or 0, recent)
+
+
+def service_units(con: sqlite3.Connection, scope: Scope) -> float | None:
+    """SLURM service units of the worker jobs (billing x elapsed hours); ``None`` when no
+    worker job's billing was read (not a SLURM cluster)."""
+    where, wp = scope.where()
+    row = con.execute(f"SELECT SUM(billing * elapsed / 3600.0), COUNT(billing) FROM tel_slurm WHERE {where}",
+                      wp).fetchone()
+    return row[0] if row[1] else None
+
+
+def latest(con: sqlite3.Connection, metric: str, source: str = "") -> float | None:
+    """The latest sample of ``metric`` from ``source`` (``""``: the cluster), or ``None``."""
+    row = con.execute("SELECT value FROM tel_samples WHERE metric=? AND source=? ORDER BY t DESC LIMIT 1",
+                      (metric, source)).fetchone()
+    return None if row is None else row[0]
+
+
+def maxima(con: sqlite3.Connection, metrics: tuple[str, ...]) -> dict[tuple[str, str], float]:
+    """``{(source, metric): highest value}`` for per-worker ``metrics``."""
+    marks = ",".join("?" * len(metrics))
+    return {(s, m): v for s, m, v in con.execute(
+        f"SELECT source, metric, MAX(value) FROM tel_samples WHERE metric IN ({marks}) AND source != '' "
+        "GROUP BY source, metric", metrics)}
+
+
+__all__ = ["ENDS", "FAILED_ENDS", "Jobs", "Scope", "busy", "has_queue", "held", "jobs", "latest", "maxima",
+           "service_units"]

@@ -1,0 +1,64 @@
+"""SLURM service units against the test SLURM's own billing (scripts/slurm-up sets
+TRESBillingWeights: batch 1 per CPU + 0.5 per GB, spot half that), checked by hand."""
+
+from __future__ import annotations
+
+import math
+import re
+import sqlite3
+import subprocess
+import time
+import uuid
+import warnings
+
+import dask
+import pytest
+
+import packlab
+from packlab.telemetry.pricing import Pricing
+
+pytestmark = pytest.mark.slurm
+WEIGHTS = {"batch": (1.0, 0.5), "spot": (0.5, 0.25)}  # (per CPU, per GB): scripts/slurm-up
+
+
+def job_info(job_id: str) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True,
+                         check=True).stdout
+    return dict(re.findall(r"(\w+)=(\S*)", out))
+
+
+def seconds(runtime: str) -> float:
+    h, m, s = (int(x) for x in runtime.split("-")[-1].split(":"))
+    return 3600 * h + 60 * m + s + (86400 * int(runtime.split("-")[0]) if "-" in runtime else 0)
+
+
+@pytest.mark.parametrize("spot", [False, True])
+def test_service_units_are_sreports_billing_times_elapsed(tmp_path, spot):
+    store = str(tmp_path / "t.db")
+    with dask.config.set({"packlab.telemetry.interval": "0.2s", "packlab.telemetry.flush-interval": "0.2s"}):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", packlab.PacklabWarning)
+            pc = packlab.launch(backend="slurm", cores=2, memory="4GiB", workers=1, spot=spot, wait=120,
+                                store=store, job_name=f"pl-su-{uuid.uuid4().hex[:6]}")
+        with pc:
+            ids = [job.job_id for job in pc.cluster.workers.values()]
+            assert pc.client.submit(sum, [1, 2]).result() == 3
+            time.sleep(2)
+    partition = "spot" if spot else "batch"
+    [jid] = ids
+    info = job_info(jid)
+    tres = dict(kv.split("=") for kv in info["TRES"].split(","))
+    cpus, mem_gb = int(tres["cpu"]), float(tres["mem"].rstrip("G"))
+    w_cpu, w_mem = WEIGHTS[partition]
+    billing = math.floor(cpus * w_cpu + mem_gb * w_mem)  # by hand; SLURM truncates to a whole number
+    assert (cpus, mem_gb, billing) == (2, 4.0, 2 if spot else 4) and int(tres["billing"]) == billing
+    hand = billing * seconds(info["RunTime"]) / 3600
+    con = sqlite3.connect(store)
+    row = con.execute("SELECT partition, billing, elapsed, state FROM tel_slurm WHERE job_id=?",
+                      (jid,)).fetchone()
+    assert row[0] == partition and row[1] == billing and row[3] not in ("RUNNING", "PENDING")
+    snap = packlab.monitor(store, pricing=Pricing(su_price=0.5)).snapshot()
+    assert math.isclose(snap.service_units, hand, rel_tol=1e-6) and snap.service_units > 0
+    assert math.isclose(snap.service_units_cost, hand * 0.5, rel_tol=1e-6)
+    market = con.execute("SELECT market FROM tel_workers").fetchone()[0]
+    assert market == ("spot" if spot else "on-demand")
