@@ -32,6 +32,7 @@ _LAZY = {
     "kernel": ".kernels",
     "mapreduce": ".kernels",
     "launch": ".clusters.launch",
+    "connect": ".clusters.connect",
     "Job": ".queue",
     "JobQueue": ".queue",
     "Retry": ".queue",
@@ -41,6 +42,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from .clusters import PackCluster, PacklabWarning
+    from .clusters.connect import connect
     from .clusters.launch import launch
     from .kernels import kernel, mapreduce
     from .queue import Job, JobQueue, Retry
@@ -73,6 +75,7 @@ __all__ = [
     "Profile",
     "Retry",
     "__version__",
+    "connect",
     "kernel",
     "launch",
     "mapreduce",

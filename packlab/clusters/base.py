@@ -199,8 +199,11 @@ class PackCluster:
         security: Security | None,
         cooldown: float,
         notes: list[str],
+        name: str | None = None,
     ):
         self.cluster = cluster
+        #: The name in the owner-only registry (:func:`packlab.connect` finds it by it).
+        self.name = name
         self.backend = backend
         self.profile = profile
         self.security = security
@@ -208,6 +211,7 @@ class PackCluster:
         self.notes = notes
         self._client: Client | None = None
         self._adaptive: CooldownAdaptive | None = None
+        self._registered = False
 
     # -- access ---------------------------------------------------------------
     @property
@@ -314,8 +318,22 @@ class PackCluster:
             adaptive.stop(reason="packlab-scale")
 
     # -- lifecycle ------------------------------------------------------------
+    def _register(self) -> None:
+        """Record this running cluster in the owner-only registry (:mod:`.registry`)."""
+        from . import registry
+
+        if self.name is not None and not self._registered:
+            registry.register(self, self.name)
+            self._registered = True
+
     def close(self) -> None:
-        """Stop adaptive scaling, disconnect the client and shut the cluster down."""
+        """Remove it from the registry, stop adaptive scaling, disconnect the client and
+        shut the cluster down."""
+        if self._registered:
+            from . import registry
+
+            self._registered = False
+            registry.unregister(self.name)
         self._stop_adaptive()
         if self._client is not None:
             self._client.close()
@@ -335,6 +353,7 @@ class PackCluster:
         memory = sum(w.get("memory_limit", 0) or 0 for w in info.values())
         link = html.escape(self.dashboard_link) if not self.closed else ""
         rows = [
+            ("Name", html.escape(self.name or "-")),
             ("Backend", html.escape(self.backend)),
             ("Profile", html.escape(self.profile.summary())),
             ("Workers", f"{len(info)} ({html.escape(self._mode())})"),
@@ -358,7 +377,7 @@ class PackCluster:
 
     def __repr__(self) -> str:
         return (
-            f"<PackCluster backend={self.backend} profile={self.profile.name} "
+            f"<PackCluster {self.name} backend={self.backend} profile={self.profile.name} "
             f"workers={self.workers} ({self._mode()}) {self.scheduler_address}>"
         )
 

@@ -12,6 +12,7 @@ from ..errors import ConfigError, PacklabError
 from ..profiles import PROFILES
 from ..resources import MIN_WORKER_MEMORY
 from ..units import format_bytes
+from . import registry
 from .base import (
     BACKENDS,
     Backend,
@@ -45,6 +46,7 @@ def launch(
     security: bool | Security | None = None,
     dashboard_address: str | None = None,
     wait: bool | float | str = False,
+    name: str | None = None,
     **backend_kwargs: Any,
 ) -> PackCluster:
     """Start a Dask cluster sized from a workload profile.
@@ -80,6 +82,11 @@ def launch(
         address is honoured with a warning (the dashboard has no authentication).
     wait : bool, float or str
         Block until the initial workers connect (``True``: up to 120 s; or a duration).
+    name : str, optional
+        The cluster's name in your owner-only registry (``~/.packlab/clusters``), by which
+        :func:`packlab.connect` and JupyterLab's packlab sidebar find it while it runs.
+        Default: a generated readable one such as ``"brisk-otter"`` (``pc.name``). A name
+        that a running cluster of yours has is an error.
     **backend_kwargs
         Passed to the backend's Dask cluster class (e.g. any ``SLURMCluster`` keyword).
         Checked against that class's signature before anything starts; the keywords
@@ -109,6 +116,8 @@ def launch(
         security=security, dashboard_address=dashboard_address, wait=wait, **backend_kwargs,
     )
     wait = request.wait
+    if name is not None:
+        registry.check_free(registry.check_name(name))
     if impl.spawns_processes(request) and workers_reimport_main():
         where = unguarded_main_call(depth=2)
         if where is not None:
@@ -132,6 +141,7 @@ def launch(
         security=sec,
         cooldown=request.cooldown,
         notes=notes,
+        name=name or registry.new_name(),
     )
     try:
         # Connect now: the client becomes Dask's default, so a plain .compute() right
@@ -145,6 +155,7 @@ def launch(
             impl.check_started(cluster)
         if wait and request.initial_workers:
             pc.wait_for_workers(request.initial_workers, 120.0 if wait is True else float(wait))
+        pc._register()
     except BaseException:
         pc.close()
         raise
