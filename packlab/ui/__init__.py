@@ -1,6 +1,7 @@
-"""Notebook widgets: they draw and wire, the logic lives in the rest of packlab."""
+"""Notebook widgets and panels: they draw and wire, the logic lives in the rest of packlab."""
 
+from .document import document
 from .forms import launch_arguments, scale_action
 from .launcher import ClusterLauncher
 
-__all__ = ["ClusterLauncher", "launch_arguments", "scale_action"]
+__all__ = ["ClusterLauncher", "document", "launch_arguments", "scale_action"]
