@@ -69,8 +69,9 @@ class Clusters:
         pc = self.running.get(name)
         if pc is None:
             entry = registry.lookup(name)  # unknown: an error listing the running ones
-            raise PacklabError(f"cluster {name!r} was started by pid {entry.pid} on {entry.host}, not by this "
-                               "Jupyter server: close it where it runs (pc.close()).", field="name", value=name)
+            raise PacklabError(f"cluster {name!r} was started by pid {entry.pid} on {entry.host}, not by "
+                               "this Jupyter server: close it where it runs (pc.close()).",
+                               field="name", value=name)
         await asyncio.get_running_loop().run_in_executor(self._pool, pc.close)
         self.running.pop(name, None)
 
@@ -78,7 +79,7 @@ class Clusters:
         for pc in list(self.running.values()):
             try:
                 pc.close()
-            except Exception:  # noqa: BLE001 - shutting down: close the others all the same
+            except Exception:  # shutting down: close the others all the same
                 pass
         self.running.clear()
         self._pool.shutdown(wait=False)
@@ -88,7 +89,7 @@ class Clusters:
         entries = registry.entries()
         workers = await asyncio.gather(*(self._workers(e) for e in entries))
         rows = []
-        for e, n in zip(entries, workers):
+        for e, n in zip(entries, workers, strict=True):
             row = {"name": e.name, "backend": e.backend, "profile": e.profile, "scheduler": e.scheduler,
                    "dashboard": e.dashboard, "tls": e.tls is not None, "pid": e.pid, "host": e.host,
                    "started": e.started, "store": e.store, "workers": n, "here": e.name in self.running,
