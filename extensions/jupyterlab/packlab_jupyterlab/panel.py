@@ -24,13 +24,16 @@ import tornado.web
 from bokeh.application import Application
 from bokeh.application.handlers.function import FunctionHandler
 from bokeh.embed.server import server_html_page_for_session
-from bokeh.resources import INLINE
+from bokeh.resources import Resources
 from bokeh.server.tornado import BokehTornado
 from bokeh.util.token import generate_jwt_token, generate_session_id
 from jupyter_server.utils import url_path_join
 from tornado.ioloop import IOLoop
 
 APP = "/panel"
+#: BokehJS inlined in the page (no CDN on a login node): core, widgets (Div) and tables,
+#: not GL or MathJax (2.3 MB less per page).
+RESOURCES = Resources(mode="inline", components=["bokeh", "bokeh-widgets", "bokeh-tables"])
 #: Seconds a page has to open its websocket (a reload makes a new session).
 TOKEN_LIFETIME = 300
 
@@ -81,7 +84,7 @@ class PanelServer:
         self._stores[session_id] = store
         context = self.bokeh.applications[APP]
         session = await context.create_session_if_needed(session_id, None, token)
-        return server_html_page_for_session(session, resources=INLINE, title=session.document.title,
+        return server_html_page_for_session(session, resources=RESOURCES, title=session.document.title,
                                             template=session.document.template,
                                             template_variables=session.document.template_variables)
 
