@@ -342,6 +342,7 @@ def note_queue(cluster_or_client: object, store: str) -> None:
 
     Never fails the queue: a registry that cannot be written is logged and skipped.
     """
+    store = os.path.abspath(store)
     try:
         record_store(store)
         name = getattr(cluster_or_client, "name", None)
