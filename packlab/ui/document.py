@@ -112,26 +112,30 @@ def document(doc: Any, store: str | os.PathLike | None = None, interval: float =
     head = Div(text="", css_classes=["packlab-title"], sizing_mode="stretch_width",
                styles={"font-family": "system-ui, sans-serif"})
     counters = {"done": _counter("jobs done", COLOURS[DONE], "packlab-done"),
-                "depth": _counter("queue depth (waiting)", COLOURS[QUEUED], "packlab-depth"),
+                "depth": _counter("queue depth", COLOURS[QUEUED], "packlab-depth"),
                 "running": _counter("running", COLOURS[RUNNING], "packlab-running"),
                 "failed": _counter("failed or dead", COLOURS[FAILED], "packlab-failed")}
-    labels = {"done": "jobs done", "depth": "queue depth (waiting)", "running": "running",
+    labels = {"done": "jobs done", "depth": "queue depth", "running": "running",
               "failed": "failed or dead"}
 
     history = ColumnDataSource({"t": [], "depth": [], "running": []})
-    depth = figure(title="Queue depth over time", x_axis_type="datetime", height=300,
+    depth = figure(title="Queue depth over time", x_axis_type="datetime", height=340,
                    sizing_mode="stretch_width", toolbar_location=None, y_range=(0, 1))
     depth.line("t", "depth", source=history, color=COLOURS[QUEUED], line_width=2, legend_label="waiting")
     depth.line("t", "running", source=history, color=COLOURS[RUNNING], line_width=2, legend_label="running")
     depth.xaxis.axis_label = "time (local)"
     depth.yaxis.axis_label = "jobs"
-    depth.xaxis.formatter = DatetimeTickFormatter(seconds="%H:%M:%S", minsec="%H:%M:%S", minutes="%H:%M")
-    depth.legend.location = "top_left"
+    clock = "%H:%M:%S"
+    depth.xaxis.formatter = DatetimeTickFormatter(milliseconds=clock, seconds=clock, minsec=clock,
+                                                  minutes="%H:%M", hourmin="%H:%M", hours="%H:%M")
+    depth.legend.orientation = "horizontal"
+    depth.legend.location = "top_right"
+    depth.legend.background_fill_alpha = 0.7
     depth.add_tools(HoverTool(tooltips=[("waiting", "@depth"), ("running", "@running")]))
 
     by_status = ColumnDataSource({"status": list(STATUSES), "jobs": [0] * len(STATUSES),
                                   "colour": [COLOURS[s] for s in STATUSES]})
-    bars = figure(title="Jobs by status", y_range=list(reversed(STATUSES)), height=300, width=360,
+    bars = figure(title="Jobs by status", y_range=list(reversed(STATUSES)), height=340, width=380,
                   toolbar_location=None, x_range=(0, 1))
     bars.hbar(y="status", right="jobs", height=0.7, color="colour", source=by_status)
     bars.xaxis.axis_label = "jobs"
@@ -156,7 +160,7 @@ def document(doc: Any, store: str | os.PathLike | None = None, interval: float =
         bars.x_range.end = max(1, max(jobs) * 1.1)
         history.stream({"t": [time.time() * 1000], "depth": [summary["depth"]],
                         "running": [summary["running"]]}, rollover=HISTORY)
-        depth.y_range.end = max(1, max(max(history.data["depth"]), max(history.data["running"])) * 1.15)
+        depth.y_range.end = max(1, max(max(history.data["depth"]), max(history.data["running"])) * 1.3)
 
     update()
     doc.title = "packlab panel"

@@ -113,13 +113,14 @@ def jobs(home, env):
 def lab(home, env, jobs):
     """``jupyter lab`` under /user/tester/ with a token; yields its URL (with the token)."""
     port, token = _free_port(), secrets.token_hex(16)
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ServerApp.port_retries=0",
-           "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.base_url={BASE}",
-           f"--ServerApp.root_dir={home / 'work'}", "--LabApp.expose_app_in_browser=True",
-           f"--LabApp.workspaces_dir={home / 'workspaces'}", f"--LabApp.user_settings_dir={home / 'settings'}"]
+    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
+           "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}",
+           f"--ServerApp.base_url={BASE}", f"--ServerApp.root_dir={home / 'work'}",
+           "--LabApp.expose_app_in_browser=True", f"--LabApp.workspaces_dir={home / 'workspaces'}",
+           f"--LabApp.user_settings_dir={home / 'settings'}"]
     if os.geteuid() == 0:
         cmd.append("--allow-root")
-    log = open(home / "jupyter.log", "w")  # noqa: SIM115 - kept open while the server runs
+    log = open(home / "jupyter.log", "w")  # kept open while the server runs
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}{BASE}"
 
@@ -154,6 +155,13 @@ def page(lab):
         pg.evaluate("() => window.jupyterapp.restored")
         yield pg
         browser.close()
+
+
+KERNEL_IDLE = """() => {
+    const w = window.jupyterapp.shell.currentWidget;
+    const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+    return k && k.status === 'idle';
+}"""
 
 
 def _done(frame) -> int:
@@ -224,11 +232,16 @@ def test_insert_connect_puts_the_two_lines_in_the_notebook(page):
 
 
 def test_the_panel_tab_is_restored_on_reload(page):
+    """The panel tab comes back after a reload, behind the notebook that was active, and
+    draws once shown (it loads when first shown: a page loaded hidden is laid out at 0)."""
     page.reload()
     page.wait_for_function("() => window.jupyterapp !== undefined")
     page.evaluate("() => window.jupyterapp.restored")
-    tab = page.locator(".lm-TabBar-tab", has_text="packlab panel")
+    page.wait_for_function(KERNEL_IDLE)  # the notebook settled: it no longer takes the focus back
+    tab = page.locator(".lm-DockPanel .lm-TabBar-tab", has_text="packlab panel")
     expect(tab).to_have_count(1)
     tab.click()
     frame = page.frame_locator(".packlab-panel-frame iframe")
     expect(frame.locator("canvas").first).to_be_visible()
+    expect(frame.locator(".packlab-done .value")).not_to_have_text("0")
+    page.screenshot(path=str(SHOTS / "restored.png"))

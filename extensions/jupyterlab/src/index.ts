@@ -25,6 +25,7 @@ import { ILauncher } from '@jupyterlab/launcher';
 import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
 import { ServerConnection } from '@jupyterlab/services';
 import { LabIcon } from '@jupyterlab/ui-components';
+import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
 const OPEN = 'packlab:open-panel';
@@ -348,13 +349,35 @@ class PacklabSidebar extends Widget {
   private timer = 0;
 }
 
-/** A panel tab: an IFrame of the panel page, remembering what it draws. */
+/**
+ * A panel tab: an IFrame of the panel page, remembering what it draws. The page is
+ * loaded when the tab is first shown: Bokeh lays out a page loaded while hidden (a tab
+ * restored behind another one) at zero size, and a tab never looked at costs the server
+ * no session.
+ */
 class PanelFrame extends IFrame {
   constructor(readonly args: IPanelArgs) {
     // The panel's scripts need to run, and its websocket is to Jupyter's own origin.
     super({ sandbox: ['allow-scripts', 'allow-same-origin'] });
-    this.url = panelUrl(args);
     this.addClass('packlab-panel-frame');
+  }
+
+  protected onAfterAttach(msg: Message): void {
+    super.onAfterAttach(msg);
+    if (this.isVisible) {
+      this.load();
+    }
+  }
+
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    this.load();
+  }
+
+  private load(): void {
+    if (!this.url) {
+      this.url = panelUrl(this.args);
+    }
   }
 }
 

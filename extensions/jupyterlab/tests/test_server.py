@@ -119,7 +119,8 @@ async def test_start_a_cluster_list_it_connect_to_it_and_stop_it(jp_fetch, tmp_p
     assert started["connect"] == 'import packlab\nclient = packlab.connect("from-lab")'
     try:
         (c,) = (await _json(jp_fetch, "clusters"))["clusters"]
-        assert (c["name"], c["backend"], c["here"], c["workers"], c["tls"]) == ("from-lab", "local", True, 1, True)
+        assert (c["name"], c["backend"], c["here"], c["workers"], c["tls"]) == (
+            "from-lab", "local", True, 1, True)
 
         store = str(tmp_path / "lab.db")
         with warnings.catch_warnings():
@@ -149,4 +150,5 @@ async def test_a_cluster_launched_in_python_is_listed_but_not_stopped_from_lab(j
         assert (c["name"], c["here"], c["workers"]) == ("notebook-one", False, 1)
         with pytest.raises(tornado.httpclient.HTTPClientError) as e:
             await jp_fetch("packlab", "api", "clusters", "notebook-one", method="DELETE")
-        assert e.value.code == 409 and "not by this Jupyter server" in json.loads(e.value.response.body)["error"]
+        assert e.value.code == 409
+        assert "not by this Jupyter server" in json.loads(e.value.response.body)["error"]
