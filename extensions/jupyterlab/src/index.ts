@@ -235,18 +235,16 @@ class PacklabSidebar extends Widget {
       ...clusters.map(c => {
         const li = element('li', { class: 'packlab-item packlab-cluster', 'data-name': c.name });
         li.appendChild(element('div', { class: 'packlab-item-name' }, c.name));
-        const facts = [
-          `${c.backend}${c.profile ? ' · ' + c.profile : ''}`,
-          count(c.workers, 'workers'),
-          count(c.depth, 'queue'),
-          count(c.done, 'done')
-        ];
+        const facts = [`${c.backend}${c.profile ? ' · ' + c.profile : ''}`, count(c.workers, 'workers')];
+        if (c.depth !== null) {
+          facts.push(count(c.depth, 'queue'), count(c.done, 'done'));
+        }
         li.appendChild(element('div', { class: 'packlab-item-facts' }, facts.join(' · ')));
         li.appendChild(
           element(
             'div',
-            { class: 'packlab-item-where' },
-            c.here ? `in this Jupyter server · ${c.scheduler}` : `pid ${c.pid} on ${c.host}`
+            { class: 'packlab-item-where', title: c.scheduler },
+            c.here ? 'in this Jupyter server' : `pid ${c.pid} on ${c.host}`
           )
         );
         const buttons = li.appendChild(element('div', { class: 'packlab-buttons' }));
