@@ -148,3 +148,11 @@ def test_a_queue_records_its_store_on_the_entry_and_in_recent_stores(home, tmp_p
     assert _mode(home / ".packlab" / "stores.json") == 0o600
     os.remove(store)
     assert registry.recent_stores() == []  # a store that is gone is not listed
+
+
+def test_an_unusable_registry_warns_and_the_cluster_still_runs(home):
+    (home / ".packlab").symlink_to(home)  # a link: private_directory never follows it
+    with pytest.warns(packlab.PacklabWarning, match=r"not recorded in ~/.packlab/clusters"):
+        pc = packlab.launch(workers=1, cores=1, memory="1GiB", wait=True)
+    with pc:
+        assert pc.client.submit(abs, -2).result(timeout=60) == 2

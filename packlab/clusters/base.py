@@ -318,13 +318,31 @@ class PackCluster:
             adaptive.stop(reason="packlab-scale")
 
     # -- lifecycle ------------------------------------------------------------
-    def _register(self) -> None:
-        """Record this running cluster in the owner-only registry (:mod:`.registry`)."""
+    def _register(self, generated: bool = False) -> None:
+        """Record this running cluster in the owner-only registry (:mod:`.registry`).
+
+        A generated name that another process took meanwhile is replaced; a registry that
+        cannot be written (an unusable ``~/.packlab``) is warned about, not fatal: the
+        cluster runs, only :func:`packlab.connect` cannot find it.
+        """
         from . import registry
 
-        if self.name is not None and not self._registered:
-            registry.register(self, self.name)
-            self._registered = True
+        for _ in range(5):
+            if self.name is None or self._registered:
+                return
+            try:
+                registry.register(self, self.name)
+                self._registered = True
+                return
+            except registry.NameTaken:
+                if not generated:
+                    raise
+                self.name = registry.new_name()
+            except (OSError, PacklabError) as e:
+                warnings.warn(f"cluster {self.name!r} is not recorded in ~/.packlab/clusters ({e}): "
+                              "packlab.connect() and JupyterLab's sidebar will not find it.",
+                              PacklabWarning, stacklevel=3)
+                return
 
     def close(self) -> None:
         """Remove it from the registry, stop adaptive scaling, disconnect the client and

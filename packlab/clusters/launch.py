@@ -155,7 +155,7 @@ def launch(
             impl.check_started(cluster)
         if wait and request.initial_workers:
             pc.wait_for_workers(request.initial_workers, 120.0 if wait is True else float(wait))
-        pc._register()
+        pc._register(generated=name is None)
     except BaseException:
         pc.close()
         raise

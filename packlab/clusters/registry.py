@@ -63,6 +63,10 @@ _mine: dict[str, weakref.ref] = {}
 _lock = threading.Lock()
 
 
+class NameTaken(PacklabError):
+    """A running cluster of this user already has the name."""
+
+
 @dataclass(frozen=True)
 class Entry:
     """One running cluster as the registry records it."""
@@ -129,7 +133,10 @@ def check_name(value: object, field: str = "name") -> str:
 
 def new_name() -> str:
     """A readable name that no live cluster of this user has, e.g. ``"brisk-otter"``."""
-    taken = {e.name for e in entries()}
+    try:
+        taken = {e.name for e in entries()}
+    except (OSError, PacklabError):  # an unusable ~/.packlab: launch() warns when it registers
+        taken = set()
     rng = random.SystemRandom()
     for _ in range(50):
         name = f"{rng.choice(_ADJECTIVES)}-{rng.choice(_ANIMALS)}"
@@ -142,7 +149,7 @@ def check_free(name: str) -> None:
     """Raise if a live cluster already has ``name`` (before :func:`packlab.launch` starts one)."""
     for e in entries():
         if e.name == name:
-            raise PacklabError(
+            raise NameTaken(
                 f"name={name!r} is taken: a cluster of that name runs (pid {e.pid} on {e.host}, scheduler "
                 f"{e.scheduler}). Choose another name, or leave name= out for a generated one.",
                 field="name", value=name)
@@ -199,7 +206,7 @@ def register(pc: PackCluster, name: str, store: str | None = None) -> Entry:
                 old = _read(path)
                 if old is not None and old.alive():
                     msg = f"name={name!r} was just taken (pid {old.pid}): pick another."
-                    raise PacklabError(msg, field="name", value=name) from None
+                    raise NameTaken(msg, field="name", value=name) from None
                 _remove(name, keep_tls=True)
     finally:
         os.unlink(tmp)
