@@ -41,6 +41,10 @@ def form_arguments(body: object) -> dict[str, Any]:
     return args
 
 
+class NotStartedHere(PacklabError):
+    """The cluster runs, but another process started it: only that one may stop it."""
+
+
 class Clusters:
     """The clusters this server started (it may stop only those), and listings."""
 
@@ -69,7 +73,7 @@ class Clusters:
         pc = self.running.get(name)
         if pc is None:
             entry = registry.lookup(name)  # unknown: an error listing the running ones
-            raise PacklabError(f"cluster {name!r} was started by pid {entry.pid} on {entry.host}, not by "
+            raise NotStartedHere(f"cluster {name!r} was started by pid {entry.pid} on {entry.host}, not by "
                                "this Jupyter server: close it where it runs (pc.close()).",
                                field="name", value=name)
         await asyncio.get_running_loop().run_in_executor(self._pool, pc.close)

@@ -23,7 +23,7 @@ import packlab
 from packlab import PacklabError, PacklabRuntimeError
 
 from . import __version__
-from .clusters import Clusters
+from .clusters import Clusters, NotStartedHere
 from .panel import PanelServer, store_argument
 
 
@@ -95,8 +95,11 @@ class ClusterHandler(_Base):
     async def delete(self, name: str) -> None:
         try:
             await self.state.clusters.stop(name)
-        except PacklabError as e:
-            self.refuse(e, 404 if "not a running cluster" in str(e) else 409)
+        except NotStartedHere as e:
+            self.refuse(e, 409)
+            return
+        except PacklabError as e:  # no running cluster of that name
+            self.refuse(e, 404)
             return
         self.set_status(204)
         self.finish()
