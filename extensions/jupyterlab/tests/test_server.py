@@ -128,6 +128,7 @@ async def test_start_a_cluster_list_it_connect_to_it_and_stop_it(jp_fetch, tmp_p
             client = packlab.connect("from-lab")
         with client, packlab.JobQueue(client, store=store) as q:
             assert [j.result(timeout=60) for j in q.map(abs, [-1, -2])] == [1, 2]
+            q.flush()  # the store has the outcomes (its writer commits in batches)
             (s,) = (await _json(jp_fetch, "stores"))["stores"]
             assert (s["path"], s["done"], s["depth"]) == (store, 2, 0)
         r = await jp_fetch("packlab", "panel", params={"store": store})
