@@ -228,6 +228,14 @@ def test_insert_connect_puts_the_two_lines_in_the_notebook(page):
     page.locator('.packlab-cluster[data-name="jobs-run"] .packlab-insert').click()
     cell = page.locator(".jp-NotebookPanel .jp-Cell", has_text='packlab.connect("jobs-run")')
     expect(cell).to_contain_text("import packlab")
+    expect(page.locator(".jp-NotebookPanel .jp-Cell")).to_have_count(1)  # the empty cell was used
+    # Run it, with one line more: the kernel reaches the cluster through the registry.
+    page.evaluate("""() => {
+        const cell = window.jupyterapp.shell.currentWidget.content.activeCell.model.sharedModel;
+        cell.setSource(cell.getSource() + "\\nprint('sum:', client.submit(sum, [1, 2]).result())");
+        return window.jupyterapp.commands.execute('notebook:run-cell');
+    }""")
+    expect(cell.locator(".jp-OutputArea-output")).to_contain_text("sum: 3")
     page.screenshot(path=str(SHOTS / "notebook-connect.png"))
 
 

@@ -434,7 +434,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
           });
           return;
         }
-        NotebookActions.insertBelow(panel.content);
+        const active = panel.content.activeCell;
+        if (!active || active.model.sharedModel.getSource().trim() !== '') {
+          NotebookActions.insertBelow(panel.content); // never overwrite code
+        }
         const cell = panel.content.activeCell;
         if (cell) {
           cell.model.sharedModel.setSource(code);
