@@ -32,6 +32,7 @@ _LAZY = {
     "kernel": ".kernels",
     "mapreduce": ".kernels",
     "launch": ".clusters.launch",
+    "connect": ".clusters.connect",
     "Job": ".queue",
     "JobQueue": ".queue",
     "Retry": ".queue",
@@ -45,6 +46,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from .clusters import PackCluster, PacklabWarning
+    from .clusters.connect import connect
     from .clusters.launch import launch
     from .kernels import kernel, mapreduce
     from .pipeline import Pipeline
@@ -83,6 +85,7 @@ __all__ = [
     "Retry",
     "__version__",
     "advise",
+    "connect",
     "kernel",
     "launch",
     "mapreduce",

@@ -149,6 +149,8 @@ def cluster() -> None:
 @click.option("--insecure", is_flag=True, help="no TLS (not advised on shared machines)")
 @click.option("--dashboard-address", default=None,
               help='where the dashboard listens (default 127.0.0.1:0, this machine only)')
+@click.option("--name", type=TEXT, default=None,
+              help="its name for packlab.connect(NAME) (default: generated, e.g. brisk-otter)")
 def cluster_up(insecure: bool, **kwargs) -> None:
     """Start a cluster in the foreground; Ctrl-C or SIGTERM stops it cleanly."""
     from .clusters.launch import launch
@@ -170,11 +172,13 @@ def cluster_up(insecure: bool, **kwargs) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     with pc:
+        click.echo(f"name:      {pc.name}")
         click.echo(f"scheduler: {pc.scheduler_address}")
         click.echo(f"dashboard: {pc.dashboard_link}")
         click.echo(f"profile:   {pc.profile.summary()}")
         if pc.security is not None:
-            click.echo("TLS on: connect with this process's certificates only.")
+            click.echo("TLS on: only your processes connect (certificates in ~/.packlab, 0600).")
+        click.echo(f'connect:   import packlab; client = packlab.connect("{pc.name}")')
         click.echo("Ctrl-C to stop.", err=True)
         while not stop.wait(0.5):  # short waits: the handler runs between them
             pass

@@ -129,6 +129,21 @@ def _cluster_up(*args: str, sigint_ignored: bool = False):
             proc.wait()
 
 
+def test_cluster_up_named_is_reached_by_packlab_connect_and_leaves_the_registry(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # the child's registry and ours
+    seen: list[str] = []
+    with _cluster_up("--workers", "1", "--name", "cli-run") as proc:
+        assert _read_until(proc.stdout, "name:", seen) == "cli-run"
+        connect = _read_until(proc.stdout, "connect:", seen)
+        assert connect == 'import packlab; client = packlab.connect("cli-run")'
+        with packlab.connect("cli-run") as client:  # TLS: the certificates from ~/.packlab
+            assert client.submit(abs, -4).result(timeout=60) == 4
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert os.listdir(tmp_path / ".packlab" / "clusters") == []
+
+
 @pytest.mark.parametrize("ctrl_c", ["process", "process-group"])
 def test_cluster_up_prints_address_and_dashboard_and_stops_on_ctrl_c(ctrl_c):
     seen: list[str] = []

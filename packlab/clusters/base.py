@@ -199,8 +199,11 @@ class PackCluster:
         security: Security | None,
         cooldown: float,
         notes: list[str],
+        name: str | None = None,
     ):
         self.cluster = cluster
+        #: The name in the owner-only registry (:func:`packlab.connect` finds it by it).
+        self.name = name
         self.backend = backend
         self.profile = profile
         self.security = security
@@ -211,6 +214,7 @@ class PackCluster:
         #: Where this cluster's telemetry goes (a packlab.telemetry.collect.ClusterTelemetry),
         #: or ``None`` when launched with ``telemetry=False``.
         self.telemetry: Any = None
+        self._registered = False
 
     # -- access ---------------------------------------------------------------
     @property
@@ -317,8 +321,40 @@ class PackCluster:
             adaptive.stop(reason="packlab-scale")
 
     # -- lifecycle ------------------------------------------------------------
+    def _register(self, generated: bool = False) -> None:
+        """Record this running cluster in the owner-only registry (:mod:`.registry`).
+
+        A generated name that another process took meanwhile is replaced; a registry that
+        cannot be written (an unusable ``~/.packlab``) is warned about, not fatal: the
+        cluster runs, only :func:`packlab.connect` cannot find it.
+        """
+        from . import registry
+
+        for _ in range(5):
+            if self.name is None or self._registered:
+                return
+            try:
+                registry.register(self, self.name)
+                self._registered = True
+                return
+            except registry.NameTaken:
+                if not generated:
+                    raise
+                self.name = registry.new_name()
+            except (OSError, PacklabError) as e:
+                warnings.warn(f"cluster {self.name!r} is not recorded in ~/.packlab/clusters ({e}): "
+                              "packlab.connect() and JupyterLab's sidebar will not find it.",
+                              PacklabWarning, stacklevel=3)
+                return
+
     def close(self) -> None:
-        """Stop adaptive scaling, disconnect the client and shut the cluster down."""
+        """Remove it from the registry, stop adaptive scaling, disconnect the client and
+        shut the cluster down."""
+        if self._registered:
+            from . import registry
+
+            self._registered = False
+            registry.unregister(self.name)
         self._stop_adaptive()
         if self.telemetry is not None:  # first: its last samples go out while the scheduler runs
             self.telemetry.close()
@@ -342,6 +378,7 @@ class PackCluster:
         memory = sum(w.get("memory_limit", 0) or 0 for w in info.values())
         link = html.escape(self.dashboard_link) if not self.closed else ""
         rows = [
+            ("Name", html.escape(self.name or "-")),
             ("Backend", html.escape(self.backend)),
             ("Profile", html.escape(self.profile.summary())),
             ("Workers", f"{len(info)} ({html.escape(self._mode())})"),
@@ -365,7 +402,7 @@ class PackCluster:
 
     def __repr__(self) -> str:
         return (
-            f"<PackCluster backend={self.backend} profile={self.profile.name} "
+            f"<PackCluster {self.name} backend={self.backend} profile={self.profile.name} "
             f"workers={self.workers} ({self._mode()}) {self.scheduler_address}>"
         )
 

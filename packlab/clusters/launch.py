@@ -12,6 +12,7 @@ from ..errors import ConfigError, PacklabError
 from ..profiles import PROFILES
 from ..resources import MIN_WORKER_MEMORY
 from ..units import format_bytes
+from . import registry
 from .base import (
     BACKENDS,
     Backend,
@@ -47,6 +48,7 @@ def launch(
     wait: bool | float | str = False,
     store: str | None = None,
     telemetry: bool | None = None,
+    name: str | None = None,
     **backend_kwargs: Any,
 ) -> PackCluster:
     """Start a Dask cluster sized from a workload profile.
@@ -90,6 +92,11 @@ def launch(
         telemetry.
     telemetry : bool, default from ``packlab.telemetry.enabled`` (True)
         Install packlab's telemetry plugin on the scheduler.
+    name : str, optional
+        The cluster's name in your owner-only registry (``~/.packlab/clusters``), by which
+        :func:`packlab.connect` and JupyterLab's packlab sidebar find it while it runs.
+        Default: a generated readable one such as ``"brisk-otter"`` (``pc.name``). A name
+        that a running cluster of yours has is an error.
     **backend_kwargs
         Passed to the backend's Dask cluster class (e.g. any ``SLURMCluster`` keyword).
         Checked against that class's signature before anything starts; the keywords
@@ -125,6 +132,8 @@ def launch(
         from ..telemetry.collect import check_store
 
         check_store(store)
+    if name is not None:
+        registry.check_free(registry.check_name(name))
     if impl.spawns_processes(request) and workers_reimport_main():
         where = unguarded_main_call(depth=2)
         if where is not None:
@@ -148,6 +157,7 @@ def launch(
         security=sec,
         cooldown=request.cooldown,
         notes=notes,
+        name=name or registry.new_name(),
     )
     try:
         # Connect now: the client becomes Dask's default, so a plain .compute() right
@@ -165,6 +175,7 @@ def launch(
             impl.check_started(cluster)
         if wait and request.initial_workers:
             pc.wait_for_workers(request.initial_workers, 120.0 if wait is True else float(wait))
+        pc._register(generated=name is None)
     except BaseException:
         pc.close()
         raise

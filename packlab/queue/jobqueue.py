@@ -55,6 +55,7 @@ from typing import Any
 from distributed import Client
 
 from .. import checks, config
+from ..clusters import registry
 from ..errors import PacklabError, QueueClosed, QueueFailed, StoreError, bad_value
 from ..units import memory_bytes
 from . import core
@@ -155,6 +156,7 @@ class JobQueue(Views):
                 self._lease.release()
             self._store.discard()  # a store this constructor created goes again
             raise
+        registry.note_queue(cluster_or_client, self._store.path)  # for JupyterLab's sidebar
         self._seq = iter(range(self._store.next_seq(), 1 << 62))
         self._lock = threading.Lock()
         self._keys: dict[str, Job] = {}

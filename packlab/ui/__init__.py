@@ -6,6 +6,7 @@ as its function: ``packlab.ui.panel(source)`` is :func:`packlab.ui.panel.panel`,
 ``packlab dashboard`` serve.
 """
 
+from .document import document
 from .forms import launch_arguments, scale_action
 from .launcher import ClusterLauncher
 
@@ -18,4 +19,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ClusterLauncher", "launch_arguments", "panel", "scale_action"]
+__all__ = ["ClusterLauncher", "document", "launch_arguments", "panel", "scale_action"]
