@@ -82,6 +82,9 @@ class Entry:
     started: float
     profile: str | None = None
     store: str | None = None
+    #: The store its telemetry went to when it started (``launch(store=)``, else a private
+    #: temporary file); a JobQueue opened on it takes that over (``store``).
+    telemetry: str | None = None
 
     @property
     def local(self) -> bool:
@@ -193,7 +196,8 @@ def register(pc: PackCluster, name: str, store: str | None = None) -> Entry:
     """Record the running ``pc`` as ``name``; raises if a live cluster has that name."""
     entry = Entry(name=name, backend=pc.backend, scheduler=pc.scheduler_address,
                   dashboard=_dashboard(pc), tls=_credentials(name, pc.security), pid=os.getpid(),
-                  host=socket.gethostname(), started=time.time(), profile=pc.profile.name, store=store)
+                  host=socket.gethostname(), started=time.time(), profile=pc.profile.name, store=store,
+                  telemetry=getattr(getattr(pc, "telemetry", None), "store", None))
     path = os.path.join(directory(), f"{name}.json")
     tmp = f"{path}.{os.getpid()}.tmp"
     _write_private(tmp, json.dumps(asdict(entry), indent=1).encode())

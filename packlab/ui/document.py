@@ -4,8 +4,9 @@ One factory function builds the whole document, so a host (the JupyterLab extens
 in-process Bokeh server today, ``packlab dashboard`` later) serves it without knowing
 what it draws. Today it draws a queue store: the jobs done as a live counter, the jobs by
 status, and the queue depth over time, sampled from the store once a second (read-only:
-the store's WAL lets it read while the queue writes). The full panel of utilisation and
-cost (issue #10) replaces this function's body and keeps its signature.
+the store's WAL lets it read while the queue writes). A store that holds a cluster's
+telemetry (a queue on a packlab cluster, ``launch(store=)``) gets the full panel of
+utilisation and cost instead (:func:`packlab.ui.panel.make_document`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,28 @@ def resolve_store(store: str | os.PathLike | None) -> str:
     from .. import config
 
     return os.path.abspath(os.path.expanduser(config.get("queue.store")))
+
+
+def has_telemetry(path: str) -> bool:
+    """Whether the store at ``path`` holds a cluster's telemetry (then the full panel is
+    drawn; a queue store without it, e.g. a queue on a plain Dask cluster, gets the queue's
+    own counters).
+
+    Examples
+    --------
+    >>> has_telemetry("no-such.db")
+    False
+    """
+    from ..telemetry.store import open_for_reading
+
+    if not os.path.exists(path):
+        return False
+    try:
+        _, con = open_for_reading(path)
+    except (PacklabError, PacklabRuntimeError, OSError):
+        return False
+    con.close()
+    return True
 
 
 def read_counts(path: str) -> dict[str, int] | None:
@@ -109,6 +132,11 @@ def document(doc: Any, store: str | os.PathLike | None = None, interval: float =
     from bokeh.plotting import figure
 
     path = resolve_store(store)
+    if has_telemetry(path):  # the full panel of utilisation and cost (packlab.ui.panel)
+        from .panel import make_document
+
+        make_document(doc, path, interval=interval)
+        return
     head = Div(text="", css_classes=["packlab-title"], sizing_mode="stretch_width",
                styles={"font-family": "system-ui, sans-serif"})
     counters = {"done": _counter("jobs done", COLOURS[DONE], "packlab-done"),

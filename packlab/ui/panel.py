@@ -119,7 +119,7 @@ class Panel:
 
     # -- figures -----------------------------------------------------------------------
     def _build(self) -> None:
-        self.header = Div(width=2 * WIDTH, styles={"font-family": FONT})
+        self.header = Div(width=2 * WIDTH, styles={"font-family": FONT}, css_classes=["packlab-title"])
         self.cards = Div(width=2 * WIDTH)
         self.findings = Div(width=2 * WIDTH, styles={"font-family": FONT})
 

@@ -12,7 +12,7 @@ from typing import Any
 from packlab.clusters import registry
 from packlab.clusters.base import PackCluster
 from packlab.errors import PacklabError, bad_value
-from packlab.ui.document import queue_summary, read_counts
+from packlab.ui.document import has_telemetry, queue_summary, read_counts
 from packlab.ui.forms import launch_arguments
 
 #: What the New cluster form may send: everything else is refused, not passed on.
@@ -99,6 +99,8 @@ class Clusters:
                    "started": e.started, "store": e.store, "workers": n, "here": e.name in self.running,
                    "connect": connect_snippet(e.name)}
             row.update(_queue(e.store))
+            if row["cost"] is None:  # no queue took its telemetry over: its own store has it
+                row["cost"] = _cost(e.telemetry)
             rows.append(row)
         return rows
 
@@ -121,11 +123,30 @@ class Clusters:
 
 
 def _queue(store: str | None) -> dict[str, Any]:
+    """A store's queue (depth, done, running, failed) and its cost so far (``cost``: e.g.
+    ``"0.1234 USD"``, from the telemetry the cluster wrote there; ``None`` without it)."""
     counts = read_counts(store) if store else None
+    cost = _cost(store)
     if counts is None:
-        return {"depth": None, "done": None}
+        return {"depth": None, "done": None, "cost": cost}
     s = queue_summary(counts)
-    return {"depth": s["depth"], "done": s["done"], "running": s["running"], "failed": s["failed"]}
+    return {"depth": s["depth"], "done": s["done"], "running": s["running"], "failed": s["failed"],
+            "cost": cost}
+
+
+def _cost(store: str | None) -> str | None:
+    if not store or not has_telemetry(store):
+        return None
+    import packlab
+
+    try:
+        m = packlab.monitor(store)
+        cost = m.cost()
+        # a no-break space: the sidebar never splits "0.0012 USD"; cents hide small runs
+        amount = f"{cost:,.2f}" if cost >= 1 else f"{cost:.4f}"
+        return f"{amount}\u00a0{m.pricing.currency}"
+    except Exception:  # a store being written, or gone meanwhile: no figure this time
+        return None
 
 
 async def scheduler_workers(e: registry.Entry, timeout: float = 3.0) -> int | None:

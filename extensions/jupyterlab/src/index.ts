@@ -55,6 +55,7 @@ interface ICluster {
   workers: number | null;
   depth: number | null;
   done: number | null;
+  cost: string | null;
   store: string | null;
   here: boolean;
   host: string;
@@ -69,6 +70,7 @@ interface IStore {
   workers: number;
   depth: number | null;
   done: number | null;
+  cost: string | null;
 }
 
 /** A JSON request to packlab's API in the Jupyter server (token and XSRF included). */
@@ -239,6 +241,9 @@ class PacklabSidebar extends Widget {
         if (c.depth !== null) {
           facts.push(count(c.depth, 'queue'), count(c.done, 'done'));
         }
+        if (c.cost) {
+          facts.push(c.cost);
+        }
         li.appendChild(element('div', { class: 'packlab-item-facts' }, facts.join(' · ')));
         li.appendChild(
           element(
@@ -274,6 +279,9 @@ class PacklabSidebar extends Widget {
         const li = element('li', { class: 'packlab-item packlab-store', 'data-path': s.path, title: s.path });
         li.appendChild(element('div', { class: 'packlab-item-name' }, s.name));
         const facts = [count(s.workers, 'workers'), count(s.depth, 'queue'), count(s.done, 'done')];
+        if (s.cost) {
+          facts.push(s.cost);
+        }
         if (s.cluster) {
           facts.unshift(s.cluster);
         }

@@ -3,6 +3,7 @@ websocket, the registry, and starting and stopping a cluster through the API."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -131,6 +132,14 @@ async def test_start_a_cluster_list_it_connect_to_it_and_stop_it(jp_fetch, tmp_p
             q.flush()  # the store has the outcomes (its writer commits in batches)
             (s,) = (await _json(jp_fetch, "stores"))["stores"]
             assert (s["path"], s["done"], s["depth"]) == (store, 2, 0)
+            # a queue on a client of its own holds no telemetry: no cost is made up for it
+            assert s["cost"] is None, s
+        for _ in range(100):  # the scheduler writes its telemetry in batches, off its loop
+            (c,) = (await _json(jp_fetch, "clusters"))["clusters"]
+            if c["cost"] is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert re.fullmatch(r"\d+\.\d{4}\u00a0USD", c["cost"]), c  # priced from its own telemetry
         r = await jp_fetch("packlab", "panel", params={"store": store})
         assert r.code == 200
     finally:
