@@ -216,3 +216,19 @@ def test_alerts_from_the_monitor_reach_a_sink():
         alerts = m.check_alerts([rule])
         m.close()
     assert [(a.rule, a.status) for a in alerts] == [("idle", "firing")] and got == alerts
+
+
+def test_packlab_gauges_are_on_the_schedulers_own_metrics_endpoint(tmp_path):
+    pytest.importorskip("prometheus_client")
+    import urllib.request
+
+    with launch(workers=1, security=False) as pc:
+        with packlab.JobQueue(pc, store=str(tmp_path / "q.db")) as q:
+            q.wait([q.submit(sleep_then, 1)], timeout=60)
+            url = pc.dashboard_link.replace("/status", "/metrics")
+            with urllib.request.urlopen(url, timeout=30) as r:
+                text = r.read().decode()
+    for name in ("packlab_workers", "packlab_utilisation", "packlab_task_failure_rate", "packlab_cost_rate",
+                 "packlab_queue_depth"):
+        assert name in text, name
+    assert "dask_scheduler_workers" in text  # the same endpoint as Dask's own metrics

@@ -24,6 +24,8 @@ from typing import Any
 from .. import checks, config
 from ..queue import schema
 from . import plugin as _plugin
+from . import prometheus
+from .pricing import Pricing
 from .store import Writer
 
 log = logging.getLogger("packlab.telemetry")
@@ -115,7 +117,7 @@ def install(pc: Any, store: str | None = None, *, market: str = "on-demand") -> 
     interval, every = _intervals()
     pc.client.register_plugin(_plugin.TelemetryPlugin(
         path, cid, interval=interval, flush_interval=every, backend=pc.backend, profile=pc.profile.name,
-        market=market, gpus=pc.profile.gpus))
+        market=market, gpus=pc.profile.gpus, pricing=Pricing.from_config()))
     tel = ClusterTelemetry(pc.client, cid, path, temporary)
     if pc.backend == "slurm":
         from .slurm import SlurmRecorder
@@ -146,6 +148,7 @@ class QueueRecorder:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sub = queue.subscribe(self._on_event)
+        self._metrics = prometheus.register(self.metric_families)
         self._thread = threading.Thread(target=self._loop, name="packlab-telemetry-queue", daemon=True)
         self._thread.start()
 
@@ -158,16 +161,28 @@ class QueueRecorder:
             elif ev.kind in NOT_WAITING:
                 self._waiting.pop(ev.job_id, None)
 
+    def _depths(self) -> tuple[int, dict[str, int]]:
+        by: dict[str, int] = {}
+        for prio, owner in self._waiting.values():
+            by[f"priority:{prio}"] = by.get(f"priority:{prio}", 0) + 1
+            if owner:
+                by[f"owner:{owner}"] = by.get(f"owner:{owner}", 0) + 1
+        return self._queued, by
+
+    def metric_families(self) -> list[prometheus.Family]:
+        """Queue depth, all and per class, for the scheduler's ``/metrics``."""
+        with self._lock:
+            queued, by = self._depths()
+        store = self.writer.path
+        values = {(store, "all"): float(queued), **{(store, k): float(v) for k, v in by.items()}}
+        return [("packlab_queue_depth", "queue jobs waiting, all and by priority class and owner",
+                 ("store", "class"), values)]
+
     def sample(self) -> None:
         now = time.time()
         with self._lock:
             events, self._events = self._events, []
-            by: dict[str, int] = {}
-            for prio, owner in self._waiting.values():
-                by[f"priority:{prio}"] = by.get(f"priority:{prio}", 0) + 1
-                if owner:
-                    by[f"owner:{owner}"] = by.get(f"owner:{owner}", 0) + 1
-            queued = self._queued
+            queued, by = self._depths()
         self.writer.put("tel_events", events)
         self.writer.put("tel_samples", [(now, "", "queue_depth", float(queued)),
                                         *((now, k, "queue_depth", float(v)) for k, v in sorted(by.items()))])
@@ -184,6 +199,7 @@ class QueueRecorder:
         if self._stop.is_set():
             return
         self._sub()
+        prometheus.unregister(self._metrics)
         self._stop.set()
         self._thread.join(timeout=10)
         self.sample()
