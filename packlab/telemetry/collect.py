@@ -62,6 +62,7 @@ class ClusterTelemetry:
         self.queues: list[QueueRecorder] = []
         self.sinks: list[Any] = []
         self.slurm: Any = None  # a .slurm.SlurmRecorder on a SLURM cluster
+        self.closed = False
 
     def flush(self) -> str:
         """Wait until what the scheduler collected is in the store; the store's path."""
@@ -75,6 +76,7 @@ class ClusterTelemetry:
 
     def close(self) -> None:
         """Write everything the scheduler holds (before the cluster closes)."""
+        self.closed = True
         if self.slurm is not None:
             self.slurm.remember()
         for q in self.queues:

@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS tel_events (t REAL, job TEXT, kind TEXT, owner TEXT, 
 CREATE INDEX IF NOT EXISTS tel_events_t ON tel_events(t);
 CREATE INDEX IF NOT EXISTS tel_events_job ON tel_events(job, t);
 CREATE TABLE IF NOT EXISTS tel_slurm (
-  cluster TEXT, job_id TEXT, worker TEXT, partition TEXT, state TEXT, billing REAL, start REAL,
+  cluster TEXT, job_id TEXT, worker TEXT, partition TEXT, state TEXT, billing REAL, submitted REAL,
   elapsed REAL, seen REAL, PRIMARY KEY (cluster, job_id));
 CREATE TABLE IF NOT EXISTS tel_meta (key TEXT PRIMARY KEY, value REAL);
 """
@@ -135,7 +135,8 @@ _INSERT = {
                      "queues=MAX(queues, excluded.queues)"),
     "tel_slurm": ("INSERT INTO tel_slurm VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (cluster, job_id) DO UPDATE "
                   "SET state=excluded.state, billing=COALESCE(excluded.billing, billing), "
-                  "start=COALESCE(excluded.start, start), elapsed=excluded.elapsed, seen=excluded.seen, "
+                  "submitted=COALESCE(excluded.submitted, submitted), elapsed=excluded.elapsed, "
+                  "seen=excluded.seen, "
                   "worker=COALESCE(excluded.worker, worker)"),
 }
 """How rows of each table are written (upserts for the tables that describe things)."""
