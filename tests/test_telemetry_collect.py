@@ -187,11 +187,15 @@ def test_a_function_failing_fast_in_a_retry_loop_is_a_retry_storm(tmp_path):
             m = packlab.monitor(pc)
             found = {f.name: f for f in packlab.advise(m)}
             snap = m.snapshot()
+            m.add_sink(CallbackSink(print), every=60)
+            after = names(packlab.advise(m))
+            m.close()
     f = found["retry-storm"]
     assert f.severity == "critical" and f.evidence["retries_without_backoff"] >= 3
     assert f.evidence["retries"] >= 3 and f.evidence["submissions"] == 1
     assert snap.failure_rate == 1.0 and snap.jobs_failed == 1
     assert "unmonitored-pipeline" in found  # a queue ran with no alert sink
+    assert "unmonitored-pipeline" not in after and "retry-storm" in after
 
 
 def test_workers_held_and_idle_are_an_idle_cluster_and_a_tiny_job_is_too_small():

@@ -39,8 +39,10 @@ NOT_WAITING = frozenset({"running", "done", "failed", "failed-final", "dead", "c
 def check_store(store: object, field: str = "store") -> str:
     """A store path for telemetry, checked before anything starts: a packlab store or a new
     file in an existing folder (the file itself is not made yet)."""
+    from .store import _identify
+
     path = schema.store_path(checks.path(store, field))
-    schema.identify(store, path)  # refuses another application's file, a symlink, garbage
+    _identify(store, path)  # refuses another application's file, a symlink, garbage (read through SQLite)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         from ..errors import PacklabError
