@@ -215,9 +215,14 @@ def attach_queue(queue: Any, cluster_or_client: Any) -> QueueRecorder | None:
     telemetry plugin (the cluster's telemetry follows it there). Never raises: telemetry
     must not stop a queue from opening (a failure is logged)."""
     try:
-        tel = telemetry_of(cluster_or_client)
-        if not config.get("telemetry.enabled") or tel is None:
+        if not config.get("telemetry.enabled"):
             return None
+        tel = telemetry_of(cluster_or_client)
+        if tel is None:  # a client (or a Dask cluster): record only if its scheduler has the plugin
+            if not _plugin.retarget(queue.client, queue.store):
+                return None
+            interval, every = _intervals()
+            return QueueRecorder(queue, interval=interval, flush_interval=every)
         interval, every = _intervals()
         rec = QueueRecorder(queue, interval=interval, flush_interval=every)
         old = tel.store
