@@ -35,6 +35,7 @@ _LAZY = {
     "Job": ".queue",
     "JobQueue": ".queue",
     "Retry": ".queue",
+    "Pipeline": ".pipeline",
     "Pricing": ".telemetry.pricing",
     "Finding": ".telemetry.advisor",
     "Monitor": ".telemetry.monitor",
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from .clusters import PackCluster, PacklabWarning
     from .clusters.launch import launch
     from .kernels import kernel, mapreduce
+    from .pipeline import Pipeline
     from .queue import Job, JobQueue, Retry
     from .telemetry.advise import advise
     from .telemetry.advisor import Finding
@@ -75,6 +77,7 @@ __all__ = [
     "PacklabError",
     "PacklabRuntimeError",
     "PacklabWarning",
+    "Pipeline",
     "Pricing",
     "Profile",
     "Retry",

@@ -186,11 +186,15 @@ def cluster_up(insecure: bool, **kwargs) -> None:
 @click.option("--size", type=TEXT, default="2GB", show_default=True, help="data volume, e.g. 8GB")
 @click.option("--profile", type=TEXT, default="analytics", show_default=True)
 @click.option("--workers", type=int, default=None)
-def demo(size: str, profile: str, workers: int | None) -> None:
-    """Run the main job: a chunked reduction on a local cluster, checked against NumPy."""
+@click.option("--out", type=TEXT, default="packlab-demo", show_default=True,
+              help="folder for the store (packlab.db) and report.html")
+def demo(size: str, profile: str, workers: int | None, out: str) -> None:
+    """The whole pack: a local cluster from a profile, a JobQueue batch (fair share, retry,
+    dead letters), a kernel map-reduce checked against NumPy, then the five metrics, the
+    cost, the advisor's findings and an offline report.html."""
     from . import demo as _demo
 
-    r = _demo.run(size=size, profile=profile, workers=workers)
+    r = _demo.run(size=size, profile=profile, workers=workers, out=out)
     click.echo(_demo.summary(r))
     if not r.ok:
         sys.exit(1)
@@ -216,7 +220,8 @@ def _output(path: str | None) -> str | None:
 @click.option("--store", type=TEXT, required=True, help="SQLite store with telemetry, e.g. packlab.db")
 @click.option("-o", "--output", type=TEXT, default=None, help="also write an HTML report to this file")
 def report(store: str, output: str | None) -> None:
-    """The five metrics, cost with its idle share, and the top findings of a store."""
+    """The five metrics, cost with its idle share, and the top findings of a store; with
+    -o, also the panel's plots as one self-contained HTML file (viewable offline)."""
     from .telemetry import report as _report
     from .telemetry.advise import advise
     from .telemetry.monitor import monitor
@@ -226,9 +231,33 @@ def report(store: str, output: str | None) -> None:
     snap, findings = m.snapshot(), advise(m)
     click.echo(_report.text(snap, findings))
     if output is not None:
-        with open(output, "w", encoding="utf-8") as f:
-            f.write(_report.html_page(snap, findings, title=f"packlab report: {store}"))
+        from .ui import report as _page
+
+        _page.write(m, output, title=f"packlab report: {store}")
         click.echo(f"\nwrote {output}")
+
+
+@main.command()
+@click.option("--store", type=TEXT, required=True, help="SQLite store with telemetry, e.g. packlab.db")
+@click.option("--port", type=int, default=8790, show_default=True)
+@click.option("--address", type=TEXT, default="127.0.0.1", show_default=True,
+              help="address to bind; anything but loopback requires a token")
+@click.option("--token", type=TEXT, default=None, help="token to require (default: generated when needed)")
+def dashboard(store: str, port: int, address: str, token: str | None) -> None:
+    """Serve the live panel of a store at http://ADDRESS:PORT/ until Ctrl-C."""
+    from .ui.dashboard import serve
+
+    d = serve(store, port=port, address=address, token=token)
+    click.echo(f"packlab dashboard: {d.url}", err=False)
+    if d.token is not None:
+        click.echo("(the token is required: share this URL only with those who may see the run)", err=True)
+    sys.stdout.flush()
+    signal.signal(signal.SIGTERM, lambda *_: d.server.io_loop.add_callback_from_signal(d.server.io_loop.stop))
+    try:
+        d.server.io_loop.start()
+    except KeyboardInterrupt:
+        pass
+    click.echo("stopped.", err=True)
 
 
 @main.command()

@@ -1,6 +1,12 @@
-"""``packlab demo``: the main job. A real chunked workload on a right-sized local cluster.
+"""``packlab demo``: the whole pack in one command, on a right-sized local cluster.
 
-It generates a few GB of float64 data *on the workers* and keeps it there (when it
+It launches a local cluster from a profile with telemetry into ``OUT/packlab.db``, runs
+a :class:`packlab.JobQueue` batch (:mod:`packlab.demo_batch`: two owners under fair
+share, a flaky job that succeeds on retry with backoff, one that ends in the dead-letter
+queue), then the kernel map-reduce below, and ends with the five metrics, the cost, the
+advisor's findings and ``OUT/report.html`` (the panel, offline).
+
+The map-reduce generates a few GB of float64 data *on the workers* and keeps it there (when it
 fits in half their memory), then reduces it twice, with the plain Dask expression and
 with a fused :func:`packlab.mapreduce` kernel, and does the same for a per-cell
 variance over time of the data seen as a (time, lat, lon) field. Nothing travels but
@@ -10,10 +16,14 @@ block by block, in bounded memory.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
 from dataclasses import field as _field
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -22,6 +32,7 @@ from .checks import integer
 from .clusters import PacklabWarning
 from .clusters.launch import launch
 from .errors import PacklabError
+from .pipeline.demo import PipelineDemo, pipeline_summary, run_pipeline_demo
 from .resources import this_machine
 from .units import format_bytes, memory_bytes
 
@@ -104,10 +115,18 @@ class DemoResult:
     persisted: bool
     generate_seconds: float
     parts: list[Part]
+    batch: Any = None  # demo_batch.BatchResult
+    pipeline: PipelineDemo | None = None
+    report: str | None = None  # the report.html written
+    store: str | None = None
+    summary_text: str = ""  # the five metrics, the cost and the findings
+    pricing_note: str = ""
 
     @property
     def ok(self) -> bool:
-        return all(p.ok for p in self.parts)
+        b = self.batch
+        batch_ok = b is None or (b.fair_share_ok and b.flaky_result == "ok on retry" and len(b.dead) == 1)
+        return all(p.ok for p in self.parts) and batch_ok and (self.pipeline is None or self.pipeline.ok)
 
 
 def _poly(x):
@@ -132,9 +151,28 @@ def _variance_reference(nt: int, cells: int = 4) -> np.ndarray:
     return np.var(_anomaly(np.modf(rows * 0.6180339887498949)[0]), axis=0)
 
 
-def run(size: str | int = "2GB", profile: str = "analytics", workers: int | None = None) -> DemoResult:
-    """Run the demo workload and return its figures (the CLI prints them)."""
+def _pricing():
+    """The site's prices, or the example ``aws-on-demand`` rates when none is set (so the
+    demo shows what cost looks like), and a note saying which."""
+    from .telemetry.pricing import Pricing
+
+    p = Pricing.from_config()
+    if p.core_hour or p.gb_hour or p.gpu_hour or p.su_price:
+        return p, "priced with packlab.pricing"
+    return Pricing.preset("aws-on-demand"), ("priced with the example aws-on-demand rates "
+                                             "(no packlab.pricing set)")
+
+
+def run(size: str | int = "2GB", profile: str = "analytics", workers: int | None = None,
+        out: str | os.PathLike = "packlab-demo") -> DemoResult:
+    """Run the demo and return its figures (the CLI prints them); the store and the report
+    go to the folder ``out`` (made when missing)."""
+    from . import demo_batch
     from .kernels import kernel, mapreduce
+    from .telemetry import report as text_report
+    from .telemetry.advise import advise
+    from .telemetry.monitor import monitor
+    from .ui import report as html_report
 
     nbytes = memory_bytes(size, "size")
     machine = this_machine().memory
@@ -148,10 +186,17 @@ def run(size: str | int = "2GB", profile: str = "analytics", workers: int | None
                                                   fix="The demo needs at least one worker.")
     nt = max(2, nbytes // 8 // _CELLS)  # whole time steps of the field
     n = nt * _CELLS
+    out = os.path.abspath(os.fspath(out))
+    os.makedirs(out, exist_ok=True)
+    store = os.path.join(out, "packlab.db")
+    for suffix in ("", "-wal", "-shm"):  # a fresh run each time
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(store + suffix)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PacklabWarning)  # the summary reports the sizing
-        pc = launch(profile=profile, workers=workers, wait=True)
-    with pc:
+        pc = launch(profile=profile, workers=workers, wait=True, store=store)
+    with pc, tempfile.TemporaryDirectory() as scratch:
+        batch = demo_batch.run(pc, store, scratch)
         client = pc.client
         info = client.scheduler_info(n_workers=-1)["workers"].values()
         threads = sum(w["nthreads"] for w in info)
@@ -184,15 +229,32 @@ def run(size: str | int = "2GB", profile: str = "analytics", workers: int | None
         var.timings.append(_timed("packlab", lambda: mapreduce(kernel(_anomaly), x, reduce="var",
                                                                axis=0).compute(), near))
         parts.append(var)
-        return DemoResult(pc.workers, threads, n * 8, persisted, gen, parts)
+        pipe = run_pipeline_demo(pc)
+        result = DemoResult(pc.workers, threads, n * 8, persisted, gen, parts, batch=batch, pipeline=pipe)
+    pricing, result.pricing_note = _pricing()
+    m = monitor(store, pricing=pricing)
+    result.summary_text = text_report.text(m.snapshot(), advise(m))
+    result.store = store
+    result.report = html_report.write(m, os.path.join(out, "report.html"), title="packlab demo")
+    return result
 
 
 def summary(r: DemoResult) -> str:
     where = ("generated on the workers and kept there" if r.persisted
              else "generated on the fly for each pass (too big to keep in worker memory)")
     workers = f"{r.workers} worker{'s' if r.workers != 1 else ''}"
-    lines = [f"{format_bytes(r.nbytes)} of float64 on {workers} ({r.threads} threads), "
-             f"{where}: {r.generate_seconds:.2f} s"]
+    lines = []
+    b = r.batch
+    if b is not None:
+        owners = " and ".join(f"{k} ({v})" for k, v in b.per_owner.items())
+        lines += [f"== job queue: {b.jobs} jobs for {owners} under fair share, {b.seconds:.1f} s",
+                  f"  fair share: {'bob was not starved behind alice' if b.fair_share_ok else 'BOB STARVED'}",
+                  f"  flaky job: {b.flaky_result} after {b.flaky_attempts} attempts (backoff in the queue)",
+                  f"  dead-letter queue: {len(b.dead)} job ({', '.join(b.dead) or 'none'}): "
+                  "packlab queue ls --status dead --store " + (r.store or "..."),
+                  "== map-reduce"]
+    lines += [f"{format_bytes(r.nbytes)} of float64 on {workers} ({r.threads} threads), "
+              f"{where}: {r.generate_seconds:.2f} s"]
     for part in r.parts:
         lines.append(f"{part.title}:")
         base = part.timings[0]
@@ -202,4 +264,10 @@ def summary(r: DemoResult) -> str:
             lines.append(f"  {t.label:8s} {t.seconds:7.3f} s  {part.gbps(t):7.2f} GB/s{speed}  {check}")
     lines.append("(second runs; the first packlab run of each also compiled the kernel on every "
                  f"worker: {', '.join(f'{p.timings[-1].first:.2f} s' for p in r.parts)})")
+    if r.pipeline is not None:
+        lines.append(pipeline_summary(r.pipeline))
+    if r.summary_text:
+        lines += [f"== the five metrics, cost ({r.pricing_note}) and findings", r.summary_text]
+    if r.report:
+        lines += [f"report: {r.report}", f"live panel: packlab dashboard --store {r.store}"]
     return "\n".join(lines)

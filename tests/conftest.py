@@ -9,6 +9,10 @@ import warnings
 import pytest
 from support import small_cluster
 
+# Real-browser tests run in their own pytest process (scripts/test.d/20-browser-panel):
+# Playwright's sync API and the notebook tests' event loops cannot share one.
+collect_ignore = [] if os.environ.get("PACKLAB_BROWSER_TESTS") == "1" else ["browser"]
+
 
 def slurm_ready() -> str | None:
     """None when a test SLURM is up, else the reason it is not."""

@@ -99,6 +99,7 @@ WRONG = [
     ("telemetry.advisor.pending-after", INF), ("telemetry.advisor.deep-queue", 0),
     ("telemetry.advisor.headroom", -0.2), ("telemetry.enabled", "yes"), ("telemetry.interval", "0s"),
     ("telemetry.flush-interval", -1), ("telemetry.store", 3), ("telemetry", "on"), ("telemetry.alerts", []),
+    ("panel.interval", "0s"), ("panel.history", "forever"), ("panel.report-points", 5), ("panel", "on"),
 ]
 
 

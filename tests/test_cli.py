@@ -41,13 +41,28 @@ def test_profiles_lists_all_five_with_sizes(runner):
         assert p.summary() in line and p.description in line
 
 
-def test_demo_small_matches_numpy(runner):
-    r = runner.invoke(main, ["demo", "--size", "64MB", "--workers", "1"])
+def test_demo_is_the_whole_pack(runner, tmp_path):
+    r = runner.invoke(main, ["demo", "--size", "64MB", "--workers", "1", "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output
+    # the job queue: two owners under fair share, a flaky job retried, one dead letter
+    assert "jobs for alice (61) and bob (11) under fair share" in r.output
+    assert "bob was not starved behind alice" in r.output
+    assert "flaky job: ok on retry after 2 attempts" in r.output
+    assert "dead-letter queue: 1 job" in r.output
+    # the map-reduce, checked against NumPy
     assert r.output.count("matches NumPy") == 4, r.output  # dask and packlab, two questions
     assert "DOES NOT" not in r.output
     assert "61.00 MiB of float64 on 1 worker " in r.output  # 64 MB in whole 256 x 256 time steps
     assert "generated on the workers and kept there" in r.output
+    assert "the flaky stage succeeded on attempt 2" in r.output and "right answer" in r.output
+    # the five metrics, the cost and the findings, from the run's own store
+    for metric in ("queue depth", "worker utilisation", "job duration p50 / p95", "failure rate",
+                   "cost per job", "jobs completed today", "top findings"):
+        assert metric in r.output, metric
+    assert "failure rate              1.4 % (1 of 72 jobs)" in r.output
+    assert "USD" in r.output and "aws-on-demand" in r.output and "dead-letter" in r.output
+    report = tmp_path / "report.html"
+    assert f"report: {report}" in r.output and "Worker health" in report.read_text()
 
 
 @pytest.mark.parametrize(

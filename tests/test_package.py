@@ -24,6 +24,8 @@ def test_every_public_name_resolves_to_the_function_or_class_not_a_module():
         assert type(value).__name__ != "module", name
     assert callable(packlab.launch) and packlab.launch.__name__ == "launch"
     assert packlab.JobQueue.__name__ == "JobQueue" and packlab.mapreduce.__name__ == "mapreduce"
+    assert packlab.Pipeline.__name__ == "Pipeline"
+    assert packlab.Pipeline.__module__ == "packlab.pipeline.pipeline"
     assert set(packlab.__all__) <= set(dir(packlab))
 
 

@@ -3,8 +3,10 @@ no threads (in the manner of ``cooldown_decision`` in ``clusters/adaptive.py``).
 
 The driver thread (:mod:`.engine`) feeds it and carries its decisions out: how many
 jobs to hand to Dask now (:func:`refill`), how deep the pipeline is (:func:`capacity`),
-and what a failed attempt becomes (:func:`after_failure`). The messages the driver
-thread receives and the timers it keeps are typed here too.
+and what a failed attempt becomes (:func:`after_failure`). The state machine that
+uses them is :class:`.machine.Core`; the messages the driver thread receives, the
+events the state machine takes, the decisions it returns and its timer kinds are typed
+here.
 
 Examples
 --------
@@ -60,6 +62,20 @@ def refill(cap: int, running: int) -> int:
     if running and room < cap // 2:
         return 0
     return max(0, room)
+
+
+def fetch_enough(cap: int, running: int) -> int:
+    """How many finished attempts start a result fetch at once (fewer wait a few
+    milliseconds for company): half the pipeline while other attempts still run, since
+    more finish meanwhile and one gather serves them all; one when none runs, since no
+    company is coming (a lone job's result, e.g. a pipeline stage, is fetched at once).
+
+    Examples
+    --------
+    >>> fetch_enough(64, running=40), fetch_enough(64, running=0), fetch_enough(1, running=1)
+    (32, 1, 1)
+    """
+    return max(1, cap // 2) if running else 1
 
 
 @dataclass(frozen=True)
@@ -160,4 +176,131 @@ class Stop:
 
 
 # -- timers ----------------------------------------------------------------------------------
-READY, TIMEOUT, DEADLINE, BREAKER, FETCH = "ready", "timeout", "deadline", "breaker", "fetch"
+READY, TIMEOUT, DEADLINE, BREAKER = "ready", "timeout", "deadline", "breaker"
+#: The timer kinds of :class:`.machine.Core` (the fetch wait is the driver's own).
+TIMERS = (READY, TIMEOUT, DEADLINE, BREAKER)
+
+
+# -- events the pure core (:class:`.machine.Core`) takes ----------------------------------
+@dataclass(slots=True)
+class Ended:
+    """An attempt's Dask future finished: ``ok`` (its result is to be fetched) or not
+    (``error``, ``traceback``)."""
+    job: Any
+    token: int
+    ok: bool
+    error: BaseException | None = None
+    traceback: str = ""
+
+
+@dataclass(slots=True)
+class Fetched:
+    """Results came back: ``(job, token, future)`` items and ``(ok, value, tb)`` outcomes."""
+    batch: list
+    outcomes: list
+
+
+@dataclass(slots=True)
+class Sent:
+    """Jobs of a :class:`HandOver` went to Dask: their ``futures``, or one error per job."""
+    jobs: list
+    futures: list | None = None
+    errors: list | None = None
+
+
+@dataclass(slots=True)
+class Unsent:
+    """Jobs of a :class:`HandOver` were not handed over (the lease could not be read)."""
+    jobs: list
+
+
+@dataclass(slots=True)
+class Cancel:
+    """Cancel a job (answered by a :class:`Reply`: ``False`` when it was already final)."""
+    job: Any
+
+
+@dataclass(slots=True)
+class Requeue:
+    """Give a dead, failed or cancelled job a fresh set of attempts (a :class:`Reply`)."""
+    job: Any
+
+
+@dataclass(slots=True)
+class Threads:
+    """The cluster now has ``n`` worker threads (``max_in_flight`` follows them)."""
+    n: int
+
+
+@dataclass(slots=True)
+class Tick:
+    """Fire the timers that are due."""
+
+
+@dataclass(slots=True)
+class Admit:
+    """Fill the free slots from the policy."""
+
+
+@dataclass(slots=True)
+class Ask:
+    """A core event sent from another thread, answered in ``box`` (``Engine.ask``)."""
+    event: Any
+    box: list = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+# -- decisions the core returns, carried out by the driver thread --------------------------
+@dataclass(slots=True)
+class HandOver:
+    """Hand these jobs to Dask (after reading the lease); answer with Sent or Unsent."""
+    jobs: list
+
+
+@dataclass(slots=True)
+class CancelFutures:
+    """Cancel these Dask futures."""
+    futures: list
+
+
+@dataclass(slots=True)
+class Record:
+    """Record a job event (already in ``job.events``) in the store (``stored``) and
+    emit it to subscribers, with the queue's depth when it happened."""
+    job: Any
+    t: float
+    kind: str
+    detail: str
+    depth: int
+    stored: bool = True
+
+
+@dataclass(slots=True)
+class Update:
+    """Write the job's record; ``fields`` are extra columns, ``result`` stores its result."""
+    job: Any
+    fields: dict | None = None
+    result: bool = False
+
+
+@dataclass(slots=True)
+class Watch:
+    """Report when these ``(job, token, future)`` attempts finish (as :class:`Ended`)."""
+    items: list
+
+
+@dataclass(slots=True)
+class Fetch:
+    """Fetch the results of these finished ``(job, token, future)`` attempts."""
+    items: list
+
+
+@dataclass(slots=True)
+class Reply:
+    """The answer to an :class:`Ask` (a value, or the exception to raise)."""
+    value: Any
+
+
+@dataclass(slots=True)
+class LeaseLost:
+    """A worker refused an attempt: another driver holds the store. Stop."""

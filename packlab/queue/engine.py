@@ -1,9 +1,10 @@
-"""The queue's driver thread: it owns the running state, feeds the pure core
-(:mod:`.core`) and carries out its decisions.
+"""The queue's driver thread: it feeds the pure core (:class:`.machine.Core`, which
+holds the running set, the timers and the admission decisions) and carries out its
+decisions: hand-overs to Dask, cancels, records, subscriber events, fetches.
 
-It keeps at most ``max_in_flight`` futures on Dask, pops the next job from the policy,
-handles completions (:mod:`.fetch` posts them here), timeouts, deadlines, backoff
-timers and circuit breakers (:mod:`.breakers`); results are fetched off this thread.
+The core keeps at most ``max_in_flight`` futures on Dask and picks the next job; this thread
+turns completions (:mod:`.fetch` posts them here) into core events and ticks the core's
+timers (timeouts, deadlines, backoff, circuit breakers); results are fetched off this thread.
 Nothing ever sleeps on a worker: a retry waits in the timer heap (and its end is
 stored, so a resumed retry waits out the rest of its backoff).
 
@@ -24,7 +25,6 @@ queue's :class:`~.job.Signal`. One failing message is logged and recorded in
 
 from __future__ import annotations
 
-import itertools
 import logging
 import queue
 import re
@@ -34,23 +34,23 @@ import traceback
 import uuid
 from typing import Any
 
+import cloudpickle
 from distributed.client import FutureCancelledError
 
-from ..errors import PacklabError
-from . import core
-from .breakers import Breakers
-from .core import BREAKER, DEADLINE, FETCH, READY, TIMEOUT
+from . import control, core
 from .events import Hub
 from .fetch import Completions, Fetcher
 from .job import Job, Signal
-from .outcomes import Outcomes
+from .machine import Core
 from .payload import Payload, run_fenced
 from .policies import Policy
 from .retry import CircuitBreaker, Retry, RetryBudget
-from .states import FAILED, POLL, QUEUED, RETRYING, RUNNING, Kind
+from .states import POLL
 from .store import Store
 
 log = logging.getLogger("packlab.queue")
+BURY_EVERY, BURY_MANY = 0.1, 1024  # s, futures: see Engine._bury
+THREADS_EVERY = 1.0  # s: how often max_in_flight follows the cluster's threads
 
 
 def _short(fn_name: str) -> str:
@@ -58,48 +58,61 @@ def _short(fn_name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", fn_name.rsplit(".", 1)[-1]) or "job"
 
 
-class Engine(Outcomes):
-    """The queue's engine (see the module docstring). :class:`JobQueue` is its face and
-    uses its narrow API: ``push``, ``resume``, ``rejected``, ``call``, ``stop``,
+class Engine:
+    """The queue's driver (see the module docstring). :class:`JobQueue` is its face and
+    uses its narrow API: ``push``, ``resume``, ``rejected``, ``ask``, ``stop``,
     ``snapshot``, ``event`` and the read-only ``jobs``, ``signal``, ``client``;
-    :mod:`.control` uses ``withdraw``, ``enqueue``, ``record``, ``event``, ``lookup``."""
+    :mod:`.control` uses ``apply`` and ``lookup``."""
 
     def __init__(self, client, policy: Policy, store: Store, lease, retry: Retry, budget: RetryBudget,
                  breaker: CircuitBreaker, max_in_flight: int | None, factor: int, result_max: int,
                  hub: Hub):
-        self.client, self.policy, self.store, self.lease, self.retry = client, policy, store, lease, retry
-        self.budget, self.hub = budget, hub
-        self.fixed_cap, self.factor, self.result_max = max_in_flight, factor, result_max
+        self.client, self.store, self.lease, self.hub = client, store, lease, hub
+        self.result_max = result_max
+        self.core = Core(policy, retry, budget, breaker, max_in_flight, factor, fenced=lease is not None)
         self.fence = None if lease is None else (lease.abspath, lease.driver)
         self._tag = uuid.uuid4().hex[:8] if lease is None else lease.driver[:8]
         self.signal = Signal()
-        self.budget_lock = threading.Lock()
+        self._lock = threading.Lock()  # the core is read by snapshot() from other threads
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.jobs: dict[str, Job] = {}
-        self.running: dict[str, Job] = {}
-        self.breakers = Breakers(breaker)
-        self._timers: list = []
-        self._tn = itertools.count()
         self._dispatched = 0
-        self._cap = (0.0, factor)
-        self._runtime: float | None = None
-        self._samples = 0
+        self._threads_at = -THREADS_EVERY
+        self._fetch_at: float | None = None
         self._polled = 0.0
-        self._handlers = {core.Push: self._on_push, core.Resume: self._on_resume,
-                          core.Rejected: self._on_rejected, core.Call: self._on_call,
-                          core.Results: self._on_results}
-        self._fire = {READY: self._ready, TIMEOUT: self._timeout, DEADLINE: self._deadline,
-                      BREAKER: self._probe, FETCH: self._fetch}
+        self._graveyard: list = []  # futures of ended attempts, released by _bury
+        self._buried = 0.0
+        self._do = {core.HandOver: self._hand_over, core.CancelFutures: self._cancel_futures,
+                    core.Record: self._record, core.Update: self._update, core.Watch: self._watch,
+                    core.Fetch: self._fetch, core.LeaseLost: self._lease_lost}
         self.fetcher = Fetcher(client, lambda batch, f: self.inbox.put(core.Results(batch, f)))
         self.completions = Completions(client, lambda items: self.inbox.put(core.Completed(items)))
+        self._threads(time.time())  # max_in_flight is right from the start
         self.thread = threading.Thread(target=self._loop, name="packlab-queue", daemon=True)
         self.thread.start()
 
     # -- the narrow API ------------------------------------------------------------------
+    @property
+    def policy(self) -> Policy:
+        return self.core.policy
+
+    @property
+    def retry(self) -> Retry:
+        return self.core.retry
+
+    @property
+    def running(self) -> dict[str, Job]:
+        return self.core.running
+
+    @property
+    def breakers(self):
+        return self.core.breakers
+
     def push(self, job: Job) -> None:
         self.inbox.put(core.Push(job))
 
     def resume(self, job: Job) -> None:
+        job._cv = self.signal
         self.inbox.put(core.Resume(job))
 
     def rejected(self, job: Job, error: BaseException) -> None:
@@ -108,9 +121,16 @@ class Engine(Outcomes):
     def stop(self) -> None:
         self.inbox.put(core.Stop())
 
+    def ask(self, event: Any, timeout: float = 60.0) -> Any:
+        """Have the driver thread apply a core ``event`` (Cancel, Requeue); return its
+        :class:`~.core.Reply` (or raise the error it carries)."""
+        return self._wait(core.Ask(event), timeout)
+
     def call(self, fn, timeout: float = 60.0) -> Any:
         """Run ``fn(now)`` in the driver thread and return its result (or raise its error)."""
-        msg = core.Call(fn)
+        return self._wait(core.Call(fn), timeout)
+
+    def _wait(self, msg, timeout: float) -> Any:
         self.inbox.put(msg)
         if not msg.done.wait(timeout):
             raise TimeoutError("the queue's loop did not answer")
@@ -126,46 +146,59 @@ class Engine(Outcomes):
             job = self.jobs.setdefault(job_id, found[0]) if found else None
         return job
 
-    # Used by control (in the driver thread): take a job out of the running state or
-    # the policy, put it back, record it.
-    def withdraw(self, job: Job, now: float) -> None:
-        """Take ``job`` out: end its attempt and cancel its future, or drop it from the
-        policy (and from a breaker's held jobs)."""
-        if job.status == RUNNING:
-            fut = job._future
-            self.end_attempt(job, now)
-            if fut is not None:
-                try:
-                    self.client.cancel([fut])
-                except Exception:
-                    pass
-            self.breakers.abandon(job.fn_name, now)
-        else:
-            self.policy.remove(job)
-            self.breakers.forget(job)
-
-    def enqueue(self, job: Job) -> None:
-        job._cv = self.signal  # a job loaded from the store is this queue's from now on
-        self.policy.push(job)
-
-    def record(self, job: Job) -> None:
-        self.store.update(job)
+    def capacity(self) -> int:
+        return self.core.capacity()
 
     def snapshot(self) -> dict[str, Any]:
-        now = time.time()
-        with self.budget_lock:
-            budget = self.budget.stats(now)
-        return {"policy": self.policy.name, "queued": len(self.policy), "in_flight": len(self.running),
-                "max_in_flight": self.capacity(), "held": self.breakers.held_counts(),
-                "breakers": self.breakers.stats(), "retry_budget": budget}
+        with self._lock:
+            return self.core.snapshot(time.time())
+
+    def event(self, job: Job, kind: str, detail: str, now: float) -> None:
+        """Record an event of a job not yet in the core's hands (``submit``)."""
+        job.events.append((now, kind, detail))
+        self.store.event(job.id, now, kind, detail)
+        self.hub.emit(kind, job.id, job.owner, job.rank, job.fn_name, now, detail, len(self.core.policy))
+
+    # -- feeding the core ----------------------------------------------------------------
+    def apply(self, event: Any, now: float) -> Any:
+        """Feed ``event`` (or a list of events) to the core and carry out its decisions
+        (in this thread only); returns the :class:`~.core.Reply` value, if any."""
+        if type(event) is core.Requeue:
+            event.job._cv = self.signal  # a job loaded from the store is this queue's from now on
+        with self._lock:
+            try:
+                if type(event) is list:
+                    decisions = self.core.handle_all(event, now)
+                else:
+                    decisions = self.core.handle(event, now)
+            except Exception as e:
+                self._error(type(event).__name__.lower(), e)
+                decisions = self.core.take()  # what it decided before the error
+        reply = None
+        for d in decisions:
+            if type(d) is core.Reply:
+                reply = d.value
+                continue
+            try:
+                self._do[type(d)](d, now)
+            except Exception as e:
+                self._error(type(d).__name__.lower(), e)
+        return reply
+
+    def _error(self, what: str, e: BaseException) -> None:
+        """A bug in one step is logged and surfaced, and the loop serves on."""
+        if self.signal.error is None:
+            self.signal.error = f"{what}: {type(e).__name__}: {e}"
+        log.error("packlab queue loop error (%s)", what, exc_info=e)
 
     # -- the loop ------------------------------------------------------------------------
     def _loop(self) -> None:
         stop = False
         while not stop:
             wait = 0.2
-            if self._timers:
-                wait = min(wait, max(0.0, self._timers[0][0] - time.time()))
+            for due in (self.core.next_due(), self._fetch_at):
+                if due is not None:
+                    wait = min(wait, max(0.0, due - time.time()))
             msgs = []
             try:
                 msgs.append(self.inbox.get(timeout=wait))
@@ -174,158 +207,119 @@ class Engine(Outcomes):
             except queue.Empty:
                 pass
             stop = self._handle(msgs)
+            msgs = None  # its results' futures go with the graveyard (see _bury)
             if not stop:
                 now = time.time()
-                self._guard("timers", self._fire_timers, now)
+                self.apply(core.Tick(), now)
                 if now - self._polled > POLL:
                     self._polled = now
-                    self._guard("requests", self._requests, now)
-                self._guard("admission", self._admit, now)  # refill freed slots first
-                self._guard("fetch", self.fetcher.kick, now, self.capacity() // 2)
+                    self._step("requests", self._requests, now)
+                self._step("threads", self._threads, now)
+                self.apply(core.Admit(), now)  # refill freed slots first
+                self._step("fetch", self._kick, now)
+            self._bury(time.time())
             self.signal.notify()
 
-    def _guard(self, what: str, fn, *args) -> Any:
-        """Run one step; a bug in it is logged and surfaced, and the loop serves on."""
+    def _bury(self, now: float) -> None:
+        """Drop the futures of ended attempts on the client's event loop, many at once.
+
+        Releasing a Dask future from another thread wakes the event loop (a write to its
+        self-pipe, and a GIL hand-over) once per future; released on the loop itself it
+        is a plain callback. The graveyard holds their last references until then: at
+        most ``BURY_EVERY`` seconds or ``BURY_MANY`` futures, so the scheduler forgets
+        finished keys promptly and one wake-up serves many.
+        """
+        if self._graveyard and (len(self._graveyard) >= BURY_MANY or now - self._buried >= BURY_EVERY
+                                or self.signal.closed):
+            self._buried = now
+            dead, self._graveyard = self._graveyard, []
+            try:
+                self.client.loop.add_callback(dead.clear)
+            except Exception:  # a closed loop: they go here instead
+                pass
+
+    def _step(self, what: str, fn, now: float) -> None:
         try:
-            return fn(*args)
+            fn(now)
         except Exception as e:
-            if self.signal.error is None:
-                self.signal.error = f"{what}: {type(e).__name__}: {e}"
-            log.exception("packlab queue loop error (%s)", what)
-            return None
+            self._error(what, e)
 
     def _handle(self, msgs: list) -> bool:
         now = time.time()
         finished = []
         for msg in msgs:
-            if isinstance(msg, core.Completed):
+            kind = type(msg)
+            if kind is core.Completed:
                 finished.extend(msg.items)
-            elif isinstance(msg, core.Stop):
-                self._stop()
+            elif kind is core.Results:
+                self.fetcher.finished()
+                try:
+                    outcomes = msg.fetched.result()
+                except Exception as e:  # the fetch itself broke: every attempt of the batch failed
+                    outcomes = [(False, e, traceback.format_exc())] * len(msg.batch)
+                self.apply(core.Fetched(msg.batch, outcomes), now)
+                self._graveyard.extend(fut for _, _, fut in msg.batch)
+            elif kind is core.Stop:
+                self.signal.closed = True
+                self.fetcher.shutdown()
+                self.completions.close()
+                self.apply(msg, now)  # cancel in-flight futures; their records stay running
                 return True
-            else:
-                self._guard(type(msg).__name__.lower(), self._handlers[type(msg)], msg, now)
-        for job, tok in finished:
-            self._guard("done", self._completed, job, tok, now)
+            elif kind is core.Ask or kind is core.Call:
+                try:
+                    msg.box.append(self.apply(msg.event, now) if kind is core.Ask else msg.fn(now))
+                except BaseException as e:
+                    msg.box.append(e)
+                msg.done.set()
+            else:  # Push, Resume, Rejected
+                self.apply(msg, now)
+        if finished:
+            self._graveyard.extend(job._future for job, _ in finished)
+            self.apply([self._ended(job, tok) for job, tok in finished], now)
         return False
 
-    def _on_push(self, msg: core.Push, now: float) -> None:
-        job = msg.job
-        if job.status in (QUEUED, RETRYING):
-            if msg.ready_at is None:
-                self.policy.push(job)
-            else:  # a resumed retry: in the timer heap until the end of its backoff
-                job._token += 1
-                self._timer(msg.ready_at, READY, job, job._token)
-            with self.budget_lock:
-                self.budget.submitted(now)
-            if job.deadline is not None:
-                self._timer(job.deadline, DEADLINE, job, 0)
-
-    def _on_resume(self, msg: core.Resume, now: float) -> None:
-        job = msg.job
-        was = job.status
-        job._cv = self.signal
-        if job.done():
-            return
-        job.status = RETRYING if was == RETRYING else QUEUED
-        why = "was running when the last driver stopped" if was == RUNNING else f"was {was}"
-        ready_at = job.next_attempt if job.status == RETRYING and (job.next_attempt or 0) > now else None
-        if ready_at is not None:  # the rest of its backoff: a restart is no reason to hurry
-            why += f"; next attempt in {ready_at - now:.3f} s, at the end of its backoff"
-        self.event(job, Kind.RESUMED, why, now)
-        self.store.update(job)
-        self._on_push(core.Push(job, ready_at), now)
-
-    def _on_rejected(self, msg: core.Rejected, now: float) -> None:
-        job = msg.job
-        if job.status != QUEUED:
-            return
-        err = (f"job {job.id} was not recorded, so it never runs: {msg.error}. Another process "
-               f"submitted key={job.key!r} first; submit the key again to get that job.")
-        job.status, job.error, job._exc = FAILED, err, PacklabError(err)
-        job.events.append((now, Kind.REJECTED, err))
-        self.hub.emit(Kind.REJECTED, job.id, job.owner, job.rank, job.fn_name, now, err, len(self.policy))
-
-    def _on_call(self, msg: core.Call, now: float) -> None:
-        try:
-            msg.box.append(msg.fn(now))
-        except BaseException as e:
-            msg.box.append(e)
-        msg.done.set()
-
-    def _on_results(self, msg: core.Results, now: float) -> None:
-        self.fetcher.finished()
-        try:
-            outcomes = msg.fetched.result()
-        except Exception as e:  # the fetch itself broke: every attempt of the batch failed
-            outcomes = [(False, e, traceback.format_exc())] * len(msg.batch)
-        for (job, tok, _), (ok, value, tb) in zip(msg.batch, outcomes, strict=True):
-            if tok != job._token or job.status != RUNNING:
-                continue  # cancelled (or cancelled and requeued) meanwhile
-            if ok:
-                result, runtime = value  # payload.run timed the call on its worker
-                self._guard("result", self._succeeded, job, result, now, runtime)
-            else:
-                self._guard("result", self._failed, job, value, tb, now)
+    @staticmethod
+    def _ended(job: Job, tok: int) -> core.Ended:
+        """The core's event for a finished Dask future of ``job``'s attempt ``tok``."""
+        fut = job._future
+        if fut is None or tok != job._token:
+            return core.Ended(job, tok, False)  # stale: the core ignores it
+        if fut.status == "finished":
+            return core.Ended(job, tok, True)
+        if fut.status == "error":
+            exc = fut.exception()
+            return core.Ended(job, tok, False, exc,
+                              "".join(traceback.format_exception(type(exc), exc, fut.traceback())))
+        return core.Ended(job, tok, False, FutureCancelledError(fut.key, reason="lost by the scheduler"))
 
     def _requests(self, now: float) -> None:
         """Act on what other processes asked (``packlab queue cancel/requeue``)."""
-        from . import control
-
         rows = self.lease.requests() if self.lease is not None else self.store.requests()
         if rows:
             control.apply_requests(self, rows, now)
             self.store.write("DELETE FROM requests WHERE rowid<=?", (rows[-1][0],))
 
-    def _stop(self) -> None:
-        # Records of in-flight jobs stay "running": resume() runs them again.
-        self.signal.closed = True
-        self.fetcher.shutdown()
-        self.completions.close()
-        futs = [j._future for j in self.running.values() if j._future is not None]
-        if futs:
-            try:
-                self.client.cancel(futs)
-            except Exception:
-                pass
+    def _threads(self, now: float) -> None:
+        """``max_in_flight`` follows the cluster as it scales (unless fixed)."""
+        if self.core.fixed_cap or now - self._threads_at < THREADS_EVERY:
+            return
+        self._threads_at = now
+        try:
+            threads = sum(self.client.nthreads().values())
+        except Exception:
+            threads = 0
+        self.apply(core.Threads(threads), now)
 
-    # -- admission -----------------------------------------------------------------------
-    def capacity(self, now: float | None = None) -> int:
-        """``max_in_flight``: fixed, or :func:`.core.capacity` of the cluster's threads,
-        refreshed every second so it follows the cluster as it scales."""
-        if self.fixed_cap:
-            return self.fixed_cap
-        now = time.time() if now is None else now
-        t, cap = self._cap
-        if now - t > 1.0:
-            try:
-                threads = sum(self.client.nthreads().values())
-            except Exception:
-                threads = 0
-            cap = core.capacity(threads, self.factor, self._runtime, self._samples)
-            self._cap = (now, cap)
-        return cap
+    def _kick(self, now: float) -> None:
+        self.fetcher.kick(now, core.fetch_enough(self.core.capacity(), len(self.core.running)))
+        if self._fetch_at is not None and now >= self._fetch_at:
+            self._fetch_at = None
 
-    def _admit(self, now: float) -> None:
-        room = core.refill(self.capacity(now), len(self.running))
-        batch: list[Job] = []
-        while len(batch) < room:
-            job = self.policy.pop(now)
-            if job is None:
-                break
-            if not self.breakers.allow(job, now):
-                self.policy.finished(job, 0.0, now)
-                state = self.breakers.state(job.fn_name)
-                self.event(job, Kind.HELD, f"circuit {state} for {job.fn_name}", now)
-                continue
-            batch.append(job)
-        if batch:
-            self._dispatch(batch, now)
-
-    def _dispatch(self, jobs: list[Job], now: float) -> None:
+    # -- carrying out decisions ----------------------------------------------------------
+    def _hand_over(self, d: core.HandOver, now: float) -> None:
         # One client.map per run of jobs with the same resources: per-call overhead in
         # the client and the scheduler is what limits throughput of tiny jobs.
+        jobs = d.jobs
         if self.lease is not None:
             try:
                 held = self.lease.held()
@@ -333,9 +327,7 @@ class Engine(Outcomes):
                 log.warning("packlab queue: could not read the lease of %s (%s)", self.store.path, e)
                 held = None
             if not held:
-                for job in jobs:
-                    self.policy.finished(job, 0.0, now)
-                    self.policy.push(job)
+                self.apply(core.Unsent(jobs), now)
                 if held is False:
                     self.lease.mark_lost()  # stops the loop: it runs nothing more
                 return
@@ -344,10 +336,10 @@ class Engine(Outcomes):
             j = i + 1
             while j < len(jobs) and jobs[j].resources == jobs[i].resources:
                 j += 1
-            self._dispatch_run(jobs[i:j], now)
+            self._map(jobs[i:j], now)
             i = j
 
-    def _dispatch_run(self, jobs: list[Job], now: float) -> None:
+    def _map(self, jobs: list[Job], now: float) -> None:
         self._dispatched += 1
         # The driver's own tag keeps keys apart across drivers on a shared cluster: a
         # resumed attempt must not pick up (or be cancelled with) an earlier driver's
@@ -361,31 +353,49 @@ class Engine(Outcomes):
                                    priority=-self._dispatched, pure=False, resources=jobs[0].resources,
                                    retries=0, fence=self.fence)
         except Exception as e:  # recorded running all the same: the attempt counts, and fails
-            futs = e
-        for job in jobs:
-            job.attempts += 1
-            job._token += 1
-            job.status, job._started, job.next_attempt = RUNNING, now, None
-            self.running[job.id] = job
-            self.event(job, Kind.RUNNING, f"attempt {job.attempts}", now)
-            self.store.update(job)
-        if isinstance(futs, Exception):
-            for job in jobs:
-                self._failed(job, FutureCancelledError(f"packlab-{job.id}", reason=str(futs)), "", now)
+            errors = [FutureCancelledError(f"packlab-{j.id}", reason=str(e)) for j in jobs]
+            self.apply(core.Sent(jobs, None, errors), now)
             return
-        for job, fut in zip(jobs, futs, strict=True):
-            job._future = fut
-            if job.timeout:
-                self._timer(now + job.timeout, TIMEOUT, job, job._token)
-            if job.deadline is not None and now > job.deadline:
-                self._late(job, "started after its deadline", now)
-        self.completions.add([(j, j._token, j._future) for j in jobs])
+        self.apply(core.Sent(jobs, futs), now)
 
-    # -- bookkeeping ---------------------------------------------------------------------
-    def event(self, job: Job, kind: str, detail: str, now: float) -> None:
-        job.events.append((now, kind, detail))
-        self.store.event(job.id, now, kind, detail)
-        self.hub.emit(kind, job.id, job.owner, job.rank, job.fn_name, now, detail, len(self.policy))
+    def _cancel_futures(self, d: core.CancelFutures, now: float) -> None:
+        self._graveyard.extend(d.futures)
+        try:
+            self.client.cancel(d.futures)
+        except Exception:
+            pass
+
+    def _record(self, d: core.Record, now: float) -> None:
+        job = d.job
+        if d.stored:
+            self.store.event(job.id, d.t, d.kind, d.detail)
+        self.hub.emit(d.kind, job.id, job.owner, job.rank, job.fn_name, d.t, d.detail, d.depth)
+
+    def _update(self, d: core.Update, now: float) -> None:
+        job = d.job
+        if not d.result:
+            self.store.update(job, **(d.fields or {}))
+            return
+        blob = None
+        try:
+            blob = cloudpickle.dumps(job._result)
+            if len(blob) > self.result_max:
+                blob = None
+        except Exception:
+            pass
+        self.store.update(job, result=blob, has_result=int(blob is not None))
+
+    def _watch(self, d: core.Watch, now: float) -> None:
+        self.completions.add(d.items)
+
+    def _fetch(self, d: core.Fetch, now: float) -> None:
+        when = self.fetcher.add(d.items, now)
+        if when is not None and (self._fetch_at is None or when < self._fetch_at):
+            self._fetch_at = when
+
+    def _lease_lost(self, d: core.LeaseLost, now: float) -> None:
+        if self.lease is not None:
+            self.lease.mark_lost()
 
 
 __all__ = ["Engine"]

@@ -57,7 +57,7 @@ from distributed import Client
 from .. import checks, config
 from ..errors import PacklabError, QueueClosed, QueueFailed, StoreError, bad_value
 from ..units import memory_bytes
-from . import control
+from . import core
 from . import payload as _payload
 from .engine import Engine
 from .events import Hub
@@ -294,7 +294,7 @@ class JobQueue(Views):
         self._check_open()
         job = self.get(job_id)
         check_requeueable(job.id, job.status)  # early, clear; the loop checks again
-        return self._engine.call(lambda now: control.requeue(self._engine, job, now))
+        return self._engine.ask(core.Requeue(job))
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a job; ``False`` if it was already final. A running job's thread runs
@@ -303,7 +303,7 @@ class JobQueue(Views):
         job = self.get(job_id)
         if job.status in TERMINAL:
             return False
-        return self._engine.call(lambda now: control.cancel(self._engine, job, now))
+        return self._engine.ask(core.Cancel(job))
 
     def resume(self) -> JobQueue:
         """Run again every job of the store that had not finished (queued, retrying, or

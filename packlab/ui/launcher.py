@@ -56,6 +56,9 @@ class ClusterLauncher(w.VBox):
     refresh_interval : float, str or None
         Time between status refreshes while a cluster runs (seconds, or a duration such
         as ``"5s"``); ``None``: only on actions and :meth:`refresh`.
+    show_panel : bool
+        Show the live :func:`packlab.ui.panel` under the form once a cluster is up
+        (when it has telemetry).
     **launch_kwargs
         Passed to every :func:`packlab.launch` call (e.g. ``cores=1``, ``memory="1GiB"``).
 
@@ -88,6 +91,7 @@ class ClusterLauncher(w.VBox):
         max_workers: int = 1,
         cost_source: CostSource | None = None,
         refresh_interval: float | None = 2.0,
+        show_panel: bool = True,
         **launch_kwargs: Any,
     ):
         # Bad arguments are shown in the widget's error line (and warned), never as a
@@ -141,6 +145,9 @@ class ClusterLauncher(w.VBox):
         self.status = w.HTML()
         self.notes = w.HTML()
         self.error = w.HTML()
+        self.show_panel = show_panel is True
+        self.panel = None  # the packlab.ui.panel.Panel of the running cluster
+        self.panel_box = w.VBox()
 
         self.profile.observe(self._on_profile, names="value")
         self.launch_button.on_click(lambda _: self.launch())
@@ -157,6 +164,7 @@ class ClusterLauncher(w.VBox):
                 self.status,
                 self.notes,
                 self.error,
+                self.panel_box,
             ]
         )
         self._sync_buttons()
@@ -197,6 +205,7 @@ class ClusterLauncher(w.VBox):
                 items = "".join(f"<li>{html.escape(n, quote=False)}</li>" for n in self._cluster.notes)
                 self.notes.value = f"<b>packlab adjusted your request:</b><ul>{items}</ul>"
             self._start_refresh()
+            self._show_panel()
 
     def scale(self) -> None:
         """Apply min/max workers to the running cluster (what the Scale button does)."""
@@ -287,8 +296,25 @@ class ClusterLauncher(w.VBox):
         except PacklabError:  # a broken profile or config: the error line says why
             return "walltime"
 
+    def _show_panel(self) -> None:
+        """The live panel under the form (drawn by packlab.ui.panel, which reads the store)."""
+        if not self.show_panel or getattr(self._cluster, "telemetry", None) is None:
+            return
+        try:
+            from .panel import panel
+
+            self.panel = panel(self._cluster)
+            self.panel_box.children = [self.panel.widget()]
+        except Exception as e:  # the cluster is up: a panel that cannot draw is a note, not a failure
+            logger.warning("packlab launcher: no panel", exc_info=True)
+            self.panel = None
+            self.notes.value += f"<i>panel unavailable: {html.escape(_one_line(e), quote=False)}</i>"
+
     def _forget_cluster(self) -> PackCluster | None:
         pc, self._cluster = self._cluster, None
+        if self.panel is not None:
+            self.panel.stop()
+            self.panel, self.panel_box.children = None, []
         if self._stop_refresh is not None:
             self._stop_refresh.set()
             self._stop_refresh = None

@@ -1,0 +1,61 @@
+"""A driver process for the pipeline crash test: it runs a pipeline on its own local
+cluster; the test kills it (and its workers) with SIGKILL mid-run, then runs it again.
+
+    python tests/pipeline_driver.py CHECKPOINT LOG    # prints the results as JSON at the end
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+
+import packlab
+
+ELEMENTS = 8
+
+
+def effect(log: str, what: str) -> None:
+    with open(log, "a") as f:
+        f.write(what + "\n")
+
+
+def build(checkpoint: str, log: str) -> packlab.Pipeline:
+    pipe = packlab.Pipeline("crash", checkpoint=checkpoint)
+
+    @pipe.stage
+    def source(log=log):
+        effect(log, "source")
+        return list(range(ELEMENTS))
+
+    @pipe.stage(map_over="source")
+    def square(source, log=log):
+        time.sleep(0.4)  # long enough for the test to kill the driver between elements
+        effect(log, f"square-{source}")
+        return source * source
+
+    @pipe.stage
+    def total(square, log=log):
+        effect(log, "total")
+        return sum(square)
+
+    @pipe.stage
+    def summary(source, total, log=log):
+        effect(log, "summary")
+        return {"n": len(source), "total": total}
+
+    return pipe
+
+
+def main(checkpoint: str, log: str) -> None:
+    warnings.simplefilter("ignore", packlab.PacklabWarning)
+    with packlab.launch(workers=1, cores=1, memory="1GiB", security=False, wait=True) as pc:
+        print("started", flush=True)
+        run = build(checkpoint, log).run(pc, resume=True)
+        out = {"results": run.results, "cached": run.cached, "computed": run.computed}
+        print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
