@@ -62,3 +62,38 @@ def test_service_units_are_sreports_billing_times_elapsed(tmp_path, spot):
     assert math.isclose(snap.service_units_cost, hand * 0.5, rel_tol=1e-6)
     market = con.execute("SELECT market FROM tel_workers").fetchone()[0]
     assert market == ("spot" if spot else "on-demand")
+
+
+def test_a_worker_job_pending_while_the_queue_is_deep_is_found(tmp_path):
+    settings = {"packlab.telemetry.interval": "0.2s", "packlab.telemetry.flush-interval": "0.2s",
+                "packlab.telemetry.advisor.pending-after": "1s"}
+    with dask.config.set(settings), warnings.catch_warnings():
+        warnings.simplefilter("ignore", packlab.PacklabWarning)
+        # --begin holds the worker job pending for 10 minutes: it never starts here
+        with packlab.launch(backend="slurm", cores=1, memory="1GiB", workers=1,
+                            job_extra_directives=["--begin=now+600"],
+                            job_name=f"pl-pend-{uuid.uuid4().hex[:6]}") as pc:
+            with packlab.JobQueue(pc, store=str(tmp_path / "q.db")) as q:
+                q.map(abs, range(-20, 0))
+                time.sleep(2.0)
+                found = {f.name: f for f in packlab.advise(pc)}
+                [jid] = [job.job_id for job in pc.cluster.workers.values()]
+                assert job_info(jid)["JobState"] == "PENDING"
+    f = found["slurm-pending-deep-queue"]
+    assert f.evidence["pending_jobs"] == 1 and f.evidence["pending_seconds"] >= 1
+    assert f.evidence["queue_depth"] >= 10
+
+
+def test_a_worker_job_held_while_its_dask_worker_idles_is_found():
+    settings = {"packlab.telemetry.interval": "0.2s", "packlab.telemetry.flush-interval": "0.2s",
+                "packlab.telemetry.advisor.idle-after": "1s"}
+    with dask.config.set(settings), warnings.catch_warnings():
+        warnings.simplefilter("ignore", packlab.PacklabWarning)
+        with packlab.launch(backend="slurm", cores=1, memory="1GiB", workers=1, wait=120,
+                            job_name=f"pl-idle-{uuid.uuid4().hex[:6]}") as pc:
+            assert pc.client.submit(sum, [1, 2]).result() == 3
+            time.sleep(1.5)
+            found = {f.name: f for f in packlab.advise(pc)}
+    f = found["slurm-held-idle"]
+    assert f.evidence["jobs"] == 1 and f.evidence["running_jobs"] == 1 and f.evidence["seconds"] >= 1
+    assert f.fix == "cluster.adapt(minimum=0, maximum=1)" and "idle-cluster" in found

@@ -9,6 +9,7 @@ import re
 import sqlite3
 import stat
 import subprocess
+import sys
 import time
 
 import pytest
@@ -195,3 +196,30 @@ def test_open_for_reading_refuses_a_store_without_telemetry_before_reading_rows(
     Store(qonly).close()
     with pytest.raises(packlab.PacklabError, match=r"Launch with packlab\.launch"):
         open_for_reading(qonly)
+
+
+def test_opening_a_store_this_process_writes_keeps_its_locks_for_other_processes(tmp_path):
+    """Closing a raw descriptor of the file would drop every POSIX lock this process holds
+    on it: another process would then reset the WAL under the writer's feet."""
+    path = str(tmp_path / "t.db")
+    fake_cluster(path)
+    con = schema.connect(path)  # a writer of this process, as the queue's store is
+
+    def put(n):
+        with schema.transaction(con):
+            con.execute("INSERT INTO tel_meta VALUES (?, 0)", (f"k{n}",))
+
+    def count_elsewhere() -> int:
+        code = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                "print(c.execute(\"SELECT COUNT(*) FROM tel_meta WHERE key LIKE 'k%'\").fetchone()[0])")
+        out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=60)
+        return int(out.stdout)
+
+    put(1)
+    open_for_reading(path)[1].close()  # what a live monitor does on every read
+    Writer(path).close()  # and a recorder when a queue opens
+    put(2)
+    assert count_elsewhere() == 2
+    put(3)
+    assert count_elsewhere() == 3  # the other process did not take the WAL for unused
+    con.close()

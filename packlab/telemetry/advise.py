@@ -30,6 +30,9 @@ def run_summary(m: Monitor) -> RunSummary:
     """What the advisor reads, from ``m``'s store (see the module's docstring)."""
     now = time.time()
     live = m.live
+    tel = m._telemetry
+    if tel is not None and tel.slurm is not None:
+        tel.slurm.poll(tel.store)  # the worker jobs' states now, not as of the last poll
     with m._read() as con:
         scope = m._scope()
         where, wp = scope.where("w")
@@ -58,6 +61,10 @@ def run_summary(m: Monitor) -> RunSummary:
             delays = [max(0.0, r[0]) for r in rows if r[0] is not None]
             retries = len(delays)
         depth = int(latest(con, "queue_depth") or 0)
+        slurm = con.execute(
+            "SELECT s.job_id, s.state, s.elapsed, s.submitted, s.seen, w.worker FROM tel_slurm s LEFT JOIN "
+            "tel_workers w ON w.cluster = s.cluster AND w.name = s.worker AND w.stop IS NULL "
+            f"WHERE {where_t.replace('cluster', 's.cluster')}", tp).fetchall() if live else []
     usage = []
     for name, threads, memory, gpus, start, end, last_task in workers:
         held = max(0.0, (end or start) - start)
@@ -67,6 +74,15 @@ def run_summary(m: Monitor) -> RunSummary:
             memory_peak=peaks.get((name, "memory_peak"), 0.0),
             spilled_bytes=peaks.get((name, "spilled"), 0.0), gpus=gpus or 0,
             idle_seconds=max(0.0, (end or start) - max(start, last_task or start))))
+    jobs: dict[str, dict] = {}
+    for jid, state, elapsed, submitted, seen, worker in slurm:
+        state = "RUNNING" if state in ("RUNNING", "CONFIGURING") else state
+        if state not in ("RUNNING", "PENDING"):
+            continue
+        secs = elapsed if state == "RUNNING" else max(0.0, now - (submitted or seen))
+        j = jobs.setdefault(jid, {"job_id": jid, "state": state, "seconds": secs or 0.0, "workers": []})
+        if worker:
+            j["workers"].append(worker)
     tel = m._telemetry
     queue_running = bool(live and tel is not None and any(not r._stop.is_set() for r in tel.queues))
     lo, hi = clusters if clusters and clusters[0] is not None else (now, now)
@@ -75,7 +91,8 @@ def run_summary(m: Monitor) -> RunSummary:
         task_seconds=secs or 0.0, longest_task=longest[0] if longest else "",
         longest_task_seconds=longest[1] if longest else 0.0, submissions=submissions, retries=retries,
         retry_delays=tuple(delays), queue_running=queue_running,
-        alert_sinks=len(tel.sinks) if tel is not None else len(m.sinks), queue_depth=depth)
+        alert_sinks=len(tel.sinks) if tel is not None else len(m.sinks), queue_depth=depth,
+        slurm_jobs=tuple(jobs.values()))
 
 
 def advise(monitor_or_store: Any, thresholds: Thresholds | None = None) -> list[Finding]:

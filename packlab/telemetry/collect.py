@@ -24,6 +24,8 @@ from typing import Any
 from .. import checks, config
 from ..queue import schema
 from . import plugin as _plugin
+from . import prometheus
+from .pricing import Pricing
 from .store import Writer
 
 log = logging.getLogger("packlab.telemetry")
@@ -37,8 +39,10 @@ NOT_WAITING = frozenset({"running", "done", "failed", "failed-final", "dead", "c
 def check_store(store: object, field: str = "store") -> str:
     """A store path for telemetry, checked before anything starts: a packlab store or a new
     file in an existing folder (the file itself is not made yet)."""
+    from .store import _identify
+
     path = schema.store_path(checks.path(store, field))
-    schema.identify(store, path)  # refuses another application's file, a symlink, garbage
+    _identify(store, path)  # refuses another application's file, a symlink, garbage (read through SQLite)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         from ..errors import PacklabError
@@ -60,6 +64,7 @@ class ClusterTelemetry:
         self.queues: list[QueueRecorder] = []
         self.sinks: list[Any] = []
         self.slurm: Any = None  # a .slurm.SlurmRecorder on a SLURM cluster
+        self.closed = False
 
     def flush(self) -> str:
         """Wait until what the scheduler collected is in the store; the store's path."""
@@ -73,6 +78,7 @@ class ClusterTelemetry:
 
     def close(self) -> None:
         """Write everything the scheduler holds (before the cluster closes)."""
+        self.closed = True
         if self.slurm is not None:
             self.slurm.remember()
         for q in self.queues:
@@ -115,7 +121,7 @@ def install(pc: Any, store: str | None = None, *, market: str = "on-demand") -> 
     interval, every = _intervals()
     pc.client.register_plugin(_plugin.TelemetryPlugin(
         path, cid, interval=interval, flush_interval=every, backend=pc.backend, profile=pc.profile.name,
-        market=market, gpus=pc.profile.gpus))
+        market=market, gpus=pc.profile.gpus, pricing=Pricing.from_config()))
     tel = ClusterTelemetry(pc.client, cid, path, temporary)
     if pc.backend == "slurm":
         from .slurm import SlurmRecorder
@@ -146,6 +152,7 @@ class QueueRecorder:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sub = queue.subscribe(self._on_event)
+        self._metrics = prometheus.register(self.metric_families)
         self._thread = threading.Thread(target=self._loop, name="packlab-telemetry-queue", daemon=True)
         self._thread.start()
 
@@ -158,16 +165,28 @@ class QueueRecorder:
             elif ev.kind in NOT_WAITING:
                 self._waiting.pop(ev.job_id, None)
 
+    def _depths(self) -> tuple[int, dict[str, int]]:
+        by: dict[str, int] = {}
+        for prio, owner in self._waiting.values():
+            by[f"priority:{prio}"] = by.get(f"priority:{prio}", 0) + 1
+            if owner:
+                by[f"owner:{owner}"] = by.get(f"owner:{owner}", 0) + 1
+        return self._queued, by
+
+    def metric_families(self) -> list[prometheus.Family]:
+        """Queue depth, all and per class, for the scheduler's ``/metrics``."""
+        with self._lock:
+            queued, by = self._depths()
+        store = self.writer.path
+        values = {(store, "all"): float(queued), **{(store, k): float(v) for k, v in by.items()}}
+        return [("packlab_queue_depth", "queue jobs waiting, all and by priority class and owner",
+                 ("store", "class"), values)]
+
     def sample(self) -> None:
         now = time.time()
         with self._lock:
             events, self._events = self._events, []
-            by: dict[str, int] = {}
-            for prio, owner in self._waiting.values():
-                by[f"priority:{prio}"] = by.get(f"priority:{prio}", 0) + 1
-                if owner:
-                    by[f"owner:{owner}"] = by.get(f"owner:{owner}", 0) + 1
-            queued = self._queued
+            queued, by = self._depths()
         self.writer.put("tel_events", events)
         self.writer.put("tel_samples", [(now, "", "queue_depth", float(queued)),
                                         *((now, k, "queue_depth", float(v)) for k, v in sorted(by.items()))])
@@ -184,6 +203,7 @@ class QueueRecorder:
         if self._stop.is_set():
             return
         self._sub()
+        prometheus.unregister(self._metrics)
         self._stop.set()
         self._thread.join(timeout=10)
         self.sample()
@@ -195,9 +215,14 @@ def attach_queue(queue: Any, cluster_or_client: Any) -> QueueRecorder | None:
     telemetry plugin (the cluster's telemetry follows it there). Never raises: telemetry
     must not stop a queue from opening (a failure is logged)."""
     try:
-        tel = telemetry_of(cluster_or_client)
-        if not config.get("telemetry.enabled") or tel is None:
+        if not config.get("telemetry.enabled"):
             return None
+        tel = telemetry_of(cluster_or_client)
+        if tel is None:  # a client (or a Dask cluster): record only if its scheduler has the plugin
+            if not _plugin.retarget(queue.client, queue.store):
+                return None
+            interval, every = _intervals()
+            return QueueRecorder(queue, interval=interval, flush_interval=every)
         interval, every = _intervals()
         rec = QueueRecorder(queue, interval=interval, flush_interval=every)
         old = tel.store

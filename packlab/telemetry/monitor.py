@@ -236,6 +236,8 @@ class Monitor:
 
     def _watch_loop(self, interval: float) -> None:
         while not self._stop.wait(interval):
+            if getattr(self._telemetry, "closed", False):
+                return  # the cluster closed: nothing more to watch
             with contextlib.suppress(Exception):  # a closed cluster, a store gone: stop quietly
                 self.check_alerts()
 

@@ -29,6 +29,7 @@ from typing import Any
 from distributed.diagnostics.plugin import SchedulerPlugin
 from tornado.ioloop import PeriodicCallback
 
+from . import prometheus
 from .series import RingBuffer
 from .store import Writer
 
@@ -81,11 +82,12 @@ class TelemetryPlugin(SchedulerPlugin):
 
     def __init__(self, store: str, cluster: str, *, interval: float = 1.0, flush_interval: float = 2.0,
                  backend: str = "", profile: str = "", market: str = "on-demand", gpus: int = 0,
-                 capacity: int = 1_000_000) -> None:
+                 capacity: int = 1_000_000, pricing: Any = None) -> None:
         self.store, self.cluster = store, cluster
         self.interval, self.flush_interval = interval, flush_interval
         self.backend, self.profile, self.market, self.gpus = backend, profile, market, gpus
         self.capacity = capacity
+        self.pricing = pricing  # a packlab.Pricing: the cost rate on /metrics
         self.dropped = 0
 
     # -- life cycle (on the scheduler's event loop) ---------------------------------------
@@ -104,6 +106,7 @@ class TelemetryPlugin(SchedulerPlugin):
             self.add_worker(scheduler, addr)
         self._pc = PeriodicCallback(self.sample, self.interval * 1000)
         self._pc.start()
+        self._metrics = prometheus.register(self.metric_families)
 
     def _writer(self, store: str) -> Writer:
         w = Writer(store, flush_interval=self.flush_interval, converters={
@@ -200,6 +203,28 @@ class TelemetryPlugin(SchedulerPlugin):
             for key in [k for k in self._series if k[0] == addr]:
                 del self._series[key]
 
+    def metric_families(self) -> list[prometheus.Family]:
+        """packlab's gauges for the scheduler's ``/metrics`` (labelled by cluster)."""
+        key = (self.cluster,)
+        wss = list(self.scheduler.workers.values())
+        threads = sum(ws.nthreads for ws in wss)
+        busy = sum(min(len(ws.processing), ws.nthreads) for ws in wss)
+        tasks = sum(c[0] for c in self._counts.values())
+        erred = sum(c[1] for c in self._counts.values())
+        out: list[prometheus.Family] = [
+            ("packlab_workers", "Dask workers connected", ("cluster",), {key: len(wss)}),
+            ("packlab_utilisation", "fraction of worker threads with a task", ("cluster",),
+             {key: busy / threads if threads else 0.0}),
+            ("packlab_task_failure_rate", "fraction of tasks that erred (workers connected)", ("cluster",),
+             {key: erred / tasks if tasks else 0.0}),
+        ]
+        if self.pricing is not None:
+            rate = sum(self.pricing.hourly(cores=ws.nthreads, memory=ws.memory_limit or 0, gpus=self.gpus,
+                                           market=self.market) for ws in wss)
+            out.append(("packlab_cost_rate", "what the workers held cost per hour", ("cluster", "currency"),
+                        {(self.cluster, self.pricing.currency): rate}))
+        return out
+
     # -- requests from the client (client.run_on_scheduler) -----------------------------
     async def flush(self) -> str:
         """Sample now and wait until everything collected is written; the store's path."""
@@ -230,6 +255,7 @@ class TelemetryPlugin(SchedulerPlugin):
             return
         self._pc.stop()
         self._pc = None
+        prometheus.unregister(self._metrics)
         now = time.time()
         self.sample()
         self._hand_over(now, stopped=now)

@@ -61,8 +61,18 @@ def job_rows(cluster: str, jobs: list[dict[str, str]], workers: dict[str, str], 
         except ValueError:
             elapsed = 0.0
         rows.append((cluster, j["JobId"], workers.get(j["JobId"]), j.get("Partition"), j.get("JobState"),
-                     bill, None, elapsed, now))
+                     bill, _epoch(j.get("SubmitTime")), elapsed, now))
     return rows
+
+
+def _epoch(stamp: str | None) -> float | None:
+    """SLURM's local ``2026-12-02T00:40:00`` as epoch seconds (``None``: unknown)."""
+    import datetime
+
+    try:
+        return datetime.datetime.fromisoformat(stamp).timestamp() if stamp else None
+    except ValueError:
+        return None
 
 
 def show_jobs(ids: list[str]) -> list[dict[str, str]]:

@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections import deque
@@ -53,7 +54,7 @@ CREATE TABLE IF NOT EXISTS tel_events (t REAL, job TEXT, kind TEXT, owner TEXT, 
 CREATE INDEX IF NOT EXISTS tel_events_t ON tel_events(t);
 CREATE INDEX IF NOT EXISTS tel_events_job ON tel_events(job, t);
 CREATE TABLE IF NOT EXISTS tel_slurm (
-  cluster TEXT, job_id TEXT, worker TEXT, partition TEXT, state TEXT, billing REAL, start REAL,
+  cluster TEXT, job_id TEXT, worker TEXT, partition TEXT, state TEXT, billing REAL, submitted REAL,
   elapsed REAL, seen REAL, PRIMARY KEY (cluster, job_id));
 CREATE TABLE IF NOT EXISTS tel_meta (key TEXT PRIMARY KEY, value REAL);
 """
@@ -94,10 +95,72 @@ def create_tables(con: sqlite3.Connection) -> None:
                 con.execute(stmt)
 
 
+def _identify(store: object, path: str) -> str:
+    """As :func:`packlab.queue.schema.identify` (``"new"`` or ``"packlab"``, any other file
+    refused unchanged), but reading an existing file only through SQLite.
+
+    Why: this process may already have the store open (the queue's own connections), and
+    closing any other descriptor of that file drops every POSIX lock the process holds on
+    it; another process would then take the queue's WAL for unused, checkpoint and reset
+    it under the queue's feet. SQLite's own connections share their locks per file, so
+    opening and closing one of them is safe.
+    """
+    for p in (path, path + "-wal", path + "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISLNK(os.lstat(p).st_mode):
+                raise schema._refuse(store, path, f"has a symbolic link at {p}",
+                                     "packlab never follows one; remove it or pass store= a real file.")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "new"
+    if not stat.S_ISREG(st.st_mode):
+        raise schema._refuse(store, path, "is not a regular file", schema._OTHER)
+    if st.st_size == 0:
+        return "new"
+    try:
+        con = schema.connect(path, mode="ro")
+        try:
+            app = con.execute("PRAGMA application_id").fetchone()[0]
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            cols = {r[1] for r in con.execute("PRAGMA table_info(jobs)")}
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        raise schema._refuse(store, path, f"is not a readable SQLite database ({e})", schema._OTHER) from None
+    if app == schema.APPLICATION_ID or (app == 0 and "jobs" in tables and schema._CORE <= cols):
+        return "packlab"
+    names = ", ".join(sorted(tables)[:5]) or "none"
+    what = (f"is the SQLite database of another application (application_id {app:#x})" if app else
+            f"is an SQLite database that is not a packlab store (tables: {names})")
+    raise schema._refuse(store, path, what, schema._OTHER)
+
+
+def _open(store: str | os.PathLike, mode: str) -> tuple[str, sqlite3.Connection]:
+    """A connection to a store (see :func:`_identify` for why not ``schema.open_store``)."""
+    path = schema.store_path(store)
+    if _identify(store, path) == "new":
+        if mode == "ro":
+            schema.open_store(store, "ro")  # raises: no store there
+        path, con, _ = schema.open_store(store, "rwc")  # nothing of ours is open on a new file
+        return path, con
+    if mode != "ro" and not os.access(path, os.W_OK):
+        raise PacklabError(f"store={os.fspath(store)!r} ({os.path.abspath(path)}) is not writable; packlab "
+                           "left it unchanged. Pass store= a path you can write.", field="store", value=store)
+    try:
+        con = schema.connect(path, mode)
+        if mode != "ro":
+            schema.migrate(con)
+    except sqlite3.DatabaseError as e:
+        raise PacklabError(f"store={os.fspath(store)!r} cannot be used ({e}).", field="store",
+                           value=store) from None
+    return path, con
+
+
 def open_for_writing(store: str | os.PathLike) -> tuple[str, sqlite3.Connection]:
     """A store's path and a new connection to it for telemetry: created owner-only (0600)
     when missing, refused (unchanged) when it is not a packlab store."""
-    path, con, _ = schema.open_store(store, "rwc")
+    path, con = _open(store, "rwc")
     try:
         create_tables(con)
     except sqlite3.DatabaseError as e:
@@ -110,7 +173,7 @@ def open_for_writing(store: str | os.PathLike) -> tuple[str, sqlite3.Connection]
 def open_for_reading(store: str | os.PathLike) -> tuple[str, sqlite3.Connection]:
     """A read-only connection to a store that holds telemetry; a PacklabError naming
     ``store`` (the CLI's ``--store``) when there is none, or no telemetry in it."""
-    path, con, _ = schema.open_store(store, "ro")
+    path, con = _open(store, "ro")
     have = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if "tel_clusters" not in have or con.execute("SELECT COUNT(*) FROM tel_clusters").fetchone()[0] == 0:
         con.close()
@@ -135,7 +198,8 @@ _INSERT = {
                      "queues=MAX(queues, excluded.queues)"),
     "tel_slurm": ("INSERT INTO tel_slurm VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (cluster, job_id) DO UPDATE "
                   "SET state=excluded.state, billing=COALESCE(excluded.billing, billing), "
-                  "start=COALESCE(excluded.start, start), elapsed=excluded.elapsed, seen=excluded.seen, "
+                  "submitted=COALESCE(excluded.submitted, submitted), elapsed=excluded.elapsed, "
+                  "seen=excluded.seen, "
                   "worker=COALESCE(excluded.worker, worker)"),
 }
 """How rows of each table are written (upserts for the tables that describe things)."""
