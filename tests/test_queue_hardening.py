@@ -311,3 +311,23 @@ def test_cli_cancel_without_a_driver_changes_the_store(cluster, tmp_path):
     assert waiting.id in r.output
     r = CliRunner().invoke(cli, ["queue", "ls", "--limit", "0", "--store", store])
     assert r.exit_code == 2 and "--limit=0 is invalid: expected a whole number of at least 1" in r.output
+
+
+def test_recognising_a_store_open_in_this_process_keeps_its_sqlite_locks(tmp_path):
+    """POSIX drops every lock a process holds on a file when it closes any descriptor of
+    it: recognising a store by reading its header with open() would drop SQLite's locks of
+    a live connection here, and another process closing its connection would then think it
+    was the last one and checkpoint the WAL away under it."""
+    from packlab.queue import schema
+
+    path = str(tmp_path / "q.db")
+    _, con, _ = schema.open_store(path)  # a live connection, as a running queue holds
+    con.execute("PRAGMA wal_autocheckpoint=0")
+    con.execute("INSERT INTO events VALUES ('j', 1.0, 'submitted', '')")
+    assert os.path.getsize(path + "-wal") > 0
+    assert schema.identify(path, path) == "packlab"  # recognised while con holds its lock
+    subprocess.run([sys.executable, "-c", "import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute("
+                    "'SELECT COUNT(*) FROM events').fetchall()", path], check=True)
+    # the other process saw a connection still open here: it left the WAL alone
+    assert os.path.exists(path + "-wal") and os.path.getsize(path + "-wal") > 0
+    con.close()

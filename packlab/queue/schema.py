@@ -44,7 +44,6 @@ PRAGMA application_id = {APPLICATION_ID};
 ADDED = (("next_attempt", "REAL"),)
 #: The columns every packlab store's ``jobs`` table has had since the first release.
 _CORE = frozenset(("id", "seq", "key", "fn", "owner", "priority", "status", "attempts", "payload", "result"))
-_HEADER = b"SQLite format 3\x00"
 
 
 def connect(path: str, mode: str = "rw", immutable: bool = False) -> sqlite3.Connection:
@@ -175,25 +174,27 @@ def identify(store: object, path: str) -> str:
         raise _refuse(store, path, "is not a regular file", _OTHER)
     if st.st_size == 0:
         return "new"
-    try:
-        with open(path, "rb") as f:
-            header = f.read(100)
-    except OSError as e:
-        raise _refuse(store, path, f"cannot be read ({e.strerror})", "Check its permissions.") from None
-    if not header.startswith(_HEADER) or len(header) < 100:
-        raise _refuse(store, path, "is not an SQLite database (its first bytes are not SQLite's header)",
-                      _OTHER)
-    app = int.from_bytes(header[68:72], "big")
-    if app == APPLICATION_ID:
-        return "packlab"
-    if app != 0:
-        raise _refuse(store, path, f"is the SQLite database of another application (application_id "
-                      f"{app:#x})", _OTHER)
-    # application_id 0: a store made before packlab set one, or anyone's database.
+    # Never open() the file from Python: closing any descriptor of a file drops every POSIX
+    # lock this process holds on it, SQLite's included (a live queue's in this process), and
+    # another process may then reset its WAL under it. SQLite's own connections share its
+    # locks, so the header (application_id) is read through one.
+    if not os.access(path, os.R_OK):
+        raise _refuse(store, path, "cannot be read (permission denied)", "Check its permissions.")
     wal = os.path.exists(path + "-wal")
     try:
         con = connect(path, mode="ro", immutable=not wal)
         try:
+            try:
+                app = con.execute("PRAGMA application_id").fetchone()[0]
+            except sqlite3.DatabaseError:
+                raise _refuse(store, path, "is not an SQLite database (its first bytes are not SQLite's "
+                              "header)", _OTHER) from None
+            if app == APPLICATION_ID:
+                return "packlab"
+            if app != 0:
+                raise _refuse(store, path, f"is the SQLite database of another application (application_id "
+                              f"{app:#x})", _OTHER)
+            # application_id 0: a store made before packlab set one, or anyone's database.
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             cols = {r[1] for r in con.execute("PRAGMA table_info(jobs)")}
             ev = {r[1] for r in con.execute("PRAGMA table_info(events)")}
