@@ -461,3 +461,45 @@ def test_sigterm_before_a_kill_saves_the_running_stages_state(cluster, tmp_path)
     assert run["long"].resumed == 1 and out["resumed_at"] >= 10 and out["preempted"] is False  # a new process
     steps = [int(k.split(":")[1]) for k in open(log).read().split()]
     assert sorted(set(steps)) == list(range(30)) and len(steps) - 30 <= 1  # at most the step in flight
+
+
+def test_a_pipelines_stages_show_in_the_monitor_and_the_panel_by_name(tmp_path):
+    """Its own cluster with telemetry: the pipeline's queue takes the cluster's telemetry
+    over, so the monitor of the cluster (and of the store, afterwards) groups the stage
+    jobs by pipeline and stage, a flaky fan-out element's retry included."""
+    from packlab.ui import cards
+
+    log = tmp_path / "log"
+    flaky = tmp_path / "flaky-once"
+    pipe = packlab.Pipeline("shop", checkpoint=str(tmp_path / "ckpt"))
+
+    @pipe.stage
+    def orders():
+        return [3, 1, 2]
+
+    @pipe.stage(map_over="orders", retry=QUICK)
+    def price(orders):
+        if orders == 1 and not os.path.exists(flaky):
+            open(flaky, "w").close()
+            raise ConnectionError("the price service blinked")
+        counted(log, "price")
+        return orders * 10
+
+    @pipe.stage
+    def invoice(price):
+        return sum(price)
+
+    with small_cluster() as pc:
+        run = pipe.run(pc)
+        assert run.ok and run["invoice"].result == 60
+        m = packlab.monitor(pc)
+        stages = {(s["pipeline"], s["stage"]): s for s in m.pipelines()}
+    assert list(stages) == [("shop", "orders"), ("shop", "price"), ("shop", "invoice")]
+    assert [stages["shop", s]["done"] for s in ("orders", "price", "invoice")] == [1, 3, 1]
+    assert stages["shop", "price"]["retries"] == 1 and stages["shop", "price"]["failed"] == 0
+    assert all(s["busy_s"] > 0 for s in stages.values())
+    later = packlab.monitor(str(tmp_path / "ckpt" / "queue.db")).pipelines()  # the store, afterwards
+    assert [(s["stage"], s["done"], s["retries"]) for s in later] == [
+        ("orders", 1, 0), ("price", 3, 1), ("invoice", 1, 0)]
+    html = cards.pipelines_html(later)
+    assert html.count("<tr>") == 4 and "shop" in html and "invoice" in html

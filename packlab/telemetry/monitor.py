@@ -171,6 +171,22 @@ class Monitor:
             service_units=None if su is None else round(su, 9),
             service_units_cost=None if su is None else su_cost(self.pricing, su))
 
+    def pipelines(self) -> list[dict[str, Any]]:
+        """The pipelines' stages that ran jobs here (:class:`packlab.Pipeline` names its
+        stage jobs ``packlab.pipeline.<pipeline>.<stage>``), oldest first: ``pipeline``,
+        ``stage``, ``done`` and ``failed`` units (a fan-out's elements), ``retries``,
+        ``busy_s`` (worker-seconds of its attempts), ``first``/``last`` event times.
+        """
+        with self._read() as con:
+            rows = q.pipeline_stages(con)
+        out = []
+        for fn, done, failed, retries, busy, first, last in rows:
+            pipeline, _, stage = fn[len(q.PIPELINE_FN):].partition(".")
+            out.append({"pipeline": pipeline, "stage": stage, "done": done, "failed": failed,
+                        "retries": int(retries or 0), "busy_s": round(busy or 0.0, 6), "first": first,
+                        "last": last})
+        return out
+
     def cost(self) -> float:
         """The cost so far (what ``ClusterLauncher``'s ``cost_source`` shows)."""
         with self._read() as con:

@@ -192,6 +192,37 @@ def findings_html(alerts: Sequence[Any], findings: Sequence[Any], top: int = 8) 
     )
 
 
+def pipelines_html(stages: Sequence[dict[str, Any]]) -> str:
+    """The pipelines' stages that ran jobs (``Monitor.pipelines()``) as a table: units done
+    and failed, retries, worker time; "" when no pipeline ran here.
+
+    Examples
+    --------
+    >>> "etl" in pipelines_html([{"pipeline": "etl", "stage": "load", "done": 3, "failed": 0,
+    ...                           "retries": 1, "busy_s": 2.5}])
+    True
+    >>> pipelines_html([])
+    ''
+    """
+    if not stages:
+        return ""
+    e = html.escape
+    box = "font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;font-size:13px;color:#24292e"
+    cell = "padding:2px 10px;border-bottom:1px solid #e1e4e8"
+    head = "".join(f"<th style='{cell};text-align:{a}'>{h}</th>" for h, a in (
+        ("pipeline", "left"), ("stage", "left"), ("done", "right"), ("failed", "right"),
+        ("retries", "right"), ("worker time", "right")))
+    rows = "".join(
+        f"<tr><td style='{cell}'>{e(st['pipeline'])}</td><td style='{cell}'>{e(st['stage'])}</td>"
+        f"<td style='{cell};text-align:right;color:{OK}'>{st['done']}</td>"
+        f"<td style='{cell};text-align:right;color:{SEVERITY['critical'] if st['failed'] else '#24292e'}'>"
+        f"{st['failed']}</td><td style='{cell};text-align:right'>{st['retries']}</td>"
+        f"<td style='{cell};text-align:right'>{st['busy_s']:.2f} s</td></tr>"
+        for st in stages)
+    return (f"<div style='{box}'><h3 style='margin:10px 0 4px'>Pipelines (stages that ran jobs)</h3>"
+            f"<table style='border-collapse:collapse'><tr>{head}</tr>{rows}</table></div>")
+
+
 def rule_threshold(rules: Iterable[Any], name: str) -> float | None:
     """The threshold of the alert rule named ``name`` (``None`` without one)."""
     return next((float(r.threshold) for r in rules if r.name == name), None)

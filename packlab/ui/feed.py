@@ -67,6 +67,7 @@ class Frame:
     alerts: list[Any]
     findings: list[Any]
     live: bool
+    pipelines: list[dict[str, Any]] = field(default_factory=list)  # Monitor.pipelines()
     at: float = field(default_factory=time.time)
 
 
@@ -307,6 +308,7 @@ class Feed:
             alerts=active,
             findings=findings,
             live=self.live,
+            pipelines=m.pipelines(),
             at=now,
         )
 

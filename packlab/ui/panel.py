@@ -122,6 +122,7 @@ class Panel:
         self.header = Div(width=2 * WIDTH, styles={"font-family": FONT}, css_classes=["packlab-title"])
         self.cards = Div(width=2 * WIDTH)
         self.findings = Div(width=2 * WIDTH, styles={"font-family": FONT})
+        self.pipelines = Div(width=2 * WIDTH, styles={"font-family": FONT})
 
         self.queue_src = ColumnDataSource(_lines_data({}))
         q = self.queue_fig = _figure("Queue depth by priority class", "jobs waiting")
@@ -217,6 +218,7 @@ class Panel:
             row(u, d),
             row(fl, c),
             self.findings,
+            self.pipelines,
             styles={"background": "white", "padding": "8px"},
         )
 
@@ -280,6 +282,7 @@ class Panel:
         self.cost_fig.title.text = f"Cost per job: {vm.money(s.cost_per_job, s.currency)}" + (
             f"; {s.cost_trend}" if s.cost_change is not None else "")
         self.findings.text = vm.findings_html(fr.alerts, fr.findings)
+        self.pipelines.text = vm.pipelines_html(fr.pipelines)
 
     def refresh(self) -> Frame:
         """Read once and draw it (in the caller's thread)."""
