@@ -248,3 +248,29 @@ def test_packlab_gauges_are_on_the_schedulers_own_metrics_endpoint(tmp_path):
                  "packlab_queue_depth"):
         assert name in text, name
     assert "dask_scheduler_workers" in text  # the same endpoint as Dask's own metrics
+
+
+def nvml_of_an_idle_gpu(worker):
+    """What distributed's NVML metric puts in a worker's heartbeat where pynvml is
+    installed (``distributed.diagnostics.nvml.real_time``): this machine has no GPU, so a
+    worker reports it through Dask's own custom-metric hook, on the same path."""
+    return {"utilization": 7, "memory-used": 2**30}
+
+
+def test_gpu_use_from_dasks_heartbeat_metric_reaches_history_panel_and_advisor(tmp_path):
+    from packlab.ui.feed import Feed
+
+    store = str(tmp_path / "gpu.db")
+    with launch(workers=1, memory="1GiB", store=store, metrics={"gpu": nvml_of_an_idle_gpu}) as pc:
+        assert pc.client.gather(pc.client.map(abs, range(-3, 3))) == [3, 2, 1, 0, 1, 2]
+        m = packlab.monitor(pc)
+        deadline = time.monotonic() + 30
+        while m.history("gpu").sizes["time"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        gpu, mem = m.history("gpu"), m.history("gpu_memory")
+        assert gpu.sizes["time"] >= 2 and float(gpu["gpu"].values[-1, 0]) == pytest.approx(0.07)
+        assert gpu["gpu"].attrs["units"] == "fraction" and float(mem["gpu_memory"].values[-1, 0]) == 2**30
+        (idle,) = [f for f in packlab.advise(m) if f.name == "idle-gpus"]  # 7 % is under 15 %
+        assert idle.evidence["gpu_utilisation"] == pytest.approx(0.07)
+        t, v = Feed(store).read().utilisation["GPU"]
+        assert len(t) >= 1 and v[-1] == pytest.approx(7.0)

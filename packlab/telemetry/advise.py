@@ -42,6 +42,8 @@ def run_summary(m: Monitor) -> RunSummary:
             "WHERE t.cluster = w.cluster AND t.worker = w.worker) "
             f"FROM tel_workers w WHERE {where}", ((now,) if live else ()) + wp).fetchall()
         peaks = maxima(con, ("cpu_seconds", "memory_peak", "spilled"))
+        gpu_use = dict(con.execute("SELECT source, AVG(value) FROM tel_samples WHERE metric='gpu' "
+                                   "GROUP BY source").fetchall())
         where_t, tp = scope.where()
         n, secs = con.execute(f"SELECT COUNT(*), SUM(stop - start) FROM tel_tasks WHERE {where_t}",
                               tp).fetchone()
@@ -72,7 +74,8 @@ def run_summary(m: Monitor) -> RunSummary:
             name=name, cores=max(1, threads or 1), memory=max(1, memory or 1), held_seconds=held,
             cpu_seconds=peaks.get((name, "cpu_seconds"), 0.0),
             memory_peak=peaks.get((name, "memory_peak"), 0.0),
-            spilled_bytes=peaks.get((name, "spilled"), 0.0), gpus=gpus or 0,
+            spilled_bytes=peaks.get((name, "spilled"), 0.0),
+            gpus=max(gpus or 0, int(name in gpu_use)), gpu_utilisation=gpu_use.get(name),
             idle_seconds=max(0.0, (end or start) - max(start, last_task or start))))
     jobs: dict[str, dict] = {}
     for jid, state, elapsed, submitted, seen, worker in slurm:

@@ -172,6 +172,11 @@ class TelemetryPlugin(SchedulerPlugin):
             for metric, value in zip(_WORKER_METRICS, (cpu, mem, mem, spilled, busy, max(0.0, held - busy),
                                                         self._cpu_s[addr]), strict=True):
                 self._append(addr, metric, now, value)
+            gpu = m.get("gpu")  # distributed's NVML metric: {"utilization": %, "memory-used": bytes}
+            if isinstance(gpu, dict) and gpu.get("utilization") is not None:
+                self._append(addr, "gpu", now, float(gpu["utilization"]) / 100.0)
+                if gpu.get("memory-used") is not None:
+                    self._append(addr, "gpu_memory", now, float(gpu["memory-used"]))
             n = len(ws.processing)
             threads += ws.nthreads
             busy_threads += min(n, ws.nthreads)

@@ -73,6 +73,9 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "busy_seconds": ("counter", "thread-seconds", "task thread-seconds the worker has run so far"),
     "idle_seconds": ("counter", "thread-seconds", "thread-seconds held without a task so far"),
     "cpu_seconds": ("counter", "core-seconds", "CPU time the worker has used so far"),
+    "gpu": ("gauge", "fraction", "GPU utilisation of the worker's GPU (Dask's NVML heartbeat metric, "
+                                 "where pynvml is installed on the worker)"),
+    "gpu_memory": ("gauge", "bytes", "GPU memory in use on the worker's GPU (Dask's NVML heartbeat metric)"),
     "utilisation": ("gauge", "fraction", "fraction of the cluster's worker threads busy"),
     "workers": ("gauge", "workers", "workers connected"),
     "threads": ("gauge", "threads", "worker threads connected"),

@@ -41,6 +41,7 @@ from . import viewmodel as vm
 
 #: Per-worker metrics summed over the workers for the utilisation plot, and per-cluster ones.
 WORKER_SUMS = ("cpu", "memory")
+WORKER_MEANS = ("gpu",)  # only workers with a GPU report it
 CLUSTER = ("utilisation", "threads")
 Line = tuple[np.ndarray, np.ndarray]  # epoch seconds, values
 
@@ -169,7 +170,7 @@ class Feed:
 
     def _read_history(self, now: float) -> None:
         m = self.monitor
-        for metric in (*WORKER_SUMS, *CLUSTER, "queue_depth"):
+        for metric in (*WORKER_SUMS, *WORKER_MEANS, *CLUSTER, "queue_depth"):
             ds = m.history(metric, since=self._since(metric, now))
             if ds.sizes["time"] == 0:
                 continue
@@ -177,6 +178,8 @@ class Feed:
             if metric in WORKER_SUMS:
                 self._latest[metric].update(vm.latest(ds, metric))
                 self._append(metric, *vm.total(ds, metric), now)
+            elif metric in WORKER_MEANS:
+                self._append(metric, *vm.mean(ds, metric), now)
             elif metric == "queue_depth":
                 for name, (t, v) in vm.by_source(ds, metric, prefix="priority:").items():
                     self._append(f"queue:{name}", t, v, now)
@@ -248,6 +251,9 @@ class Feed:
         util["memory"] = vm.bucket(
             mt, np.divide(100.0 * mv, limit, out=np.zeros(len(mv)), where=limit > 0), pts
         )
+        gt, gv = self.line("gpu")
+        if len(gt):  # workers with a GPU (Dask's NVML metric): their mean utilisation
+            util["GPU"] = vm.bucket(gt, gv * 100.0, pts)
 
         health = vm.workers(info, self._latest["cpu"], self._latest["memory"], end, self.interval)
         label = vm.health_label(w.colour for w in health)

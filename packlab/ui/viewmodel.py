@@ -133,6 +133,17 @@ def total(ds: Any, metric: str, workers_only: bool = True) -> tuple[np.ndarray, 
     return epoch_seconds(ds["time"].values)[seen], np.nansum(data, axis=1)[seen]
 
 
+def mean(ds: Any, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The mean over the workers that report one per-worker metric, at each sample time
+    (a GPU's utilisation: workers without a GPU report none and do not count)."""
+    if ds is None or metric not in ds or ds.sizes.get("time", 0) == 0:
+        return np.array([]), np.array([])
+    sources = np.array(ds["source"].values.tolist(), dtype=object)
+    data = ds[metric].values[:, sources != ""]
+    seen = ~np.isnan(data).all(axis=1)
+    return epoch_seconds(ds["time"].values)[seen], np.nanmean(data[seen], axis=1)
+
+
 def latest(ds: Any, metric: str) -> dict[str, tuple[float, float]]:
     """``{source: (time, value)}``: each source's most recent sample of one metric."""
     return {s: (float(t[-1]), float(v[-1])) for s, (t, v) in by_source(ds, metric).items()}
@@ -319,6 +330,7 @@ __all__ = [
     "findings_html",
     "health_label",
     "latest",
+    "mean",
     "money",
     "pipelines_html",
     "rate_per_hour",
