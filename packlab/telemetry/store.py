@@ -68,7 +68,6 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "cpu": ("gauge", "cores", "cores in use by the worker process (the heartbeat's cpu / 100)"),
     "memory": ("gauge", "bytes", "worker process memory (the heartbeat's RSS)"),
     "memory_peak": ("peak", "bytes", "highest worker memory seen in the sample's interval"),
-    "memory_limit": ("gauge", "bytes", "the worker's memory limit"),
     "spilled": ("counter", "bytes", "bytes the worker has spilled to disk so far"),
     "busy_seconds": ("counter", "thread-seconds", "task thread-seconds the worker has run so far"),
     "idle_seconds": ("counter", "thread-seconds", "thread-seconds held without a task so far"),
