@@ -200,7 +200,8 @@ def test_the_readme_example_runs_and_says_what_it_prints():
     import pathlib
 
     text = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
-    block = text.split("## Telemetry", 1)[1].split("The pure logic underneath", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    section = text.split("## Telemetry", 1)[1].split("The pure logic underneath", 1)[1]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
     scope: dict = {}
     exec(block, scope)
     r = scope["r"]
