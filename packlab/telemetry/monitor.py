@@ -177,11 +177,13 @@ class Monitor:
         ``stage``, ``done`` and ``failed`` units (a fan-out's elements), ``retries``,
         ``busy_s`` (worker-seconds of its attempts), ``first``/``last`` event times.
         """
+        from ..pipeline.worker import JOB_PREFIX, stage_of_job  # the one place of the naming
+
         with self._read() as con:
-            rows = q.pipeline_stages(con)
+            rows = q.pipeline_stages(con, JOB_PREFIX)
         out = []
         for fn, done, failed, retries, busy, first, last in rows:
-            pipeline, _, stage = fn[len(q.PIPELINE_FN):].partition(".")
+            pipeline, stage = stage_of_job(fn) or (fn[len(JOB_PREFIX):], "")
             out.append({"pipeline": pipeline, "stage": stage, "done": done, "failed": failed,
                         "retries": int(retries or 0), "busy_s": round(busy or 0.0, 6), "first": first,
                         "last": last})

@@ -163,12 +163,9 @@ __all__ = ["ENDS", "FAILED_ENDS", "Jobs", "Scope", "busy", "has_queue", "held", 
            "service_units"]
 
 
-#: How a pipeline stage's queue jobs are named (``packlab.pipeline.<pipeline>.<stage>``).
-PIPELINE_FN = "packlab.pipeline."
-
-
-def pipeline_stages(con: sqlite3.Connection) -> list[tuple]:
-    """Per pipeline stage (its jobs' function name): units done, failed for good, retries,
+def pipeline_stages(con: sqlite3.Connection, prefix: str) -> list[tuple]:
+    """Per pipeline stage (its jobs' function name, which starts with ``prefix``: see
+    :data:`packlab.pipeline.worker.JOB_PREFIX`): units done, failed for good, retries,
     worker-seconds its attempts took, first and last event time; oldest stage first.
 
     A fan-out stage's elements are its units (one queue job each); a stage reused from its
@@ -181,4 +178,4 @@ def pipeline_stages(con: sqlite3.Connection) -> list[tuple]:
         "(SELECT COALESCE(SUM(t.stop - t.start), 0) FROM tel_tasks t WHERE t.job IN "
         "   (SELECT DISTINCT job FROM tel_events WHERE fn = e.fn)), MIN(e.t), MAX(e.t) "
         "FROM tel_events e WHERE substr(e.fn, 1, ?) = ? GROUP BY e.fn ORDER BY MIN(e.t)",
-        (len(PIPELINE_FN), PIPELINE_FN)).fetchall()
+        (len(prefix), prefix)).fetchall()

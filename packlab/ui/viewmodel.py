@@ -124,24 +124,26 @@ def by_source(ds: Any, metric: str, prefix: str | None = None) -> dict[str, tupl
 
 def total(ds: Any, metric: str, workers_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The sum over the workers of one per-worker metric at each sample time."""
+    return _over_workers(ds, metric, np.nansum, workers_only)
+
+
+def mean(ds: Any, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The mean over the workers that report one per-worker metric, at each sample time
+    (a GPU's utilisation: workers without a GPU report none and do not count)."""
+    return _over_workers(ds, metric, np.nanmean)
+
+
+def _over_workers(ds: Any, metric: str, reduce: Any,
+                  workers_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``reduce`` (nansum, nanmean) over the sources of one metric at each sample time at
+    which any of them reported."""
     if ds is None or metric not in ds or ds.sizes.get("time", 0) == 0:
         return np.array([]), np.array([])
     sources = np.array(ds["source"].values.tolist(), dtype=object)
     cols = sources != "" if workers_only else np.ones(len(sources), bool)
     data = ds[metric].values[:, cols]
     seen = ~np.isnan(data).all(axis=1)
-    return epoch_seconds(ds["time"].values)[seen], np.nansum(data, axis=1)[seen]
-
-
-def mean(ds: Any, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """The mean over the workers that report one per-worker metric, at each sample time
-    (a GPU's utilisation: workers without a GPU report none and do not count)."""
-    if ds is None or metric not in ds or ds.sizes.get("time", 0) == 0:
-        return np.array([]), np.array([])
-    sources = np.array(ds["source"].values.tolist(), dtype=object)
-    data = ds[metric].values[:, sources != ""]
-    seen = ~np.isnan(data).all(axis=1)
-    return epoch_seconds(ds["time"].values)[seen], np.nanmean(data[seen], axis=1)
+    return epoch_seconds(ds["time"].values)[seen], reduce(data[seen], axis=1)
 
 
 def latest(ds: Any, metric: str) -> dict[str, tuple[float, float]]:
