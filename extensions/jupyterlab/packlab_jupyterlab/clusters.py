@@ -12,7 +12,7 @@ from typing import Any
 from packlab.clusters import registry
 from packlab.clusters.base import PackCluster
 from packlab.errors import PacklabError, bad_value
-from packlab.ui.document import has_telemetry, queue_summary, read_counts
+from packlab.ui.document import queue_summary, read_counts
 from packlab.ui.forms import launch_arguments
 
 #: What the New cluster form may send: everything else is refused, not passed on.
@@ -135,11 +135,11 @@ def _queue(store: str | None) -> dict[str, Any]:
 
 
 def _cost(store: str | None) -> str | None:
-    if not store or not has_telemetry(store):
+    if not store or not os.path.exists(store):
         return None
     import packlab
 
-    try:
+    try:  # one open: a store without telemetry is refused by monitor() itself
         m = packlab.monitor(store)
         cost = m.cost()
         # a no-break space: the sidebar never splits "0.0012 USD"; cents hide small runs
