@@ -1,0 +1,1 @@
+"""Chaos tests: packlab's reliability promises broken on purpose, on real processes."""

@@ -1,0 +1,37 @@
+"""Fixtures shared by every chaos test: figures past pytest's capture, and a seeded RNG
+whose seed is printed (``PACKLAB_CHAOS_SEED`` replays a failure, ``PACKLAB_CHAOS_TRIALS``
+runs more trials)."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+
+@pytest.fixture
+def figure(capsys, record_property):
+    """Print a measured figure past pytest's capture and record it in the report."""
+
+    def report(name: str, value: object, text: str) -> None:
+        record_property(name, value)
+        if text:
+            with capsys.disabled():
+                print(f"\n    [figure] {text}", end="")
+
+    return report
+
+
+def trials(default: int) -> int:
+    """How many trials a chaos test runs: ``PACKLAB_CHAOS_TRIALS`` if set, else ``default``."""
+    return int(os.environ.get("PACKLAB_CHAOS_TRIALS") or default)
+
+
+@pytest.fixture
+def chaos_rng(request, figure):
+    """A ``random.Random`` seeded from ``PACKLAB_CHAOS_SEED`` (else a fresh seed); the seed
+    is printed and recorded so a failing run can be replayed exactly."""
+    seed = int(os.environ.get("PACKLAB_CHAOS_SEED") or random.SystemRandom().randrange(2**32))
+    figure("chaos_seed", seed, f"{request.node.name}: PACKLAB_CHAOS_SEED={seed}")
+    return random.Random(seed)
