@@ -23,9 +23,10 @@ def figure(capsys, record_property):
     return report
 
 
-def trials(default: int) -> int:
-    """How many trials a chaos test runs: ``PACKLAB_CHAOS_TRIALS`` if set, else ``default``."""
-    return int(os.environ.get("PACKLAB_CHAOS_TRIALS") or default)
+@pytest.fixture
+def chaos_trials():
+    """``chaos_trials(default)``: how many trials to run, ``PACKLAB_CHAOS_TRIALS`` if set."""
+    return lambda default: int(os.environ.get("PACKLAB_CHAOS_TRIALS") or default)
 
 
 @pytest.fixture
