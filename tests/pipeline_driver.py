@@ -7,6 +7,7 @@ cluster; the test kills it (and its workers) with SIGKILL mid-run, then runs it 
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 import time
 import warnings
@@ -16,33 +17,41 @@ import packlab
 ELEMENTS = 8
 
 
-def effect(log: str, what: str) -> None:
+def effect(log: str, what: str, db: str | None = None) -> None:
+    """A raw append (at least once) and, with ``db``, a row inserted idempotently on
+    ``what`` (exactly once however often the unit runs; table ``effects(key)``)."""
     with open(log, "a") as f:
         f.write(what + "\n")
+    if db is not None:
+        con = sqlite3.connect(db, timeout=30)
+        with con:
+            con.execute("INSERT OR IGNORE INTO effects VALUES (?)", (what,))
+        con.close()
 
 
-def build(checkpoint: str, log: str) -> packlab.Pipeline:
+def build(checkpoint: str, log: str, pause: float = 0.4, db: str | None = None) -> packlab.Pipeline:
+    """source -> square (fan-out over ELEMENTS, ``pause`` s each) -> total -> summary."""
     pipe = packlab.Pipeline("crash", checkpoint=checkpoint)
 
     @pipe.stage
-    def source(log=log):
-        effect(log, "source")
+    def source(log=log, db=db):
+        effect(log, "source", db)
         return list(range(ELEMENTS))
 
     @pipe.stage(map_over="source")
-    def square(source, log=log):
-        time.sleep(0.4)  # long enough for the test to kill the driver between elements
-        effect(log, f"square-{source}")
+    def square(source, log=log, pause=pause, db=db):
+        time.sleep(pause)  # long enough for the test to kill the driver between elements
+        effect(log, f"square-{source}", db)
         return source * source
 
     @pipe.stage
-    def total(square, log=log):
-        effect(log, "total")
+    def total(square, log=log, db=db):
+        effect(log, "total", db)
         return sum(square)
 
     @pipe.stage
-    def summary(source, total, log=log):
-        effect(log, "summary")
+    def summary(source, total, log=log, db=db):
+        effect(log, "summary", db)
         return {"n": len(source), "total": total}
 
     return pipe

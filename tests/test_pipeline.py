@@ -425,6 +425,39 @@ def test_driver_sigkilled_mid_pipeline_resumes_without_redoing_finished_work(tmp
     assert {f"square-{i}" for i in range(8)} <= set(after)
 
 
+def test_a_unit_checkpointed_before_its_driver_died_ends_done_in_the_record(cluster, tmp_path):
+    """Regression (found by tests/chaos): a driver SIGKILLed after a worker wrote a unit's
+    checkpoint but before the unit's job was recorded done left that job "running" in
+    queue.db for good: the re-run reused the checkpoint and never settled the job, so the
+    record disagreed with the outputs and a later resume() of the store ran the unit again.
+    Now the re-run takes the job over and it completes on the checkpoint, not run again."""
+    import sqlite3
+
+    from packlab.queue import JobQueue
+
+    ckpt, log = str(tmp_path / "ckpt"), tmp_path / "log"
+    assert etl(ckpt, log).run(cluster).ok
+    store = os.path.join(ckpt, "queue.db")
+    con = sqlite3.connect(store)
+    with con:  # the state such a kill leaves: checkpoints whole, their jobs still running
+        crashed = [jid for (jid,) in con.execute("SELECT id FROM jobs WHERE key LIKE 'pipeline:etl:t%' "
+                                                 "OR key LIKE 'pipeline:etl:report:%'")]
+        con.executemany("UPDATE jobs SET status='running' WHERE id=?", [(j,) for j in crashed])
+        con.executemany("DELETE FROM events WHERE job_id=? AND kind='done'", [(j,) for j in crashed])
+    con.close()
+    assert len(crashed) == 6  # total, report and the 4 transform elements
+    run = etl(ckpt, log).run(cluster)
+    assert run.ok and run["transform"].units_cached == 4 and run["load"].status == "cached"
+    assert runs_of(log) == {"load": 1, "transform": 4, "total": 1, "report": 1}  # nothing ran again
+    con = sqlite3.connect(store)
+    rows = con.execute("SELECT status, (SELECT COUNT(*) FROM events e WHERE e.job_id = j.id AND "
+                       "e.kind='done') FROM jobs j").fetchall()
+    con.close()
+    assert len(rows) == 7 and all(r == ("done", 1) for r in rows), rows  # done once, none unfinished
+    with JobQueue(cluster, store=store).resume() as q:
+        assert q.jobs() == []  # nothing left for a resume() to run again
+
+
 def test_sigterm_before_a_kill_saves_the_running_stages_state(cluster, tmp_path):
     """What SLURM does at preemption and walltime (SIGTERM, then SIGKILL): the stage never
     calls ctx.save itself; its autosave getter's state is saved by the signal handler."""

@@ -11,6 +11,7 @@ queue's retries) marks every stage after it ``skipped``; the other branches go o
 from __future__ import annotations
 
 import dataclasses
+import os
 import queue as _queue
 import time
 import uuid
@@ -40,6 +41,21 @@ def stage_keys(graph: Graph) -> dict[str, str]:
         s = graph.stages[name]
         keys[name] = stage_key(name, code_token(s.fn), s.params, {u: keys[u] for u in s.upstream}, s.map_over)
     return keys
+
+
+def unfinished_units(store: str, pipeline: str) -> frozenset[str]:
+    """The queue keys of ``pipeline``'s jobs left unfinished in the queue store ``store``
+    (none if there is no store yet): a driver died while they ran, perhaps after their
+    output was checkpointed."""
+    if not os.path.exists(store):
+        return frozenset()
+    from ..queue.store import Store
+
+    s = Store(store, mode="ro")
+    try:
+        return frozenset(s.unfinished_keys(f"pipeline:{pipeline}:"))
+    finally:
+        s.close()
 
 
 def check_picklable(graph: Graph, skip: Any = None) -> None:
@@ -76,8 +92,10 @@ class Driver:
     """
 
     def __init__(self, name: str, graph: Graph, open_queue: Any, store: CheckpointStore, *, resume: bool,
-                 owner: str, retry: Any):
+                 owner: str, retry: Any, pending: frozenset[str] = frozenset()):
         self.name, self.graph, self.store = name, graph, store
+        #: queue keys of this pipeline's jobs an earlier driver left unfinished in the store
+        self.pending = pending
         self._open_queue, self._q, self._unsubscribe = open_queue, None, None
         self.resume, self.owner, self.retry = resume, owner, retry
         self.keys = stage_keys(graph)
@@ -163,7 +181,17 @@ class Driver:
         """Whether ``name``'s checkpoint is there and valid, so it will not run (a fan-out
         stage: not known before its input is, so False)."""
         spec = self.graph.stages[name]
-        return self.resume and spec.map_over is None and self._reason(name, self.keys[name]) is None
+        return self.resume and spec.map_over is None and self._reason(name, self.keys[name]) is None and \
+            self._qkey(name, self.keys[name]) not in self.pending
+
+    def _qkey(self, stage: str, unit: str) -> str:
+        """The idempotency key of a unit's queue job."""
+        return f"pipeline:{self.name}:{stage}:{unit}"
+
+    def _reusable(self, name: str, unit: str, expected: bool = False) -> bool:
+        """A valid checkpoint, and no job of the unit left unfinished by a driver that died
+        (that job is run, and completes on the checkpoint: see StageCall's ``reuse``)."""
+        return self._check(name, unit, expected) and self._qkey(name, unit) not in self.pending
 
     def _check(self, name: str, key: str, expected: bool = False) -> bool:
         """Whether a valid checkpoint is there, reporting an invalid one (and a missing one
@@ -181,7 +209,7 @@ class Driver:
         spec, s = self.graph.stages[name], self.stages[name]
         s.started = time.time()
         if spec.map_over is None:
-            if self.resume and self._check(name, s.key):
+            if self.resume and self._reusable(name, s.key):
                 self._cached(s, s.key)
                 return
             self._submit(spec, s, None)
@@ -196,7 +224,7 @@ class Driver:
             if self.resume:
                 indexed = self._check(name, s.key) and \
                     self.store.manifest(name, s.key).get("meta", {}).get("units") == s.units
-                valid = [self._check(name, unit_key(s.key, i), expected=indexed) for i in range(s.units)]
+                valid = [self._reusable(name, unit_key(s.key, i), expected=indexed) for i in range(s.units)]
                 if indexed and all(valid):
                     self._cached(s, s.key)
                     s.units_cached = s.units
@@ -245,10 +273,10 @@ class Driver:
             up = self.stages[p]
             inputs[p] = (p, up.key, up.units if up.fan_out else None)
         call = StageCall(self.name, spec.name, spec.fn, self.store.root, s.key, inputs, spec.params,
-                         spec.takes_ctx, element)
+                         spec.takes_ctx, element, reuse=self.resume)
         opts = dict(priority=spec.priority, owner=self.owner, retry=_stage_retry(spec, self.retry),
                     timeout=spec.timeout, resources=spec.resources)
-        qkey = f"pipeline:{self.name}:{spec.name}:{call.unit}"
+        qkey = self._qkey(spec.name, call.unit)
         t0 = time.time()
         job = self.q.submit(call, key=qkey, **opts)
         if job.done() and job.submitted < t0:  # an earlier run's job of this key: its output is not
@@ -266,6 +294,7 @@ class Driver:
             receipt = job.result()
             s.compute_seconds += receipt.get("seconds", 0.0)
             s.resumed += bool(receipt.get("resumed"))
+            s.units_cached += bool(receipt.get("reused")) and s.fan_out
         else:
             self.unit_errors.setdefault(name, []).append(f"job {job.id} {job.status}: {job.error}")
         self.left[name] -= 1

@@ -167,7 +167,7 @@ class Pipeline:
 
         from ..queue import JobQueue
         from .checkpoints import CheckpointStore
-        from .execute import Driver, check_picklable
+        from .execute import Driver, check_picklable, unfinished_units
 
         checks.boolean(resume, "resume")
         graph = self.validate()
@@ -188,8 +188,11 @@ class Pipeline:
             _install_warning_plugin(q)
             return q
 
+        qstore = cluster_or_queue.store if isinstance(cluster_or_queue, JobQueue) else \
+            os.path.join(root, "queue.db")
+        pending = unfinished_units(qstore, self.name) if resume else frozenset()
         driver = Driver(self.name, graph, open_queue, store, resume=resume, owner=self.owner,
-                        retry=self.retry)
+                        retry=self.retry, pending=pending)
         check_picklable(graph, skip=driver.will_reuse)  # (reads checkpoints, writes nothing)
         self._checkpoint_dir()
         try:

@@ -57,14 +57,19 @@ class StageCall:
         parameter -> (upstream stage, its key, its number of units or None).
     element : tuple or None
         (parameter, index, value) for one element of a fan-out stage.
+    reuse : bool
+        Return the receipt of a valid checkpoint of this unit instead of running the stage
+        (runs with ``resume=True``): the job of a driver that died after the unit's output
+        was written, or whose twin attempt wrote it, completes without running it again.
     """
 
     def __init__(self, pipeline: str, stage: str, fn: Any, root: str, key: str, inputs: dict,
-                 params: dict, takes_ctx: bool, element: tuple | None = None):
+                 params: dict, takes_ctx: bool, element: tuple | None = None, reuse: bool = False):
         self.__module__ = "packlab.pipeline"
         self.__qualname__ = f"{pipeline}.{stage}"
         self.pipeline, self.stage, self.fn, self.root, self.key = pipeline, stage, fn, root, key
         self.inputs, self.params, self.takes_ctx, self.element = inputs, params, takes_ctx, element
+        self.reuse = reuse
 
     @property
     def unit(self) -> str:
@@ -73,6 +78,11 @@ class StageCall:
 
     def __call__(self) -> dict:
         store = CheckpointStore(self.root, self.pipeline)
+        if getattr(self, "reuse", False) and store.check(self.stage, self.unit) is None:
+            m = store.manifest(self.stage, self.unit)
+            return {"format": m["format"], "nbytes": sum(size for size, _ in m["files"].values()),
+                    "seconds": float(m.get("meta", {}).get("seconds", 0.0)), "resumed": False, "saves": 0,
+                    "pid": os.getpid(), "reused": True}
         kwargs = dict(self.params)
         for param, (up, key, units) in self.inputs.items():
             kwargs[param] = load_output(store, up, key, units)

@@ -323,6 +323,14 @@ class Store:
             j._result, j._has_result = cloudpickle.loads(result), True
         return j
 
+    def unfinished_keys(self, prefix: str = "") -> set[str]:
+        """The idempotency keys starting with ``prefix`` of the unfinished jobs (queued,
+        running, retrying), unpickling nothing."""
+        marks = ",".join("?" * len(UNFINISHED))
+        rows = self._query(f"SELECT key FROM jobs WHERE status IN ({marks}) AND substr(key, 1, ?) = ?",
+                           (*UNFINISHED, len(prefix), prefix))
+        return {k for (k,) in rows}
+
     def unfinished(self, cv: Signal | None = None) -> list[Job]:
         """Jobs a restarted queue must run: queued, running or retrying."""
         return self.load(status=UNFINISHED, cv=cv)
