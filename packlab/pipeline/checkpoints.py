@@ -13,7 +13,8 @@ Guarantees
   fsynced, the manifest (written last, fsynced) lists every file with its size and checksum
   (CRC-32C where ``google-crc32c`` is installed, as zarr 3 has it, else zlib's CRC-32),
   and only then is the directory renamed to its place (and the parent fsynced). A crash at
-  any point leaves at most an orphan in ``tmp/``, removed on the next write.
+  any point leaves at most an orphan in ``tmp/``, never read, which ``Pipeline.clean()``
+  removes (a writer elsewhere may still be finishing its own, so a run does not).
 * A checkpoint is used only after :meth:`CheckpointStore.check` found it valid: the
   manifest parses, names this pipeline, stage, key and a known format, and every file it
   lists is there with its size and checksum. A zarr chunk deleted (which zarr would read
