@@ -436,8 +436,10 @@ def test_a_unit_checkpointed_before_its_driver_died_ends_done_in_the_record(clus
     from packlab.queue import JobQueue
 
     ckpt, log = str(tmp_path / "ckpt"), tmp_path / "log"
-    assert etl(ckpt, log).run(cluster).ok
     store = os.path.join(ckpt, "queue.db")
+    os.mkdir(ckpt, 0o700)
+    os.close(os.open(store, os.O_CREAT | os.O_WRONLY, 0o600))  # a driver killed as it made its store
+    assert etl(ckpt, log).run(cluster).ok
     con = sqlite3.connect(store)
     with con:  # the state such a kill leaves: checkpoints whole, their jobs still running
         crashed = [jid for (jid,) in con.execute("SELECT id FROM jobs WHERE key LIKE 'pipeline:etl:t%' "

@@ -11,7 +11,6 @@ queue's retries) marks every stage after it ``skipped``; the other branches go o
 from __future__ import annotations
 
 import dataclasses
-import os
 import queue as _queue
 import time
 import uuid
@@ -47,10 +46,11 @@ def unfinished_units(store: str, pipeline: str) -> frozenset[str]:
     """The queue keys of ``pipeline``'s jobs left unfinished in the queue store ``store``
     (none if there is no store yet): a driver died while they ran, perhaps after their
     output was checkpointed."""
-    if not os.path.exists(store):
-        return frozenset()
+    from ..queue.schema import identify, store_path
     from ..queue.store import Store
 
+    if identify(store, store_path(store)) == "new":  # none, or made empty by a driver killed at once
+        return frozenset()
     s = Store(store, mode="ro")
     try:
         return frozenset(s.unfinished_keys(f"pipeline:{pipeline}:"))

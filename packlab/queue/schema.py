@@ -17,6 +17,7 @@ import os
 import sqlite3
 import stat
 import urllib.parse
+import uuid
 from collections.abc import Iterator
 
 from ..errors import PacklabError
@@ -228,6 +229,31 @@ def create_private(path: str) -> None:
     os.close(fd)
 
 
+def create_whole(path: str) -> None:
+    """Create the store ``path`` with its schema, whole or not at all: the schema is
+    written to a private file beside it, checkpointed out of its WAL, and hard-linked into
+    place. A process killed while creating a store (SIGKILL between SQLite writing its
+    header and the schema's commit) so leaves no header-only database at ``path``, which
+    every later opener would refuse as "not a packlab store"; at most a
+    ``.<name>.<hex>.creating`` file. A store another process created first is kept."""
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.creating")
+    create_private(tmp)
+    try:
+        con = connect(tmp, "rwc")
+        try:
+            migrate(con)
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            con.close()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:  # made meanwhile by another process (used) or planted: a
+            create_private(path)  # symbolic link is refused here as before (O_NOFOLLOW)
+    finally:
+        remove_store(tmp)
+
+
 def private_dir(path: str) -> str:
     """Create the folder ``path`` (and missing parents) owner-only (0700) if it is missing;
     refuse a symbolic link in its place. Returns ``path``."""
@@ -265,7 +291,9 @@ def open_store(store: str | os.PathLike, mode: str = "rwc") -> tuple[str, sqlite
                            field="store", value=store)
     created = kind == "new" and not os.path.exists(path)
     try:
-        if kind == "new":
+        if created:
+            create_whole(path)
+        elif kind == "new":  # an empty file, e.g. made with touch
             create_private(path)
         con = connect(path, mode)
     except (OSError, sqlite3.DatabaseError) as e:

@@ -105,7 +105,10 @@ def query(db: str, sql: str) -> list:
 
 
 def record(store: str) -> dict[str, tuple[str, int]]:
-    """key -> (status, number of ``done`` events) of every job of a queue store."""
+    """key -> (status, number of ``done`` events) of every job of a queue store (none in a
+    store whose driver was killed before it made its tables)."""
+    if not query(store, "SELECT name FROM sqlite_master WHERE name = 'jobs'"):
+        return {}
     rows = query(store, "SELECT j.key, j.status, (SELECT COUNT(*) FROM events e WHERE e.job_id = j.id "
                         "AND e.kind = 'done') FROM jobs j")
     return {k: (s, n) for k, s, n in rows}

@@ -20,6 +20,7 @@ import queue_driver
 
 from packlab.pipeline import CheckpointStore
 from packlab.queue import JobQueue
+from packlab.queue.store import Store
 
 from .drivers import Tally, Zygote, effects_db, kill_at, query, record, runs
 
@@ -183,3 +184,39 @@ def test_driver_sigkilled_mid_pipeline_rerun_completes_with_whole_checkpoints(
     figure("driver_kill_pipeline", tally.__dict__, tally.line("driver SIGKILL mid-pipeline") +
            f"; {orphans} torn writes left in tmp/, none used (an uninterrupted run: {window[1]:.2f} s)")
     assert tally.killed >= tally.trials // 3
+
+
+KILLED_CREATING = r"""
+import os, sys
+from packlab.queue import schema
+from packlab.queue.store import Store
+
+def killed(con):  # SIGKILL's effect, at the worst moment: SQLite's header written, no schema
+    os._exit(9)
+
+schema.migrate = killed
+Store(sys.argv[1])
+"""
+
+
+def test_a_driver_killed_while_it_creates_its_store_leaves_no_store_that_is_refused(tmp_path):
+    """Regression (found by the pipeline trials): a driver killed between SQLite writing
+    the new store's header (``PRAGMA journal_mode=WAL``) and the schema's commit left a
+    header-only database that every later JobQueue and pipeline re-run refused as "not a
+    packlab store (tables: none)", so the work could not be resumed at all. A store is
+    now created whole or not at all."""
+    import subprocess
+    import sys
+
+    store = str(tmp_path / "q.db")
+    p = subprocess.run([sys.executable, "-c", KILLED_CREATING, store], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 9, p.stderr
+    s = Store(store)  # what resume() opens: a new, working store, not a refusal
+    try:
+        assert s.counts() == {}
+    finally:
+        s.close()
+    assert [e for e in os.listdir(tmp_path) if not e.startswith("q.db")] == \
+        [e for e in os.listdir(tmp_path) if e.endswith(".creating")]  # the dead creator's file, apart
+    assert oct(os.stat(store).st_mode & 0o777) == "0o600"
