@@ -119,7 +119,8 @@ class Tally:
     """What a series of kill trials did, for the printed figure."""
 
     trials: int = 0
-    killed: int = 0  # killed mid-run (the others had finished or not started their jobs)
+    killed: int = 0  # drivers still running when the kill came (the others had finished)
+    partial: int = 0  # killed with some of their work recorded done and some not
     jobs: int = 0
     done_before: int = 0
     redone: int = 0  # side effects' raw appends beyond one per unit: at-least-once rework
@@ -131,5 +132,6 @@ class Tally:
         ks = sorted(self.kill_times)
         spread = f"{ks[0]:.2f}-{ks[-1]:.2f} s" if ks else "none"
         return (f"{what}: {self.trials} trials, {self.killed} drivers SIGKILLed mid-run (at {spread} "
-                f"after the fork), {self.jobs} jobs completed, {self.done_before} done before the kill, "
+                f"after the fork; {self.partial} with part of their work done), {self.jobs} jobs "
+                f"completed, {self.done_before} done before the kill, "
                 f"{self.redone} units redone after it, lost {self.lost}, duplicated {self.duplicated}")
