@@ -80,12 +80,12 @@ def test_a_worker_sigkilled_mid_mapreduce_gives_the_numpy_answer(chaos_cluster, 
         at = chaos_rng.uniform(0.1, 0.9) * window
         time.sleep(at)
         landed = not fut.done()  # the kill comes while partials are still being made
-        gone.add(kill_a_worker(client, chaos_rng))  # the next trial starts before its replacement
+        gone.add(kill_a_worker(client, chaos_rng))
         got = fut.result(timeout=120)
         np.testing.assert_allclose(got, ref, rtol=1e-12, err_msg=f"trial {trial}: killed at {at:.3f} s")
         mid += landed
         kills.append(at)
-    back_to(client, 2, gone)
+        back_to(client, 2, gone)  # registered (it compiles the kernel while the next trial runs)
     figure("worker_kill_mapreduce", {"trials": len(kills), "mid": mid},
            f"worker SIGKILL mid-mapreduce: {len(kills)} trials, {mid} kills mid-compute (at "
            f"{min(kills):.2f}-{max(kills):.2f} s of a {window:.2f} s compute), every answer = NumPy's")
@@ -96,14 +96,14 @@ def test_a_worker_sigkilled_mid_queue_run_loses_and_duplicates_no_job(chaos_clus
                                                                       chaos_trials, figure):
     client, n = chaos_cluster.client, 40
     totals = {"trials": 0, "kills": 0, "jobs": 0, "redone": 0, "failed_attempts": 0}
-    for trial in range(chaos_trials(2)):
+    for trial in range(chaos_trials(3)):
         d = tmp_path / f"t{trial}"
         d.mkdir()
         store, log, db = str(d / "q.db"), str(d / "log"), effects_db(str(d / "fx.db"))
         killed = []
 
-        def killer(log=log, killed=killed):  # two kills at random moments while the 50 ms jobs run
-            for at in sorted(chaos_rng.uniform(0.1, 0.8) for _ in range(2)):
+        def killer(log=log, killed=killed):  # a kill at a random moment while the 50 ms jobs run
+            for at in [chaos_rng.uniform(0.1, 0.8)]:
                 while len(runs(log)) < at * n:
                     time.sleep(0.005)
                 killed.append(kill_a_worker(client, chaos_rng))
