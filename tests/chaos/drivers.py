@@ -50,13 +50,13 @@ def dead(pid: int) -> bool:
         return True
 
 
-def kill_at(pid: int, progress: str, at: float, t0: float) -> tuple[float, dict[str, float]]:
-    """SIGKILL ``pid`` at ``t0 + at`` (monotonic), unless it finished first; wait until it is
+def kill_at(pid: int, progress: str, due, t0: float) -> tuple[float, dict[str, float]]:
+    """SIGKILL ``pid`` once ``due()`` says so, unless it finished first; wait until it is
     dead. Returns when it was killed (s after ``t0``, ``-1`` if it finished first) and the
     progress it wrote: step -> s after ``t0``."""
     killed = -1.0
     while not dead(pid) and "finished" not in steps(progress, t0):
-        if time.monotonic() >= t0 + at:
+        if due():
             os.kill(pid, signal.SIGKILL)
             killed = time.monotonic() - t0
             break
@@ -66,6 +66,24 @@ def kill_at(pid: int, progress: str, at: float, t0: float) -> tuple[float, dict[
         assert time.monotonic() < deadline, f"driver {pid} neither died nor exited"
         time.sleep(0.002)
     return killed, steps(progress, t0)
+
+
+def kill_plan(rng, log: str, units: int, t0: float) -> tuple[str, object]:
+    """When to kill a driver, drawn from ``rng``: a quarter of the time at a random moment
+    of its first 0.5 s (connecting, opening its store, submitting), else a random 0-50 ms
+    after a random number of its units' side effects happened (mid-run whatever the
+    machine's load). Returns a description and ``due()``."""
+    if rng.random() < 0.25:
+        at = rng.uniform(0.0, 0.5)
+        return f"at {at:.3f} s", lambda: time.monotonic() >= t0 + at
+    k, extra, seen = rng.randrange(units), rng.uniform(0.0, 0.05), []
+
+    def due() -> bool:
+        if not seen and len(lines(log)) >= k:
+            seen.append(time.monotonic())
+        return bool(seen) and time.monotonic() >= seen[0] + extra
+
+    return f"{extra * 1000:.0f} ms after {k} side effects", due
 
 
 def steps(progress: str, t0: float) -> dict[str, float]:

@@ -5,7 +5,7 @@ the record, idempotent side effects happened exactly once, and every checkpoint 
 Each driver is a child forked from a pre-imported zygote and reaches one long-lived
 cluster by name, so a trial costs a fork, a connection and the work. The kill time is
 drawn from the seeded RNG (the seed is printed: ``PACKLAB_CHAOS_SEED=... PACKLAB_CHAOS_TRIALS=200``
-replays or extends a run), uniformly over one uninterrupted driver run, measured first.
+replays or extends a run): see ``drivers.kill_plan``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from packlab.pipeline import CheckpointStore
 from packlab.queue import JobQueue
 from packlab.queue.store import Store
 
-from .drivers import Tally, Zygote, effects_db, kill_at, query, record, runs
+from .drivers import Tally, Zygote, effects_db, kill_at, kill_plan, query, record, runs
 
 pytestmark = pytest.mark.slow
 cloudpickle.register_pickle_by_value(queue_driver)
@@ -45,23 +45,13 @@ def zygote(chaos_cluster):
     z.close()
 
 
-def uninterrupted(zygote, make, d, busy: str) -> tuple[float, float]:
-    """A driver run uninterrupted (the second of two: the first warms the workers up): when
-    its step ``busy`` began and when it ended (s after the fork). The kill window: from the
-    fork to the end, and mostly the busy part."""
-    for i in range(2):
-        cmd = make(d / f"calibration{i}")
-        t0 = time.monotonic()
-        killed, progress = kill_at(zygote.fork(cmd), cmd["log"] + ".progress", 120, t0)
-        assert killed < 0 and "finished" in progress, progress
-    return progress[busy], progress["finished"]
-
-
-def kill_time(rng, window: tuple[float, float]) -> float:
-    """A quarter of the kills anywhere in a driver's life (connecting, submitting...), the
-    rest while it is busy with its jobs (the first 80 %: the calibrated run may be slower)."""
-    start, end = window
-    return rng.uniform(0.0, end) if rng.random() < 0.25 else rng.uniform(start, start + 0.8 * (end - start))
+def uninterrupted(zygote, make, d) -> float:
+    """A driver run uninterrupted (warms the workers up): seconds from its fork to its end."""
+    cmd = make(d / "warm-up")
+    t0 = time.monotonic()
+    killed, progress = kill_at(zygote.fork(cmd), cmd["log"] + ".progress", lambda: False, t0)
+    assert killed < 0 and "finished" in progress, progress
+    return progress["finished"]
 
 
 def queue_cmd(d) -> dict:
@@ -72,13 +62,13 @@ def queue_cmd(d) -> dict:
 
 def test_driver_sigkilled_mid_queue_resume_runs_each_job_exactly_once(cluster, zygote, tmp_path, chaos_rng,
                                                                        chaos_trials, figure):
-    window = uninterrupted(zygote, queue_cmd, tmp_path, "submitted")
+    window = uninterrupted(zygote, queue_cmd, tmp_path)
     tally = Tally()
     for trial in range(chaos_trials(20)):
         cmd = queue_cmd(tmp_path / f"t{trial}")
-        at = kill_time(chaos_rng, window)
         t0 = time.monotonic()
-        killed, progress = kill_at(zygote.fork(cmd), cmd["log"] + ".progress", at, t0)
+        plan, due = kill_plan(chaos_rng, cmd["log"], JOBS, t0)
+        killed, progress = kill_at(zygote.fork(cmd), cmd["log"] + ".progress", due, t0)
         assert not any(p.startswith("error") for p in progress), progress
         before = record(cmd["store"])
         done_before = {k for k, (s, _) in before.items() if s == "done"}
@@ -89,7 +79,7 @@ def test_driver_sigkilled_mid_queue_resume_runs_each_job_exactly_once(cluster, z
         keys = {f"k{i}" for i in range(JOBS)}
         after, counts = record(cmd["store"]), runs(cmd["log"])
         fx = [k for (k,) in query(cmd["db"], "SELECT key FROM effects")]
-        why = f"trial {trial}: killed at {killed:.3f} s after {progress}"
+        why = f"trial {trial}: killed {plan} ({killed:.3f} s) after {progress}"
         assert set(after) == keys, why  # one job per key, none lost
         assert all(s == "done" and n == 1 for s, n in after.values()), (why, after)  # done once
         assert sorted(fx) == sorted(keys), why  # idempotent side effects: exactly once
@@ -104,7 +94,7 @@ def test_driver_sigkilled_mid_queue_resume_runs_each_job_exactly_once(cluster, z
         tally.lost += len(keys - set(after))
         tally.duplicated += sum(max(0, n - 1) for _, n in after.values()) + len(fx) - len(set(fx))
     figure("driver_kill_queue", tally.__dict__, tally.line("driver SIGKILL mid-queue") +
-           f" (an uninterrupted run: {window[1]:.2f} s)")
+           f" (an uninterrupted run: {window:.2f} s)")
     assert tally.killed >= tally.trials // 2 and tally.partial > 0  # not only after the end
 
 
@@ -141,15 +131,15 @@ def unit_of(stage: str, key: str, fan_key: str) -> str | None:
 
 def test_driver_sigkilled_mid_pipeline_rerun_completes_with_whole_checkpoints(
         cluster, zygote, tmp_path, chaos_rng, chaos_trials, figure):
-    window = uninterrupted(zygote, pipeline_cmd, tmp_path, "connected")
+    window = uninterrupted(zygote, pipeline_cmd, tmp_path)
     tally, orphans = Tally(), 0
     expected = {"source": list(range(8)), "square": [i * i for i in range(8)], "total": 140,
                 "summary": {"n": 8, "total": 140}}
     for trial in range(chaos_trials(20)):
         cmd = pipeline_cmd(tmp_path / f"t{trial}")
-        at = kill_time(chaos_rng, window)
         t0 = time.monotonic()
-        killed, progress = kill_at(zygote.fork(cmd), cmd["log"] + ".progress", at, t0)
+        plan, due = kill_plan(chaos_rng, cmd["log"], len(UNITS), t0)
+        killed, progress = kill_at(zygote.fork(cmd), cmd["log"] + ".progress", due, t0)
         assert not any(p.startswith("error") for p in progress), progress
         store = CheckpointStore(cmd["ckpt"], "crash")
         whole_before = {unit for unit in checkpoints(cmd["ckpt"]) if store.check(*unit) is None}
@@ -157,7 +147,7 @@ def test_driver_sigkilled_mid_pipeline_rerun_completes_with_whole_checkpoints(
         half = torn(cmd["ckpt"], pipe.keys()["square"])
         runs_before = runs(cmd["log"])
         run = pipe.run(cluster)
-        why = f"trial {trial}: killed at {killed:.3f} s after {progress}"
+        why = f"trial {trial}: killed {plan} ({killed:.3f} s) after {progress}"
         assert run.results == expected and not run.failed, why
         published = checkpoints(cmd["ckpt"])
         for unit in published:  # every checkpoint verifies against its manifest
@@ -185,7 +175,7 @@ def test_driver_sigkilled_mid_pipeline_rerun_completes_with_whole_checkpoints(
         tally.duplicated += len(fx) - len(set(fx))
         orphans += len(half)
     figure("driver_kill_pipeline", tally.__dict__, tally.line("driver SIGKILL mid-pipeline") +
-           f"; {orphans} torn writes left in tmp/, none used (an uninterrupted run: {window[1]:.2f} s)")
+           f"; {orphans} torn writes left in tmp/, none used (an uninterrupted run: {window:.2f} s)")
     assert tally.killed >= tally.trials // 2 and tally.partial > 0
 
 
