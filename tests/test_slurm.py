@@ -19,7 +19,6 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
-from distributed import wait
 from slurm_jobs import job_ids, job_info, jobs_named, poll, queued, small, unique_name
 from support import dashboard_binds
 
@@ -203,56 +202,7 @@ def test_bursty_workload_submits_a_bounded_number_of_jobs(figure):
     assert with_cooldown < without
 
 
-# -- spot: a real preemption -----------------------------------------------------------
-def test_spot_worker_preempted_by_batch_job_and_work_recomputed(figure):
-    a = np.random.default_rng(1).random((1000, 1000))
-    b = a * 2 + 1
-    # Dask forgets a vanished worker after this timeout (15 s by default); packlab
-    # then submits a replacement job.
-    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}), \
-            small(spot=True, workers=1) as pc:
-        pc.wait_for_workers(1, timeout=120)
-        # Job ids only: distributed's close() fails on a Job object still referenced.
-        (spot_id,) = job_ids(pc)
-        assert queued(pc.cluster.job_name) == {spot_id: "RUNNING"}
-        assert job_info(spot_id)["Partition"] == "spot"
-
-        # Intermediate results live only on the spot worker.
-        y = pc.client.persist(da.from_array(a, chunks=250) * 2 + 1)
-        wait(y)
-        (only,) = pc.client.scheduler_info()["workers"]
-        assert all(holders == (only,) for holders in pc.client.who_has(y).values())
-
-        # A batch job that needs every CPU of the node: SLURM preempts the spot job.
-        cpus = int(subprocess.run(["sinfo", "-h", "-o", "%c", "-p", "batch"], capture_output=True,
-                                  text=True, check=True).stdout.split()[0].rstrip("+"))
-        t0 = time.monotonic()
-        hog = subprocess.run(
-            ["sbatch", "--parsable", "-p", "batch", "-c", str(cpus), "--mem=1G",
-             "-J", f"{pc.cluster.job_name}-hog", "-o", os.devnull, "--wrap", "sleep 3"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip().split(";")[0]
-        poll(lambda: pc.workers == 0, 60, "the spot worker to leave")
-        lost = time.monotonic() - t0
-
-        total = pc.client.compute((y @ y.T).sum())
-        got = total.result(timeout=180)
-        recovered = time.monotonic() - t0
-        np.testing.assert_allclose(got, (b @ b.T).sum())
-
-        preempted = job_info(spot_id)
-        (new_id,) = job_ids(pc)
-        assert int(preempted["Restarts"]) >= 1, preempted  # requeued by preemption
-        # The replacement could only start once the batch job had left the CPUs.
-        assert job_info(hog)["JobState"] in {"COMPLETING", "COMPLETED"}
-        assert new_id != spot_id
-        assert job_info(new_id)["Partition"] == "spot"
-    figure("spot_seconds_to_recover", recovered,
-           f"spot: worker lost {lost:.2f} s after the batch job was submitted; spot job "
-           f"{spot_id} {preempted['JobState']} Restarts={preempted['Restarts']}; replacement "
-           f"job {new_id}; right answer {recovered:.2f} s after preemption")
-
-
+# -- the worker's lifetime (preemption, and walltime under adaptive scaling: tests/chaos/) --
 def test_worker_retired_at_lifetime_gets_a_new_job(figure):
     # walltime 30 s: --lifetime 15 s +- 7 s, so the worker retires by itself within
     # 22 s and a fixed-size cluster must submit a new job rather than shrink to zero.
