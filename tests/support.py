@@ -149,3 +149,14 @@ def assert_no_open_listener(pc: packlab.PackCluster) -> dict[str, int]:
         key = f"{what}-{'loopback' if ip == '127.0.0.1' else 'wider'}"
         counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+def network_interface() -> str:
+    """An interface with a non-loopback IPv4 address, so that a cluster listens beyond
+    127.0.0.1 as it must on a real cluster (the compute nodes reach the login node)."""
+    import pytest
+
+    for name, addrs in psutil.net_if_addrs().items():
+        if any(a.family.name == "AF_INET" and not a.address.startswith("127.") for a in addrs):
+            return name
+    pytest.fail("this machine has no network interface beside loopback")

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import stat
+import urllib.request
 import warnings
 
 import dask
 import pytest
-from support import assert_no_open_listener, dashboard_binds, listening
+from support import assert_no_open_listener, dashboard_binds, listening, network_interface
 
 import packlab
 from packlab.clusters import PacklabSecurityWarning
@@ -35,6 +36,15 @@ def test_local_dashboard_listens_on_loopback_only():
         # tests/chaos/test_slurm_listeners.py's): all on loopback, the comm ports TLS.
         counts = assert_no_open_listener(pc)
     assert counts == {"comm-loopback": 3, "http-loopback": 2}
+
+
+def test_the_dashboard_link_names_where_it_listens_when_the_scheduler_is_on_the_network():
+    # Dask's link took the scheduler's host (the network address) for a dashboard that
+    # listens on 127.0.0.1 only: the link shown and registered could not be opened.
+    with quiet(workers=0, interface=network_interface(), **SMALL) as pc:
+        assert not pc.scheduler_address.startswith("tls://127.")
+        assert pc.dashboard_link.startswith("http://127.0.0.1:")
+        assert urllib.request.urlopen(pc.dashboard_link, timeout=10).status == 200
 
 
 @pytest.mark.parametrize("how", ["argument", "setting"])

@@ -6,22 +6,14 @@ tests/test_cluster_security.py (support.assert_no_open_listener)."""
 
 from __future__ import annotations
 
-import psutil
+import urllib.request
+
 import pytest
 from distributed import Client, Security
 from slurm_jobs import small
-from support import assert_no_open_listener, cluster_listeners, dashboard_binds
+from support import assert_no_open_listener, cluster_listeners, dashboard_binds, network_interface
 
 pytestmark = pytest.mark.slurm
-
-
-def network_interface() -> str:
-    """An interface with a non-loopback IPv4 address, so the cluster listens beyond
-    127.0.0.1 as it must on a real cluster (the compute nodes reach the login node)."""
-    for name, addrs in psutil.net_if_addrs().items():
-        if any(a.family.name == "AF_INET" and not a.address.startswith("127.") for a in addrs):
-            return name
-    pytest.fail("this machine has no network interface beside loopback")
 
 
 def test_slurm_cluster_listeners_refuse_strangers_and_http_is_loopback_only(figure):
@@ -37,6 +29,9 @@ def test_slurm_cluster_listeners_refuse_strangers_and_http_is_loopback_only(figu
         counts = assert_no_open_listener(pc)
         seen = cluster_listeners(pc)
         assert dashboard_binds(pc.dashboard_link) == {"127.0.0.1"}
+        # The link says where it listens (Dask's named the scheduler's network address).
+        assert pc.dashboard_link.startswith("http://127.0.0.1:")
+        assert urllib.request.urlopen(pc.dashboard_link, timeout=10).status == 200
     roles = sorted({(role, what) for role, what, _, _ in seen})
     assert roles == [("nanny", "comm"), ("scheduler", "comm"), ("scheduler", "http"),
                      ("worker", "comm"), ("worker", "http")]
