@@ -3,6 +3,7 @@ conftest.py, and ``from conftest import ...`` picks whichever was imported first
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from collections.abc import Callable
@@ -55,3 +56,107 @@ def dashboard_binds(link: str, pid: int | None = None) -> set[str]:
     ips = {ip for ip, p in listening(pid) if p == port}
     assert ips, f"nothing listens on the dashboard's port {port}"
     return ips
+
+
+# -- every listener of a cluster, read from its processes' sockets --------------------------
+def _identity(address: str, connection_args: dict) -> str:
+    """The type of the Dask server at ``address`` (its ``identity`` answer), asked with these
+    connection arguments; raises what the connection raises."""
+    import asyncio
+
+    from distributed.core import rpc
+
+    async def ask() -> str:
+        async with rpc(address, connection_args=connection_args, timeout=5) as r:
+            return (await r.identity())["type"]
+
+    return asyncio.run(ask())
+
+
+def foreign_tls_args() -> dict:
+    """A client with certificates of its own (``Security.temporary()``) that trusts any
+    server: only the server's refusal can stop it."""
+    import ssl
+
+    from distributed import Security
+
+    args = Security.temporary().get_connection_args("client")
+    args["ssl_context"].check_hostname = False
+    args["ssl_context"].verify_mode = ssl.CERT_NONE
+    return args
+
+
+def refusals(address: str, security) -> dict[str, str]:
+    """Call the TLS Dask server at ``address`` with the cluster's own certificates (it must
+    answer), over plain TCP and with foreign certificates (it must refuse both); returns
+    the error each stranger got."""
+    assert address.startswith("tls://"), address
+    answer = _identity(address, security.get_connection_args("client"))
+    assert answer in {"Scheduler", "Worker", "Nanny"}, answer
+    refused = {}
+    for who, addr, args in (("plain", address.replace("tls://", "tcp://", 1), {}),
+                            ("foreign", address, foreign_tls_args())):
+        try:
+            got = _identity(addr, args)
+        except (OSError, TimeoutError) as e:  # CommClosedError is an OSError
+            refused[who] = type(e).__name__
+        else:
+            raise AssertionError(f"{answer} at {address} answered a {who} client: {got}")
+    return refused
+
+
+def cluster_listeners(pc: packlab.PackCluster) -> list[tuple[str, str, str, int]]:
+    """``(process, what, ip, port)`` for every listening TCP socket of the cluster's
+    scheduler, nannies and workers. Of this process (the scheduler's, and a local cluster's
+    nannies') only their own ports count; of every other process, every socket. ``what``
+    is ``comm`` (Dask's protocol), ``http`` (dashboard, /metrics) or ``unknown``."""
+    client = pc.client
+    info = client.scheduler_info()
+    known: dict[int, dict[int, tuple[str, str]]] = {}  # pid -> port -> (process, what)
+
+    def add(role: str, pid: int, comm: str, http: dict) -> None:
+        ports = known.setdefault(pid, {})
+        ports[urlparse(comm).port] = (role, "comm")
+        ports.update({p: (role, "http") for p in http.values()})
+
+    add("scheduler", os.getpid(), pc.scheduler_address, info["services"])
+    nannies = client.run(os.getpid, nanny=True)  # by the address of the worker each one runs
+    for addr, pid in client.run(os.getpid).items():
+        w = info["workers"][addr]
+        add("worker", pid, addr, w["services"])
+        if w.get("nanny"):
+            add("nanny", nannies[addr], w["nanny"], {})
+    found = []
+    for pid, ports in known.items():
+        for ip, p in sorted(listening(pid)):
+            if pid != os.getpid() or p in ports:
+                role, what = ports.get(p, (f"process {pid}", "unknown"))
+                found.append((role, what, ip, p))
+    return found
+
+
+def assert_no_open_listener(pc: packlab.PackCluster) -> dict[str, int]:
+    """Every listener of the cluster is either a Dask comm port that refuses plain TCP and
+    foreign certificates, or an HTTP server on 127.0.0.1; returns counts by kind."""
+    counts: dict[str, int] = {}
+    for role, what, ip, port in cluster_listeners(pc):
+        assert what != "unknown", f"the {role} listens on {ip}:{port}, which packlab does not know"
+        if what == "http":
+            assert ip == "127.0.0.1", f"the {role}'s HTTP server (dashboard) listens on {ip}:{port}"
+        else:
+            host = "127.0.0.1" if ip in {"0.0.0.0", "::"} else ip
+            assert set(refusals(f"tls://{host}:{port}", pc.security)) == {"plain", "foreign"}
+        key = f"{what}-{'loopback' if ip == '127.0.0.1' else 'wider'}"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def network_interface() -> str:
+    """An interface with a non-loopback IPv4 address, so that a cluster listens beyond
+    127.0.0.1 as it must on a real cluster (the compute nodes reach the login node)."""
+    import pytest
+
+    for name, addrs in psutil.net_if_addrs().items():
+        if any(a.family.name == "AF_INET" and not a.address.startswith("127.") for a in addrs):
+            return name
+    pytest.fail("this machine has no network interface beside loopback")

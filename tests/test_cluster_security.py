@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import stat
+import urllib.request
 import warnings
-from urllib.parse import urlparse
 
 import dask
 import pytest
-from support import dashboard_binds, listening
+from support import assert_no_open_listener, dashboard_binds, listening, network_interface
 
 import packlab
 from packlab.clusters import PacklabSecurityWarning
@@ -30,11 +30,21 @@ def quiet(**kwargs) -> packlab.PackCluster:
 
 
 def test_local_dashboard_listens_on_loopback_only():
-    with quiet(workers=0, **SMALL) as pc:
+    with quiet(workers=1, wait=True, **SMALL) as pc:
         assert dashboard_binds(pc.dashboard_link) == {"127.0.0.1"}
-        # The scheduler itself is loopback too (TLS).
-        port = urlparse(pc.scheduler_address.replace("tls://", "http://")).port
-        assert {ip for ip, p in listening() if p == port} == {"127.0.0.1"}
+        # Every socket of the scheduler, the nanny and the worker (the same check as
+        # tests/chaos/test_slurm_listeners.py's): all on loopback, the comm ports TLS.
+        counts = assert_no_open_listener(pc)
+    assert counts == {"comm-loopback": 3, "http-loopback": 2}
+
+
+def test_the_dashboard_link_names_where_it_listens_when_the_scheduler_is_on_the_network():
+    # Dask's link took the scheduler's host (the network address) for a dashboard that
+    # listens on 127.0.0.1 only: the link shown and registered could not be opened.
+    with quiet(workers=0, interface=network_interface(), **SMALL) as pc:
+        assert not pc.scheduler_address.startswith("tls://127.")
+        assert pc.dashboard_link.startswith("http://127.0.0.1:")
+        assert urllib.request.urlopen(pc.dashboard_link, timeout=10).status == 200
 
 
 @pytest.mark.parametrize("how", ["argument", "setting"])
@@ -154,12 +164,41 @@ def test_slurm_keywords_extend_the_sites_lists_and_leave_its_settings_alone(tmp_
         "jobqueue.slurm.local-directory": "$TMPDIR",
     })
     assert kw["job_extra_directives"] == ["--qos=high"]
-    assert kw["worker_extra_args"][:2] == ["--resources", "SITE=1"]
+    assert kw["worker_extra_args"][2:4] == ["--resources", "SITE=1"]
     assert "--lifetime" in kw["worker_extra_args"]
     assert kw["scheduler_options"] == {"idle_timeout": 60, "dashboard_address": "127.0.0.1:0"}
     # What packlab has no opinion on is not passed, so dask-jobqueue reads the site's value.
     for key in ("local_directory", "python", "interface", "account"):
         assert key not in kw
+
+
+def worker_cli_dashboard(worker_args: list[str]) -> str:
+    """The dashboard address ``dask worker`` really takes from these arguments (its own
+    command-line parser, as in the job script)."""
+    from distributed.cli.dask_worker import main
+
+    return main.make_context("dask-worker", ["tls://127.0.0.1:1", *worker_args]).params["dashboard_address"]
+
+
+def test_slurm_workers_dashboard_is_on_loopback_unless_asked_and_then_warns(tmp_path, monkeypatch):
+    # dask worker's default is ":0", every interface of the compute node: its dashboard
+    # and /metrics were open to anyone who could reach the node (tests/chaos/ found it).
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PacklabSecurityWarning)
+        kw = slurm_kwargs_in(tmp_path, monkeypatch)
+    assert worker_cli_dashboard(kw["worker_extra_args"]) == "127.0.0.1:0"
+    # A site's or a user's own address comes later, wins, and warns when it is wider.
+    with pytest.warns(PacklabSecurityWarning, match=r"worker-extra-args --dashboard-address=':8790'"):
+        kw = slurm_kwargs_in(tmp_path, monkeypatch,
+                             **{"jobqueue.slurm.worker-extra-args": ["--dashboard-address", ":8790"]})
+    assert worker_cli_dashboard(kw["worker_extra_args"]) == ":8790"
+    with pytest.warns(PacklabSecurityWarning, match=r"worker_extra_args --dashboard-address='0\.0\.0\.0:0'"):
+        request = slurm_request(worker_extra_args=["--dashboard-address=0.0.0.0:0"])
+        kw = slurm_kwargs_for(request, tmp_path, monkeypatch)
+    assert worker_cli_dashboard(kw["worker_extra_args"]) == "0.0.0.0:0"
+    with pytest.raises(PacklabError, match=r"worker_extra_args --dashboard-address='8787' is invalid"):
+        request = slurm_request(worker_extra_args=["--dashboard-address", "8787"])
+        slurm_kwargs_for(request, tmp_path, monkeypatch)
 
 
 def test_bad_input_beside_security_false_is_only_an_error_not_also_a_warning():

@@ -13,14 +13,13 @@ import stat
 import subprocess
 import sys
 import time
-import uuid
 import warnings
 
 import dask
 import dask.array as da
 import numpy as np
 import pytest
-from distributed import Client, Security, wait
+from slurm_jobs import job_ids, job_info, jobs_named, poll, queued, small, unique_name
 from support import dashboard_binds
 
 import packlab
@@ -30,54 +29,6 @@ from packlab.clusters.slurm import SlurmBackend
 from packlab.errors import BackendUnavailable, PacklabError
 
 pytestmark = pytest.mark.slurm
-
-
-# -- helpers: SLURM's own view of the jobs ---------------------------------------
-def unique_name(what: str) -> str:
-    """A job name of this test only, so counts ignore every other job."""
-    return f"pl-{what}-{uuid.uuid4().hex[:6]}"
-
-
-def queued(name: str) -> dict[str, str]:
-    """Jobs of that name still in the queue (pending or running): id -> state."""
-    out = subprocess.run(
-        ["squeue", "-h", "-n", name, "-o", "%i %T"], capture_output=True, text=True, check=True
-    ).stdout
-    return dict(line.split() for line in out.splitlines())
-
-
-def job_info(job_id: str) -> dict[str, str]:
-    """``scontrol show job`` as a dict (finished jobs stay visible for MinJobAge, 300 s)."""
-    out = subprocess.run(
-        ["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, check=True
-    ).stdout
-    return dict(re.findall(r"(\w+)=(\S*)", out))
-
-
-def jobs_named(name: str) -> dict[str, dict[str, str]]:
-    """Every job of that name SLURM remembers, finished ones included: id -> fields."""
-    out = subprocess.run(
-        ["scontrol", "-o", "show", "job"], capture_output=True, text=True, check=True
-    ).stdout
-    jobs = [dict(re.findall(r"(\w+)=(\S*)", line)) for line in out.splitlines()]
-    return {j["JobId"]: j for j in jobs if j.get("JobName") == name}
-
-
-def job_ids(pc) -> list[str]:
-    """SLURM job ids of the cluster's current workers."""
-    return [job.job_id for job in pc.cluster.workers.values()]
-
-
-def poll(condition, timeout: float, what: str, every: float = 0.1):
-    """Return the first truthy ``condition()``, or fail after ``timeout`` seconds."""
-    end = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > end:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
 
 
 @pytest.fixture
@@ -91,16 +42,6 @@ def figure(capsys, record_property):
                 print(f"\n    [figure] {text}", end="")
 
     return report
-
-
-def small(**kwargs):
-    """launch(backend="slurm") with 1-core, 1 GiB workers: fast where size is not the point.
-
-    Each cluster's jobs get a name of their own (dask-jobqueue names them all
-    "dask-worker"), so squeue and scontrol can tell this cluster's jobs apart.
-    """
-    return packlab.launch(backend="slurm", cores=1, memory="1GiB",
-                          job_name=unique_name("worker"), **kwargs)
 
 
 # -- the acceptance test: the default profile on real SLURM ----------------------
@@ -130,18 +71,6 @@ def test_default_profile_gives_two_tls_workers_that_compute(figure):
         x = da.from_array(a, chunks=(300, 400))
         got = pc.client.compute((x @ x.T).mean(axis=0)).result()
         np.testing.assert_allclose(got, (a @ a.T).mean(axis=0))
-
-
-def test_client_without_the_certificates_is_refused():
-    with small(workers=0) as pc:
-        address = pc.scheduler_address
-        assert address.startswith("tls://")
-        with Client(address, security=pc.security, timeout="20s") as ok:  # the control
-            assert ok.scheduler_info()["address"] == address
-        with pytest.raises((OSError, TimeoutError)):
-            Client(address.replace("tls://", "tcp://"), timeout="3s", set_as_default=False)
-        with pytest.raises((OSError, TimeoutError)):
-            Client(address, security=Security.temporary(), timeout="3s", set_as_default=False)
 
 
 # -- the job script: the profile's directives reach sbatch ---------------------------
@@ -273,56 +202,7 @@ def test_bursty_workload_submits_a_bounded_number_of_jobs(figure):
     assert with_cooldown < without
 
 
-# -- spot: a real preemption -----------------------------------------------------------
-def test_spot_worker_preempted_by_batch_job_and_work_recomputed(figure):
-    a = np.random.default_rng(1).random((1000, 1000))
-    b = a * 2 + 1
-    # Dask forgets a vanished worker after this timeout (15 s by default); packlab
-    # then submits a replacement job.
-    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}), \
-            small(spot=True, workers=1) as pc:
-        pc.wait_for_workers(1, timeout=120)
-        # Job ids only: distributed's close() fails on a Job object still referenced.
-        (spot_id,) = job_ids(pc)
-        assert queued(pc.cluster.job_name) == {spot_id: "RUNNING"}
-        assert job_info(spot_id)["Partition"] == "spot"
-
-        # Intermediate results live only on the spot worker.
-        y = pc.client.persist(da.from_array(a, chunks=250) * 2 + 1)
-        wait(y)
-        (only,) = pc.client.scheduler_info()["workers"]
-        assert all(holders == (only,) for holders in pc.client.who_has(y).values())
-
-        # A batch job that needs every CPU of the node: SLURM preempts the spot job.
-        cpus = int(subprocess.run(["sinfo", "-h", "-o", "%c", "-p", "batch"], capture_output=True,
-                                  text=True, check=True).stdout.split()[0].rstrip("+"))
-        t0 = time.monotonic()
-        hog = subprocess.run(
-            ["sbatch", "--parsable", "-p", "batch", "-c", str(cpus), "--mem=1G",
-             "-J", f"{pc.cluster.job_name}-hog", "-o", os.devnull, "--wrap", "sleep 3"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip().split(";")[0]
-        poll(lambda: pc.workers == 0, 60, "the spot worker to leave")
-        lost = time.monotonic() - t0
-
-        total = pc.client.compute((y @ y.T).sum())
-        got = total.result(timeout=180)
-        recovered = time.monotonic() - t0
-        np.testing.assert_allclose(got, (b @ b.T).sum())
-
-        preempted = job_info(spot_id)
-        (new_id,) = job_ids(pc)
-        assert int(preempted["Restarts"]) >= 1, preempted  # requeued by preemption
-        # The replacement could only start once the batch job had left the CPUs.
-        assert job_info(hog)["JobState"] in {"COMPLETING", "COMPLETED"}
-        assert new_id != spot_id
-        assert job_info(new_id)["Partition"] == "spot"
-    figure("spot_seconds_to_recover", recovered,
-           f"spot: worker lost {lost:.2f} s after the batch job was submitted; spot job "
-           f"{spot_id} {preempted['JobState']} Restarts={preempted['Restarts']}; replacement "
-           f"job {new_id}; right answer {recovered:.2f} s after preemption")
-
-
+# -- the worker's lifetime (preemption, and walltime under adaptive scaling: tests/chaos/) --
 def test_worker_retired_at_lifetime_gets_a_new_job(figure):
     # walltime 30 s: --lifetime 15 s +- 7 s, so the worker retires by itself within
     # 22 s and a fixed-size cluster must submit a new job rather than shrink to zero.

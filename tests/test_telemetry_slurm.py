@@ -4,27 +4,20 @@ TRESBillingWeights: batch 1 per CPU + 0.5 per GB, spot half that), checked by ha
 from __future__ import annotations
 
 import math
-import re
 import sqlite3
-import subprocess
 import time
 import uuid
 import warnings
 
 import dask
 import pytest
+from slurm_jobs import job_info
 
 import packlab
 from packlab.telemetry.pricing import Pricing
 
 pytestmark = pytest.mark.slurm
 WEIGHTS = {"batch": (1.0, 0.5), "spot": (0.5, 0.25)}  # (per CPU, per GB): scripts/slurm-up
-
-
-def job_info(job_id: str) -> dict[str, str]:
-    out = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True,
-                         check=True).stdout
-    return dict(re.findall(r"(\w+)=(\S*)", out))
 
 
 def seconds(runtime: str) -> float:

@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+from urllib.parse import urlparse
 
 from distributed import Client, Security
 from distributed.deploy import Cluster
@@ -200,8 +201,13 @@ class PackCluster:
         cooldown: float,
         notes: list[str],
         name: str | None = None,
+        dashboard_host: str | None = None,
     ):
         self.cluster = cluster
+        # Where the dashboard listens when that is one address (127.0.0.1 by default):
+        # Dask's own link names the scheduler's host, which differs once the scheduler
+        # listens on a network interface (interface=, SLURM clusters).
+        self._dashboard_host = dashboard_host if dashboard_host not in {None, "", "0.0.0.0"} else None
         #: The name in the owner-only registry (:func:`packlab.connect` finds it by it).
         self.name = name
         self.backend = backend
@@ -230,7 +236,12 @@ class PackCluster:
 
     @property
     def dashboard_link(self) -> str:
-        return self.cluster.dashboard_link
+        """The dashboard's URL, on the address it really listens on."""
+        link = self.cluster.dashboard_link
+        if self._dashboard_host is None:
+            return link
+        parts = urlparse(link)
+        return parts._replace(netloc=f"{self._dashboard_host}:{parts.port}").geturl()
 
     @property
     def workers(self) -> int:

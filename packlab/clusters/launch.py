@@ -24,7 +24,7 @@ from .base import (
 )
 from .keywords import check_backend_kwargs
 from .mainguard import unguarded_main_call, workers_reimport_main
-from .security import PacklabSecurityWarning, make_security, security_setting
+from .security import PacklabSecurityWarning, make_security, parse_dashboard_address, security_setting
 from .security import dashboard_address as check_dashboard_address
 
 
@@ -158,6 +158,7 @@ def launch(
         cooldown=request.cooldown,
         notes=notes,
         name=name or registry.new_name(),
+        dashboard_host=parse_dashboard_address(request.dashboard_address, "dashboard_address")[0],
     )
     try:
         # Connect now: the client becomes Dask's default, so a plain .compute() right

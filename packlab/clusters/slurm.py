@@ -12,6 +12,10 @@ A worker job can end while the cluster runs: preempted on a spot partition, or r
 by ``--lifetime`` before its walltime. Dask then forgets the worker but submits nothing,
 so a fixed-size cluster would shrink for good; :func:`~._dask_compat.keep_workers`
 submits a new job for it. Workers removed by ``scale``/``adapt`` are not replaced.
+
+``dask worker`` serves its own dashboard and ``/metrics`` on every interface of its node by
+default (``--dashboard-address :0``), without authentication; packlab's workers bind it to
+the node's loopback, like the scheduler's dashboard.
 """
 
 from __future__ import annotations
@@ -32,7 +36,12 @@ from ..profiles import Profile
 from ..units import format_bytes, format_walltime
 from ._dask_compat import discard_unstarted, import_slurm_cluster, keep_workers
 from .base import Backend, ClusterRequest, ClusterStartError, clamp_gpus, keywords_of, register_backend
-from .security import private_directory
+from .security import LOOPBACK_DASHBOARD, private_directory
+from .security import dashboard_address as check_dashboard_address
+
+#: First among the workers' arguments, so that a ``--dashboard-address`` of the site's or
+#: the user's (checked and warned about by :func:`worker_dashboards`) comes later and wins.
+WORKER_DASHBOARD = ("--dashboard-address", LOOPBACK_DASHBOARD)
 
 
 @dataclass(frozen=True)
@@ -246,6 +255,21 @@ def job_log_tail(script: str, job_id: str, lines: int = 15) -> str:
     return f"{path}:\n" + "\n".join(tail) if tail else f"{path} (empty)"
 
 
+def worker_dashboards(args: list[str], field: str) -> None:
+    """Check a ``--dashboard-address`` among worker arguments like ``dashboard_address=``:
+    malformed is an error, beyond loopback warns (the worker's dashboard has no login).
+
+    Examples
+    --------
+    >>> worker_dashboards(["--dashboard-address", "127.0.0.1:8790"], "worker_extra_args")
+    """
+    for i, arg in enumerate(args):
+        if arg == "--dashboard-address" and i + 1 < len(args):
+            check_dashboard_address(args[i + 1], f"{field} --dashboard-address")
+        elif arg.startswith("--dashboard-address="):
+            check_dashboard_address(arg.split("=", 1)[1], f"{field} --dashboard-address")
+
+
 def jobqueue(key: str):
     """``jobqueue.slurm.<key>`` from dask.config (the site's jobqueue.yaml and dask-jobqueue's defaults)."""
     return dask.config.get(f"jobqueue.slurm.{key}", default=None)
@@ -267,6 +291,9 @@ def slurm_kwargs(request: ClusterRequest, profile: Profile, security: Security |
         logs_field, logs = "jobqueue.slurm.log-directory", jobqueue("log-directory")
     logs = private_directory(logs or os.path.join(shared, "logs"), logs_field)
     lifetime, stagger = worker_lifetime(profile.walltime)
+    site_args, user_args = jobqueue("worker-extra-args") or [], extra.pop("worker_extra_args", [])
+    worker_dashboards(site_args, "jobqueue.slurm.worker-extra-args")
+    worker_dashboards(user_args, "worker_extra_args")
     directives: list[str] = []
     worker_args = ["--lifetime", f"{lifetime}s", "--lifetime-stagger", f"{stagger}s"]
     if request.spot:
@@ -285,8 +312,7 @@ def slurm_kwargs(request: ClusterRequest, profile: Profile, security: Security |
         queue=request.partition,
         job_extra_directives=[*(jobqueue("job-extra-directives") or []), *directives,
                               *extra.pop("job_extra_directives", [])],
-        worker_extra_args=[*(jobqueue("worker-extra-args") or []), *worker_args,
-                           *extra.pop("worker_extra_args", [])],
+        worker_extra_args=[*WORKER_DASHBOARD, *site_args, *worker_args, *user_args],
         # A dashboard address among the user's scheduler_options was taken out and checked
         # by launch() (keywords.check_backend_kwargs): request.dashboard_address is it.
         scheduler_options={**(jobqueue("scheduler-options") or {}), **extra.pop("scheduler_options", {}),
