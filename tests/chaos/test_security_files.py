@@ -27,7 +27,6 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-from support import small_cluster
 
 import packlab
 from packlab.clusters import registry
@@ -270,7 +269,11 @@ def test_a_telemetry_store_never_follows_a_planted_link(tmp_path, target, side):
 
 @pytest.fixture(scope="module")
 def cluster():
-    with small_cluster() as pc:
+    """One in-process TLS worker: the stages' files are what matters here, not processes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", packlab.PacklabWarning)
+        pc = packlab.launch(workers=1, cores=2, memory="1GiB", wait=True, processes=False)
+    with pc:
         yield pc
 
 
