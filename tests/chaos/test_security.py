@@ -284,7 +284,12 @@ def test_packlab_dashboard_off_loopback_refuses_every_route_without_its_token(st
         assert asyncio.run(_ws_status(ws, origin)) == 403  # its own origin, no token
         assert asyncio.run(_ws_status(ws + "?token=" + wrong, origin)) == 403
         assert asyncio.run(_ws_status(ws, origin, f"packlab_dashboard_token={token}")) == 101
-    assert "Traceback" not in proc.log.read_text()
+    # Its logs after all that hold no traceback, key or token; the token is printed once, in
+    # the URL on its standard output (by design), and written to no file.
+    err, out = proc.log.read_text(), proc.stdout.read()  # (it has stopped: the rest of its output)
+    assert "Traceback" not in err and "PRIVATE KEY" not in err and token not in err, err
+    assert url.endswith(f"?token={token}") and token not in out
+    assert all(token.encode() not in Path(f).read_bytes() for f in Path(store).parent.glob("q.db*"))
 
 
 # -- the JupyterLab server extension -----------------------------------------------------------
