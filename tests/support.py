@@ -3,7 +3,13 @@ conftest.py, and ``from conftest import ...`` picks whichever was imported first
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -160,3 +166,69 @@ def network_interface() -> str:
         if any(a.family.name == "AF_INET" and not a.address.startswith("127.") for a in addrs):
             return name
     pytest.fail("this machine has no network interface beside loopback")
+def tree_listeners(pid: int | None = None) -> set[tuple[int, str, int]]:
+    """(pid, ip, port) of every listening TCP socket and bound UDP socket of process ``pid``
+    (default: this one) and of all its descendants, read from the kernel (psutil)."""
+    root = psutil.Process(pid)
+    found = set()
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            conns = (proc.net_connections if hasattr(proc, "net_connections") else proc.connections)("inet")
+        except psutil.NoSuchProcess:  # it ended meanwhile: it listens on nothing
+            continue
+        for c in conns:
+            if c.status == psutil.CONN_LISTEN or (c.type == socket.SOCK_DGRAM and c.laddr):
+                found.add((proc.pid, c.laddr.ip, c.laddr.port))
+    return found
+
+
+def is_loopback(ip: str) -> bool:
+    """Whether ``ip`` (as psutil reports a bound address) reaches this machine only."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return (mapped or addr).is_loopback
+
+
+def read_until(stream, prefix: str, seen: list[str], timeout: float = 120) -> str:
+    """Read lines from a subprocess pipe until one starts with ``prefix``; fail on EOF/timeout."""
+    found: list[str] = []
+
+    def read():
+        for line in stream:
+            seen.append(line)
+            if line.startswith(prefix):
+                found.append(line)
+                return
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert found, f"no {prefix!r} line; output so far: {''.join(seen)!r}"
+    return found[0].split(":", 1)[1].strip()
+
+
+def _ignore_sigint() -> None:
+    """As ``nohup cmd &`` in a script leaves it: SIGINT ignored, inherited by the child."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def cluster_up(*args: str, sigint_ignored: bool = False):
+    """``packlab cluster up ARGS`` in a session of its own (so a test can signal its whole
+    process group the way a terminal's Ctrl-C does, without touching pytest); killed if
+    the test leaves it running."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "packlab.cli", "cluster", "up", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+        preexec_fn=_ignore_sigint if sigint_ignored else None,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import subprocess
 import sys
-import threading
 import urllib.request
 
 import pytest
 from click.testing import CliRunner
-from support import dashboard_binds
+from support import cluster_up, dashboard_binds, read_until
 
 import packlab
 import packlab.resources
@@ -87,54 +84,12 @@ def test_bad_input_exits_2_with_one_readable_line(runner, args, message):
     assert "Traceback" not in r.output
 
 
-def _read_until(stream, prefix: str, seen: list[str], timeout: float = 120) -> str:
-    """Read lines from a subprocess pipe until one starts with ``prefix``; fail on EOF/timeout."""
-    found: list[str] = []
-
-    def read():
-        for line in stream:
-            seen.append(line)
-            if line.startswith(prefix):
-                found.append(line)
-                return
-
-    t = threading.Thread(target=read, daemon=True)
-    t.start()
-    t.join(timeout)
-    assert found, f"no {prefix!r} line; output so far: {''.join(seen)!r}"
-    return found[0].split(":", 1)[1].strip()
-
-
-def _ignore_sigint() -> None:
-    """As ``nohup cmd &`` in a script leaves it: SIGINT ignored, inherited by the child."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-@contextlib.contextmanager
-def _cluster_up(*args: str, sigint_ignored: bool = False):
-    """``packlab cluster up ARGS`` in a session of its own (so a test can signal its whole
-    process group the way a terminal's Ctrl-C does, without touching pytest); killed if
-    the test leaves it running."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "packlab.cli", "cluster", "up", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
-        preexec_fn=_ignore_sigint if sigint_ignored else None,
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def test_cluster_up_named_is_reached_by_packlab_connect_and_leaves_the_registry(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))  # the child's registry and ours
     seen: list[str] = []
-    with _cluster_up("--workers", "1", "--name", "cli-run") as proc:
-        assert _read_until(proc.stdout, "name:", seen) == "cli-run"
-        connect = _read_until(proc.stdout, "connect:", seen)
+    with cluster_up("--workers", "1", "--name", "cli-run") as proc:
+        assert read_until(proc.stdout, "name:", seen) == "cli-run"
+        connect = read_until(proc.stdout, "connect:", seen)
         assert connect == 'import packlab; client = packlab.connect("cli-run")'
         with packlab.connect("cli-run") as client:  # TLS: the certificates from ~/.packlab
             assert client.submit(abs, -4).result(timeout=60) == 4
@@ -147,9 +102,9 @@ def test_cluster_up_named_is_reached_by_packlab_connect_and_leaves_the_registry(
 @pytest.mark.parametrize("ctrl_c", ["process", "process-group"])
 def test_cluster_up_prints_address_and_dashboard_and_stops_on_ctrl_c(ctrl_c):
     seen: list[str] = []
-    with _cluster_up("--profile", "general-batch", "--workers", "1") as proc:
-        address = _read_until(proc.stdout, "scheduler:", seen)
-        dashboard = _read_until(proc.stdout, "dashboard:", seen)
+    with cluster_up("--profile", "general-batch", "--workers", "1") as proc:
+        address = read_until(proc.stdout, "scheduler:", seen)
+        dashboard = read_until(proc.stdout, "dashboard:", seen)
         assert address.startswith("tls://127.0.0.1:")
         # The certificates exist only in that process, so we check the dashboard instead.
         with urllib.request.urlopen(dashboard, timeout=60) as page:
@@ -168,8 +123,8 @@ def test_cluster_up_prints_address_and_dashboard_and_stops_on_ctrl_c(ctrl_c):
 
 def test_cluster_up_stops_on_ctrl_c_even_when_started_with_sigint_ignored():
     seen: list[str] = []
-    with _cluster_up("--workers", "0", sigint_ignored=True) as proc:
-        assert _read_until(proc.stdout, "scheduler:", seen).startswith("tls://")
+    with cluster_up("--workers", "0", sigint_ignored=True) as proc:
+        assert read_until(proc.stdout, "scheduler:", seen).startswith("tls://")
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
@@ -178,8 +133,8 @@ def test_cluster_up_stops_on_ctrl_c_even_when_started_with_sigint_ignored():
 
 def test_cluster_up_dashboard_address_opens_it_wider_with_a_warning():
     seen: list[str] = []
-    with _cluster_up("--workers", "0", "--dashboard-address", ":0") as proc:
-        dashboard = _read_until(proc.stdout, "dashboard:", seen)
+    with cluster_up("--workers", "0", "--dashboard-address", ":0") as proc:
+        dashboard = read_until(proc.stdout, "dashboard:", seen)
         assert dashboard_binds(dashboard, proc.pid) & {"0.0.0.0", "::"}
         proc.terminate()
         _, err = proc.communicate(timeout=120)
@@ -189,8 +144,8 @@ def test_cluster_up_dashboard_address_opens_it_wider_with_a_warning():
 
 def test_cluster_up_sigterm_also_stops_cleanly():
     seen: list[str] = []
-    with _cluster_up("--workers", "0", "--insecure") as proc:
-        assert _read_until(proc.stdout, "scheduler:", seen).startswith("tcp://")
+    with cluster_up("--workers", "0", "--insecure") as proc:
+        assert read_until(proc.stdout, "scheduler:", seen).startswith("tcp://")
         proc.terminate()
         _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err

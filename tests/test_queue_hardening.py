@@ -161,10 +161,12 @@ def test_the_store_and_its_side_files_are_owner_only(cluster, tmp_path):
         os.umask(old)
 
 
+@pytest.mark.parametrize("points_at", ["a file of ours", "nowhere"])
 @pytest.mark.parametrize("where", ["", "-wal", "-shm"])
-def test_a_planted_symlink_is_never_followed(tmp_path, where):
+def test_a_planted_symlink_is_never_followed(tmp_path, where, points_at):
     target = tmp_path / "victim"
-    target.write_bytes(b"precious")
+    if points_at == "a file of ours":
+        target.write_bytes(b"precious")
     path = str(tmp_path / "q.db")
     if where:
         Store(path).close()
@@ -174,7 +176,10 @@ def test_a_planted_symlink_is_never_followed(tmp_path, where):
     os.symlink(target, path + where)
     with pytest.raises(PacklabError, match=r"has a symbolic link at .*packlab never follows one"):
         Store(path)
-    assert target.read_bytes() == b"precious"
+    if points_at == "nowhere":
+        assert not os.path.lexists(target)  # nothing was created through the link
+    else:
+        assert target.read_bytes() == b"precious"
     with pytest.raises(PacklabError, match="is a symbolic link"):
         private_dir(path + where)
 

@@ -250,9 +250,21 @@ def _remove(name: str, keep_tls: bool = False) -> None:
     if keep_tls:
         return
     tls = os.path.join(d, f"{name}.tls")
-    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-        for f in os.listdir(tls):
-            os.unlink(os.path.join(tls, f))
+    try:  # opened without following a link: a link there is removed, not emptied through
+        fd = os.open(tls, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return
+    except OSError:  # a link (or a file) in its place
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tls)
+        return
+    try:
+        for f in os.listdir(fd):
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
+                os.unlink(f, dir_fd=fd)
+    finally:
+        os.close(fd)
+    with contextlib.suppress(OSError):
         os.rmdir(tls)
 
 

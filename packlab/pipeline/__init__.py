@@ -7,7 +7,7 @@ long stage save its own state (:mod:`.context`) and runs the stages through a
 :class:`packlab.JobQueue` (:mod:`.execute`), reporting a :class:`PipelineRun` (:mod:`.run`).
 """
 
-from .checkpoints import CheckpointInvalid, CheckpointStore, OutputNotSerializable
+from .checkpoints import CheckpointInvalid, CheckpointRefused, CheckpointStore, OutputNotSerializable
 from .context import Context
 from .execute import PipelineWarning
 from .formats import Format, register_format, unregister_format
@@ -17,6 +17,7 @@ from .worker import stage_of_job
 
 __all__ = [
     "CheckpointInvalid",
+    "CheckpointRefused",
     "CheckpointStore",
     "Context",
     "Format",

@@ -58,6 +58,36 @@ class OutputNotSerializable(PacklabError):
     """A stage returned an object no checkpoint format could write: permanent (not retried)."""
 
 
+class CheckpointRefused(PacklabError):
+    """A directory of the checkpoint store is a symbolic link (or not ours): permanent."""
+
+
+def private_subdir(path: str) -> str:
+    """``path``, a directory of the checkpoint store, created owner-only (0700) if missing
+    and never reached through a link planted there (see
+    :func:`packlab.clusters.security.private_directory`)."""
+    from ..clusters.security import private_directory
+
+    try:
+        return private_directory(path, "checkpoint")
+    except PacklabError as e:  # its wording is about TLS files: say it for checkpoints
+        what = str(e).split(": packlab writes", 1)[0]
+        raise CheckpointRefused(f"{what}: packlab writes checkpoints (your data) there and never through "
+                                "a link. Remove it and run the pipeline again.",
+                                field="checkpoint", value=path) from None
+
+
+def _links(path: str) -> str | None:
+    """The first symbolic link at or under ``path`` (relative), or None."""
+    if os.path.islink(path):
+        return "."
+    for d, dirs, files in os.walk(path):
+        for name in dirs + files:
+            if os.path.islink(os.path.join(d, name)):
+                return os.path.relpath(os.path.join(d, name), path)
+    return None
+
+
 @dataclass
 class Written:
     """What :meth:`CheckpointStore.write` wrote."""
@@ -142,8 +172,7 @@ class CheckpointStore:
 
     def write(self, stage: str, key: str, obj: Any, meta: dict | None = None) -> Written:
         """Write ``obj`` as the checkpoint of ``stage`` at ``key``, atomically."""
-        tmp_root = os.path.join(self.root, "tmp")
-        os.makedirs(tmp_root, mode=0o700, exist_ok=True)
+        tmp_root = private_subdir(os.path.join(self.root, "tmp"))
         tmp = os.path.join(tmp_root, f"{stage}.{key}.{uuid.uuid4().hex[:8]}")
         os.mkdir(tmp, 0o700)
         try:
@@ -193,8 +222,7 @@ class CheckpointStore:
 
     def _publish(self, stage: str, key: str, tmp: str) -> None:
         final = self.path(stage, key)
-        parent = os.path.dirname(final)
-        os.makedirs(parent, mode=0o700, exist_ok=True)
+        parent = private_subdir(os.path.dirname(final))
         if os.path.lexists(final):  # an invalid one (or a twin attempt's): moved aside first
             if self.check(stage, key) is None:
                 shutil.rmtree(tmp, ignore_errors=True)  # a valid twin is there: keep it
@@ -213,6 +241,10 @@ class CheckpointStore:
     def check(self, stage: str, key: str) -> str | None:
         """``None`` if the checkpoint is valid, else why not (``"missing"`` when absent)."""
         path = self.path(stage, key)
+        link = _links(path)  # never read through one: it could point at anyone's files
+        if link is not None:
+            where = "it is" if link == "." else f"{link} is"
+            return f"{where} a symbolic link (packlab never follows one in its checkpoints)"
         try:
             with open(os.path.join(path, MANIFEST), "rb") as f:
                 m = json.loads(f.read())

@@ -33,6 +33,7 @@ import logging
 import os
 import pickle
 import signal
+import stat
 import threading
 import uuid
 from typing import Any
@@ -67,7 +68,7 @@ class Context:
         self.stage = stage
         self.index = index
         self.saves = 0
-        self.resumed = os.path.exists(path)
+        self.resumed = _regular(path)
         self._getter = None
 
     @property
@@ -77,11 +78,13 @@ class Context:
 
     def save(self, state: Any) -> None:
         """Save ``state`` (anything cloudpickle can pickle), replacing the last save atomically."""
-        d = os.path.dirname(self.path)
-        os.makedirs(d, mode=0o700, exist_ok=True)
+        from .checkpoints import private_subdir
+
+        d = private_subdir(os.path.dirname(self.path))  # never through a planted link
         tmp = f"{self.path}.{uuid.uuid4().hex[:8]}.tmp"
         try:
-            with open(tmp, "wb") as f:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as f:
                 cloudpickle.dump(state, f, protocol=5)
                 f.flush()
                 os.fsync(f.fileno())
@@ -100,10 +103,16 @@ class Context:
     def load(self, default: Any = None) -> Any:
         """The last saved state, or ``default`` when nothing was saved (or it is unreadable)."""
         try:
-            with open(self.path, "rb") as f:
-                return pickle.load(f)
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             return default
+        except OSError as e:  # ELOOP: a link planted there is never read (unpickling runs code)
+            log.warning("stage %s: saved state %s is not a plain file (%s); starting from the default",
+                        self.stage, self.path, e.strerror)
+            return default
+        try:
+            with os.fdopen(fd, "rb") as f:
+                return pickle.load(f)
         except Exception as e:  # a state from other code that no longer unpickles: start over
             log.warning("stage %s: saved state %s is unreadable (%s); starting from the default",
                         self.stage, self.path, e)
@@ -132,6 +141,14 @@ class Context:
 
     def __repr__(self) -> str:
         return f"<Context stage={self.stage} index={self.index} saves={self.saves} resumed={self.resumed}>"
+
+
+def _regular(path: str) -> bool:
+    """Whether ``path`` is a plain file (not a link to one)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _on_warning(signum: int, frame: Any, previous: dict[int, Any]) -> None:

@@ -19,7 +19,7 @@ from collections import deque
 from typing import Any
 
 from ..errors import PacklabError
-from .checkpoints import CheckpointStore, OutputNotSerializable
+from .checkpoints import CheckpointRefused, CheckpointStore, OutputNotSerializable
 from .dag import Graph, StageSpec
 from .keys import code_token, stage_key, unit_key
 from .run import CACHED, DONE, FAILED, FINISHED, PENDING, RUNNING, SKIPPED, PipelineRun, StageResult
@@ -75,13 +75,13 @@ def check_picklable(graph: Graph, skip: Any = None) -> None:
 
 
 def _stage_retry(spec: StageSpec, default: Any) -> Any:
-    """The stage's Retry, never retrying an output no format can write (that is permanent)."""
+    """The stage's Retry, never retrying what is permanent: an output no format can write,
+    a checkpoint directory reached through a link."""
     from ..queue.retry import Retry, as_retry
 
     r = as_retry(spec.retry if spec.retry is not None else default, None) or Retry.from_config()
-    if OutputNotSerializable in r.give_up_on:
-        return r
-    return dataclasses.replace(r, give_up_on=(*r.give_up_on, OutputNotSerializable))
+    missing = tuple(e for e in (OutputNotSerializable, CheckpointRefused) if e not in r.give_up_on)
+    return dataclasses.replace(r, give_up_on=(*r.give_up_on, *missing)) if missing else r
 
 
 class Driver:

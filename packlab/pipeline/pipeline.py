@@ -219,9 +219,12 @@ class Pipeline:
         stale = []
         for kind in ("outputs", "ctx"):
             base = os.path.join(root, kind)
+            if os.path.islink(base):  # a link is removed itself, never listed through
+                stale.append(base)
+                continue
             for stage in sorted(os.listdir(base)) if os.path.isdir(base) else []:
                 d = os.path.join(base, stage)
-                if stage not in keys:
+                if stage not in keys or os.path.islink(d):
                     stale.append(d)
                     continue
                 key = keys[stage]
@@ -230,7 +233,10 @@ class Pipeline:
                     if unit != key and not (unit.startswith(key + "-") and unit[len(key) + 1:].isdigit()):
                         stale.append(os.path.join(d, entry))
         tmp = os.path.join(root, "tmp")
-        stale += [os.path.join(tmp, e) for e in sorted(os.listdir(tmp))] if os.path.isdir(tmp) else []
+        if os.path.islink(tmp):
+            stale.append(tmp)
+        elif os.path.isdir(tmp):
+            stale += [os.path.join(tmp, e) for e in sorted(os.listdir(tmp))]
         if not dry_run:
             for p in stale:
                 shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.remove(p)

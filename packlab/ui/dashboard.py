@@ -75,23 +75,33 @@ def origins(address: str, port: int) -> list[str]:
 def _auth(token: str):
     """A Bokeh auth provider that lets in a request carrying ``token`` (query or cookie)."""
     from bokeh.server.auth_provider import AuthProvider
-    from tornado.web import RequestHandler
+    from tornado.web import HTTPError, RequestHandler
     from tornado.websocket import WebSocketHandler
+
+    refused = ("<!DOCTYPE html><title>packlab dashboard: token required</title>"
+               "<body style='font-family:sans-serif;margin:2em'><h2>A token is required</h2>"
+               "<p>This dashboard is bound to a shared address. Open the URL that "
+               "<code>packlab dashboard</code> printed (it ends in <code>?token=...</code>).</p>")
 
     class Refused(RequestHandler):
         def get(self) -> None:
             self.set_status(403)
-            self.finish("<!DOCTYPE html><title>packlab dashboard: token required</title>"
-                        "<body style='font-family:sans-serif;margin:2em'><h2>A token is required</h2>"
-                        "<p>This dashboard is bound to a shared address. Open the URL that "
-                        "<code>packlab dashboard</code> printed (it ends in <code>?token=...</code>).</p>")
+            self.finish(refused)
 
     class TokenAuth(AuthProvider):
+        # Asked in every handler's prepare(), before its get() runs: a request without the
+        # token is answered 403 there, a websocket before it is upgraded. (Through Bokeh's
+        # @authenticated, a websocket was upgraded first and then dropped, and /autoload.js
+        # failed with a TypeError after a redirect: tracebacks in the log.)
         @property
-        def get_user(self):
-            def user(handler: Any) -> str | None:
+        def get_user_async(self):
+            async def user(handler: Any) -> str | None:
                 given = handler.get_argument("token", None) or handler.get_cookie(COOKIE)
                 if given is None or not hmac.compare_digest(given.encode(), token.encode()):
+                    if isinstance(handler, WebSocketHandler):
+                        raise HTTPError(403, "the dashboard's token is required")
+                    handler.set_status(403)
+                    handler.finish(refused)  # tornado runs no get() of a finished request
                     return None
                 if handler.get_argument("token", None) and not isinstance(handler, WebSocketHandler):
                     handler.set_cookie(COOKIE, token, httponly=True, samesite="Strict")
