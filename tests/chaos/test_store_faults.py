@@ -126,7 +126,7 @@ def stopped_cleanly(pc, q, jobs, log: str, failed_at: float) -> tuple[int, int]:
     """Assert the queue stopped at the failure: nothing handed to Dask after it, nothing
     started on a worker once its in-flight attempts were cancelled, submit refused.
     Returns (hand-overs after the failure, the last one's lag in ms, starts after it)."""
-    time.sleep(SETTLE + 1.0)  # anything still dispatched would show by now
+    time.sleep(SETTLE + 0.5)  # anything still dispatched would show by now
     handed = [t - failed_at for t, _ in hand_overs(pc.client)]
     late = [dt for dt in handed if dt > 0]
     assert all(dt < 0.5 for dt in late), f"jobs handed to Dask after the store failed: {late}"
