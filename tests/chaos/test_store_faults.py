@@ -44,7 +44,7 @@ SETTLE = 1.0  # s after the failure: the in-flight attempts' cancel has reached 
 @pytest.fixture
 def tmpfs():
     mounts.require(mounts.cannot_mount("tmpfs"))
-    with mounts.tmpfs("12m") as d:
+    with mounts.tmpfs("16m") as d:
         yield d
 
 
@@ -57,11 +57,12 @@ def ext4():
 
 # -- what runs on the workers, and what watches them -------------------------------------
 def work(i: int, log: str) -> str:
-    """A job: notes its start (on another filesystem), naps, returns 2 KB (the store grows)."""
+    """A job: notes its start (on another filesystem), naps, returns 16 KB: the jobs after
+    the fault must outgrow the slack SQLite's WAL may have (up to its 4 MB autocheckpoint)."""
     with open(log, "a") as f:
         f.write(f"{i} {time.time()!r}\n")
     time.sleep(0.01)
-    return f"{i:06d}" * 340
+    return f"{i:06d}" * 2730
 
 
 def starts(log: str) -> list[float]:
