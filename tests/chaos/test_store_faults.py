@@ -4,8 +4,9 @@ Each test puts a store on a small filesystem of its own (a tmpfs, or a loop-moun
 that the kernel turns read-only on an error), starts a run on a real local cluster and
 breaks the filesystem mid-run. Expected, and checked through the store and the cluster: a
 clear :class:`~packlab.errors.StoreError`; nothing handed to Dask after the failure (a
-scheduler plugin sees every hand-over) and no job started on a worker after its in-flight
-attempts were cancelled; every row recorded before the fault still there
+scheduler plugin sees every hand-over; one the driver had begun just before may reach the
+scheduler up to 0.5 s later) and no job started on a worker after its in-flight attempts
+were cancelled; every row recorded before the fault still there
 (``PRAGMA integrity_check`` ok); and once the filesystem is writable again, ``resume()``
 finishes the work, each job done exactly once in the record. Figures are printed with
 ``figure``.
