@@ -40,7 +40,15 @@ class LeaseError(PacklabRuntimeError):
 
 
 class StoreError(PacklabRuntimeError):
-    """The queue's store failed (a write refused, the disk full or read-only)."""
+    """The queue's store failed (a write refused, the disk full or read-only).
+
+    ``kind`` says what failed when it is known (:mod:`packlab.queue.failures`): ``"full"``,
+    ``"read-only"``, ``"io-error"``, ``"corrupt"``, ``"locked"`` or ``"other"``.
+    """
+
+    def __init__(self, message: str = "", *, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class ConfigError(PacklabError):

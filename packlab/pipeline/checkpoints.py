@@ -198,11 +198,16 @@ class CheckpointStore:
         return Written(fmt, nbytes, len(files))
 
     def _write_data(self, stage: str, obj: Any, tmp: str) -> str:
+        # An OSError is the filesystem's (full, read-only, I/O), not the output's: it is
+        # raised as it is (the attempt fails and is retried), never taken for an output no
+        # format can write, which is permanent.
         fmt = format_for(obj)
         if not isinstance(fmt, Pickle):
             try:
                 fmt.write(obj, tmp)
                 return fmt.name
+            except OSError:
+                raise
             except Exception as e:  # e.g. a frame parquet cannot type: pickled instead
                 log.warning("stage %s: the %s format refused its output (%s: %s); pickling it instead",
                             stage, fmt.name, type(e).__name__, e)
@@ -211,6 +216,8 @@ class CheckpointStore:
                     shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
         try:
             Pickle().write(obj, tmp)
+        except OSError:
+            raise
         except Exception as e:
             t = type(obj)
             raise OutputNotSerializable(

@@ -147,6 +147,7 @@ class Driver:
             now = time.monotonic()
             if jid is None or now - last_poll > _POLL:  # an event missed (e.g. before its job was ours)
                 last_poll = now
+                self.q.check()  # a queue that stopped (its store full, its lease lost) raises why
                 done = [j for j, (_, job) in self.inflight.items() if job.done()]
             for jid in done:
                 stage, job = self.inflight.pop(jid)

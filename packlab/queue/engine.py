@@ -121,6 +121,12 @@ class Engine:
     def stop(self) -> None:
         self.inbox.put(core.Stop())
 
+    def fail(self, error: BaseException) -> None:
+        """The store failed (``error``, a StoreError): stop as :meth:`stop` does, and make
+        waiters raise ``error`` (from any thread: the store's writer calls it)."""
+        self.signal.failure = error
+        self.stop()
+
     def ask(self, event: Any, timeout: float = 60.0) -> Any:
         """Have the driver thread apply a core ``event`` (Cancel, Requeue); return its
         :class:`~.core.Reply` (or raise the error it carries)."""
@@ -320,6 +326,9 @@ class Engine:
         # One client.map per run of jobs with the same resources: per-call overhead in
         # the client and the scheduler is what limits throughput of tiny jobs.
         jobs = d.jobs
+        if self.store.failed is not None:  # nothing it could not record may run: the loop stops
+            self.apply(core.Unsent(jobs), now)
+            return
         if self.lease is not None:
             try:
                 held = self.lease.held()

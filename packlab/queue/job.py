@@ -69,14 +69,17 @@ class Signal:
     Examples
     --------
     >>> s = Signal()
-    >>> s.closed, s.error
-    (False, None)
+    >>> s.closed, s.error, s.failure
+    (False, None, None)
     """
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.closed = False
         self.error: str | None = None
+        #: What stopped the queue when it did not close of its own accord (its store
+        #: failed: a StoreError); raised to whoever waits on one of its jobs.
+        self.failure: BaseException | None = None
 
     def notify(self) -> None:
         with self.cond:
@@ -177,6 +180,8 @@ class Job:
         sig = self._cv
         with sig.cond:
             while self.status not in TERMINAL:
+                if sig.closed and sig.failure is not None:
+                    raise sig.failure
                 if sig.closed:
                     raise QueueClosed(
                         f"job {self.id} is {self.status} and its queue is closed: open "

@@ -56,7 +56,7 @@ from distributed import Client
 
 from .. import checks, config
 from ..clusters import registry
-from ..errors import PacklabError, QueueClosed, QueueFailed, StoreError, bad_value
+from ..errors import PacklabError, QueueClosed, QueueFailed, bad_value
 from ..units import memory_bytes
 from . import core
 from . import payload as _payload
@@ -151,6 +151,7 @@ class JobQueue(Views):
                                   breaker or CircuitBreaker.from_config(), max_in_flight, factor, result_max,
                                   self._hub)
             self._lease.on_lost = self._engine.stop  # run nothing more
+            self._store.on_failed = self._engine.fail  # the disk full or read-only: the same
         except BaseException:
             if self._lease is not None:
                 self._lease.release()
@@ -347,13 +348,29 @@ class JobQueue(Views):
         if self._closed:
             raise QueueClosed("this JobQueue is closed: open a new one (with the same store to continue).")
 
+    def check(self) -> None:
+        """Raise what stopped this queue, if anything did: a
+        :class:`~packlab.errors.LeaseError` (another driver took the store over), a
+        :class:`~packlab.errors.StoreError` (its store refused a write: the disk full or
+        read-only; the message says what to do) or a :class:`~packlab.errors.QueueFailed`
+        (its own loop failed). What ``submit`` and ``wait`` raise; a pipeline checks it as
+        it waits for its stages.
+
+        Examples
+        --------
+        >>> import packlab, tempfile, os
+        >>> with packlab.launch(workers=1, cores=1, memory="1GiB", wait=True) as pc:
+        ...     with packlab.JobQueue(pc, store=os.path.join(tempfile.mkdtemp(), "q.db")) as q:
+        ...         q.check()  # healthy: returns None
+        """
+        self._check_healthy()
+
     def _check_healthy(self) -> None:
         if self._lease.lost:
             raise self._lease.lost_error()
         err = self._store.error
         if err is not None:
-            raise StoreError(f"store {self._store.path} failed to write ({type(err).__name__}: {err}): "
-                               "jobs are no longer recorded; check the disk and open a new JobQueue.")
+            raise err  # a StoreError saying what failed and what to do (see failures.py)
         if self._engine.signal.error is not None:
             raise QueueFailed(f"the queue's loop failed ({self._engine.signal.error}); see the "
                                "'packlab.queue' log for the traceback. Open a new JobQueue with the same "

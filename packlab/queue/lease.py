@@ -32,9 +32,13 @@ from collections.abc import Callable
 from .. import config
 from ..errors import LeaseError
 from ..units import seconds
+from .failures import classified
 from .schema import connect, transaction
 
 log = logging.getLogger("packlab.queue")
+#: Driver ids whose queue closed in this process. Their row stays when the store refused
+#: its deletion (the disk full or read-only): the next queue takes such a lease at once.
+_RELEASED: set[str] = set()
 
 def lease_timeout() -> float:
     """``packlab.queue.lease-timeout`` in seconds: a lease whose heartbeat is older is
@@ -104,9 +108,12 @@ class Lease:
         #: Called once when the lease is found lost (the queue stops its loop).
         self.on_lost: Callable[[], None] | None = None
         self.abspath = os.path.abspath(path)
-        self._con = connect(path)
+        doing = "open a JobQueue on it (its driver lease is written first)"
+        with classified(path, doing):
+            self._con = connect(path)
         try:
-            self.taken_from = self._acquire(take_over)
+            with classified(path, doing):
+                self.taken_from = self._acquire(take_over)
         except BaseException:
             self._con.close()
             raise
@@ -132,9 +139,11 @@ class Lease:
 
     def _take_over_reason(self, row: tuple, take_over: bool, host: str, now: float) -> str:
         """Why the holder's lease may be taken, or raise the LeaseError naming it."""
-        _, pid, holder_host, started, beat = row
+        driver, pid, holder_host, started, beat = row
         if take_over:
             return "take_over=True"
+        if driver in _RELEASED:
+            return "its queue closed in this process (when its store could not delete the lease)"
         if holder_host == host and not pid_alive(pid):
             return "its process is gone"
         if now - beat > self.timeout:
@@ -193,6 +202,7 @@ class Lease:
 
     def release(self) -> None:
         """Stop the heartbeat and delete our row (if it is still ours)."""
+        _RELEASED.add(self.driver)
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join()

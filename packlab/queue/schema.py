@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 
 from ..errors import PacklabError
+from . import failures
 
 #: ``PRAGMA application_id`` of a packlab store ("PKLB"): how a store is recognised.
 APPLICATION_ID = 0x504B4C42
@@ -299,6 +300,7 @@ def open_store(store: str | os.PathLike, mode: str = "rwc") -> tuple[str, sqlite
     except (OSError, sqlite3.DatabaseError) as e:
         if created:
             remove_store(path)
+        _refused_by_its_filesystem(path, e)
         raise PacklabError(f"store={os.fspath(store)!r} cannot be used as a SQLite database ({e}). "
                            f"{hint}", field="store", value=store) from None
     try:
@@ -309,9 +311,18 @@ def open_store(store: str | os.PathLike, mode: str = "rwc") -> tuple[str, sqlite
         con.close()
         if created:
             remove_store(path)
+        _refused_by_its_filesystem(path, e)
         raise PacklabError(f"store={os.fspath(store)!r} ({os.path.abspath(path)}) is not a readable "
                            f"queue store ({e}).", field="store", value=store) from None
     return path, con, created
+
+
+def _refused_by_its_filesystem(path: str, e: BaseException) -> None:
+    """Raise a StoreError when ``e`` is the filesystem's doing (full, read-only, I/O
+    errors): a state of the machine to fix, not a file to replace."""
+    if not failures.row_error(e) and failures.kind(path, e) in (failures.FULL, failures.READ_ONLY,
+                                                               failures.IO_ERROR):
+        raise failures.store_failure(path, e, "open it") from e
 
 
 def remove_store(path: str) -> None:

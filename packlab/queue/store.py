@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import queue
 import sqlite3
@@ -25,7 +26,9 @@ from typing import Any
 
 import cloudpickle
 
+from .. import config
 from ..errors import LeaseError, PacklabError, StoreError
+from . import failures
 from .job import Job, Signal, check_cancellable, check_requeueable
 from .schema import missing_columns, open_store, remove_store, transaction
 from .states import CANCELLED, DEAD, FAILED, QUEUED, RETRYING, STATUSES, UNFINISHED, Kind
@@ -38,6 +41,7 @@ _COLUMNS = ("id, seq, key, fn, owner, priority, deadline, timeout, resources, re
             " submitted, late, error, traceback, payload, result, has_result, next_attempt")
 #: Run inside a store's write transaction: a row means this driver still holds the lease.
 HELD = "SELECT 1 FROM lease WHERE driver=?"
+log = logging.getLogger("packlab.queue")
 _MAX_BATCH = 20000  # writes per commit
 _PAUSE = 3.0  # under load, wait this many times the last commit's duration before the next
 _MAX_PAUSE = 0.05  # s
@@ -62,14 +66,23 @@ class Store:
 
     def __init__(self, store: str | os.PathLike, mode: str = "rwc") -> None:
         self.path, self._con, self.created = open_store(store, mode)
+        if mode != "ro":  # see packlab.queue.synchronous: a commit is on the disk, not in its cache
+            self._con.execute(f"PRAGMA synchronous={config.get('queue.synchronous').upper()}")
         missing = {name for name, _ in missing_columns(self._con)}  # only a read-only opener has any
         self._columns = ", ".join(f"NULL AS {c}" if c in missing else c for c in _COLUMNS.split(", "))
         self._ops: queue.SimpleQueue = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
-        #: The last error that made a write fail for a reason other than the row itself
-        #: (disk full, a broken file): the store cannot be trusted; ``submit`` raises it.
+        #: What stopped the store: a :class:`StoreError` (the disk full or read-only, a
+        #: broken file: see :mod:`.failures`) or the :class:`LeaseError` of a lost lease.
+        #: Nothing more is written once it is set; ``submit`` and ``wait`` raise it.
         self.error: BaseException | None = None
+        #: When (epoch s) a write was refused by the store itself, set at once, before
+        #: ``error`` says why (that takes a probe of its folder): from then on nothing is
+        #: written or handed to Dask.
+        self.failed: float | None = None
+        #: Called once, on the writer's thread, with the StoreError (the queue stops).
+        self.on_failed: Callable[[BaseException], None] | None = None
         self._rejected: list[str] = []  # rows that failed since the last flush()
         #: The driver lease (see lease.py) every write transaction checks, once a queue
         #: holds one: a driver that lost its lease cannot overwrite the new driver's rows.
@@ -92,6 +105,18 @@ class Store:
         self.error = self.fence.lost_error()
         self.fence.mark_lost()
         return self.error
+
+    def _fail(self, e: BaseException) -> None:
+        """The store itself refused a write (not the row: see :mod:`.failures`): record
+        why, write nothing more, and tell the queue (once)."""
+        with self._lock:
+            if self.failed is not None or self.error is not None:
+                return
+            self.failed = time.time()
+        self.error = failures.store_failure(self.path, e)
+        log.error("%s", self.error)
+        if self.on_failed is not None:
+            self.on_failed(self.error)
 
     # -- writing (through the writer thread) --------------------------------------------
     def start_writer(self) -> None:
@@ -122,6 +147,8 @@ class Store:
             return
         if self.fence is not None and self.fence.lost:
             raise self.fence.lost_error()
+        if isinstance(self.error, StoreError):
+            raise self.error
         with self._lock:
             rejected, self._rejected = self._rejected, []
         if rejected:
@@ -150,9 +177,11 @@ class Store:
                 time.sleep(min(_MAX_PAUSE, _PAUSE * (time.perf_counter() - t0)))
 
     def _commit(self, batch: list) -> None:
-        if not any(op[0] for op in batch):  # flush markers only: nothing to write
+        if self.failed is not None or self.error is not None or not any(op[0] for op in batch):
+            # Flush markers only, or a failed store (nothing more is written, and no
+            # job it could not record runs): only the flushes return.
             for op in batch:
-                if op[3] is not None:
+                if not op[0] and op[3] is not None:
                     op[3]()
             return
         try:
@@ -162,7 +191,11 @@ class Store:
             done = [(op[3], None) for op in batch]
         except LeaseError as e:  # the lease is lost: nothing is written, flushes still return
             done = [(op[3], e if op[0] else None) for op in batch]
-        except sqlite3.Error:
+        except sqlite3.Error as e:
+            if not failures.row_error(e):  # the store's fault, not a row's: it stops here
+                self._fail(e)
+                self._commit(batch)
+                return
             # One bad row must not take the others down with it: write them one by one.
             done = [self._commit_one(op) for op in batch]
         for then, err in done:
@@ -201,6 +234,8 @@ class Store:
     def _commit_one(self, op: tuple) -> tuple[Callable | None, BaseException | None]:
         if not op[0]:
             return op[3], None
+        if self.failed is not None or self.error is not None:  # failed meanwhile: nothing runs
+            return None, None
         try:
             with self._lock, self._write():  # its own transaction
                 self._apply([op])
@@ -208,13 +243,13 @@ class Store:
         except LeaseError as e:  # the lease is lost
             return op[3], e
         except sqlite3.Error as e:
+            if not failures.row_error(e):  # not the row's fault: the store itself fails
+                self._fail(e)
+                return None, None
             sql = {"I": _INSERT, "E": _EVENT, "U": "UPDATE jobs"}.get(op[0], op[1])
             first = op[2][0] if isinstance(op[2], tuple) else op[1]
-            what = f"{sql.split('(')[0].strip()} {first!r}: {e}"
             with self._lock:
-                self._rejected.append(what)
-            if not isinstance(e, sqlite3.IntegrityError):
-                self.error = e  # not the row's fault: the store itself fails
+                self._rejected.append(f"{sql.split('(')[0].strip()} {first!r}: {e}")
             return op[3], e
 
     def close(self) -> None:
@@ -339,7 +374,7 @@ class Store:
                 attempts: int | None) -> tuple[str, int]:
         """Check a job's status and change it in one transaction (needs no cluster)."""
         now = time.time()
-        with self._lock, self._write():
+        with failures.classified(self.path, f"mark job {job_id} {status}"), self._lock, self._write():
             rows = self._con.execute("SELECT status, attempts FROM jobs WHERE id=?", (job_id,)).fetchall()
             if not rows:
                 raise PacklabError(f"job id {job_id!r} does not exist in store {self.path}: "
@@ -364,7 +399,8 @@ class Store:
     def request(self, job_id: str, action: str) -> None:
         """Ask the queue that drives this store to ``cancel``/``requeue`` a job: it reads
         its requests every :data:`~.states.POLL` seconds and acts in its own loop."""
-        with self._lock, self._write():
+        with failures.classified(self.path, f"send the {action} of job {job_id} to its queue"), self._lock, \
+                self._write():
             if not self._con.execute("SELECT 1 FROM jobs WHERE id=?", (job_id,)).fetchall():
                 raise PacklabError(f"job id {job_id!r} does not exist in store {self.path}: "
                                    "list ids with `packlab queue ls`.", field="job_id", value=job_id)

@@ -44,7 +44,7 @@ class Views:
                     return todo
                 # (Each turn costs O(1) amortised: the driver thread waits for this lock to
                 # notify, so nothing here may scan every job, except to say why it stops.)
-                if sig.closed and not self._lease.lost:
+                if sig.closed and not self._lease.lost and self._store.error is None:
                     n = sum(j.status not in TERMINAL for j in todo)
                     raise QueueClosed(f"{n} of {len(todo)} jobs are not finished and the queue is closed: "
                                        "open packlab.JobQueue(cluster, store=same).resume() to run them.")

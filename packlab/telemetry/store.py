@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 from ..errors import PacklabError, StoreError
-from ..queue import schema
+from ..queue import failures, schema
 from .series import history_tiers
 
 log = logging.getLogger("packlab.telemetry")
@@ -214,8 +214,11 @@ class Writer:
     scheduler's event loop); the thread commits everything buffered every
     ``flush_interval`` seconds in one transaction, and downsamples the samples older
     than the finest tier every ``downsample_every`` seconds. A batch the store refused
-    (the queue held the lock, the disk is full) is kept and tried again; ``dropped``
-    counts the rows that did not fit in ``capacity``, ``error`` holds the last failure.
+    (the queue held the lock, the disk is full) is kept and tried again, never raised:
+    telemetry must not stop the workload. ``refused`` counts such batches, ``dropped`` the
+    rows that did not fit in ``capacity``; ``error`` holds the last failure (``None``
+    once a batch went in again). A failure of the store itself (full, read-only: see
+    :mod:`packlab.queue.failures`) is logged once, as a warning, until writes succeed.
 
     Examples
     --------
@@ -240,6 +243,7 @@ class Writer:
         self._done = 0
         self._closed = False
         self.dropped = 0
+        self.refused = 0
         self.rows_written = 0
         self.error: BaseException | None = None
         self._last_downsample = time.time()
@@ -302,10 +306,17 @@ class Writer:
                 for table, rows in batch.items():
                     self._con.executemany(_INSERT[table], rows)
         except sqlite3.Error as e:  # the lock stayed with the queue, or the disk is full: later
-            self.error = e
+            first, self.error = self.error is None, e
+            self.refused += 1
             for table, rows in batch.items():
                 self._buf[table].extendleft(reversed(rows))
-            log.debug("packlab telemetry: batch kept for later: %s", e)
+            kind = failures.kind(self.path, e) if first else failures.LOCKED
+            if kind != failures.LOCKED:  # not a busy queue: say it once, as the queue does
+                log.warning("packlab telemetry: store %s refused a batch (%s); kept in memory (up to %d "
+                            "rows a table) and written once it takes writes again",
+                            self.path, failures.describe(self.path, e), self._buf["tel_samples"].maxlen)
+            else:
+                log.debug("packlab telemetry: batch kept for later: %s", e)
             return
         self.error = None
         self.rows_written += sum(map(len, batch.values()))
