@@ -123,6 +123,8 @@ class Monitor:
         self._alert_state: dict = {}
         self._watch: threading.Thread | None = None
         self._stop = threading.Event()
+        self._ends: tuple[str, q.EndCounts] | None = None  # counted incrementally, per store file
+        self._recent: tuple[tuple, list] | None = None  # (what it was read at, the rows)
         with self._read():  # refuses a store with no telemetry now, not at first use
             pass
 
@@ -149,7 +151,9 @@ class Monitor:
             scope = self._scope()
             total, held_s, workers = q.held(con, scope, self.pricing)
             busy_cost, busy_s, _, _ = q.busy(con, scope, self.pricing)
-            jobs = q.jobs(con, scope, self.pricing)
+            if self._ends is None or self._ends[0] != self.store:  # a live store can move to a queue's
+                self._ends = (self.store, q.EndCounts())
+            jobs = q.jobs(con, scope, self.pricing, counts=self._ends[1])
             depth = q.latest(con, "queue_depth") or 0.0
             su = q.service_units(con, scope)
         durations = [r[1] for r in jobs.recent if not r[2]] or [r[1] for r in jobs.recent]
@@ -189,6 +193,17 @@ class Monitor:
                         "last": last})
         return out
 
+    def _recent_jobs(self, con) -> list[tuple[float, float, bool, float]]:
+        """The recent finished jobs, read again only when the store has new events or tasks
+        (a panel's read asks for them four times: three job metrics and the alerts)."""
+        mark = (self.store, self.cluster, self.pricing,
+                con.execute("SELECT MAX(rowid) FROM tel_events").fetchone()[0],
+                con.execute("SELECT MAX(rowid) FROM tel_tasks").fetchone()[0])
+        cached = self._recent
+        if cached is None or cached[0] != mark:
+            cached = self._recent = (mark, q.recent(con, self._scope(), self.pricing))
+        return cached[1]
+
     def cost(self) -> float:
         """The cost so far (what ``ClusterLauncher``'s ``cost_source`` shows)."""
         with self._read() as con:
@@ -213,7 +228,7 @@ class Monitor:
         lo_, hi_ = -math.inf if lo is None else lo, math.inf if hi is None else hi
         with self._read() as con:
             if metric in JOB_METRICS:
-                recent = q.jobs(con, self._scope(), self.pricing).recent
+                recent = self._recent_jobs(con)
                 col = {"job_duration": 1, "job_failed": 2, "cost_per_job": 3}[metric]
                 picked = [(r[0], float(r[col])) for r in recent if lo_ <= r[0] <= hi_]
                 units = {"job_duration": "s", "job_failed": "", "cost_per_job": self.pricing.currency}
@@ -267,7 +282,7 @@ class Monitor:
                                "AND t >= ? ORDER BY t", (now - window,)).fetchall()
             depth = con.execute("SELECT t, value FROM tel_samples WHERE metric='queue_depth' AND source='' "
                                 "AND t >= ? ORDER BY t", (now - window,)).fetchall()
-            recent = [r for r in q.jobs(con, self._scope(), self.pricing).recent if r[0] >= now - window]
+            recent = [r for r in self._recent_jobs(con) if r[0] >= now - window]
         return {"utilisation": util, "queue_depth": depth, "job_duration": [(r[0], r[1]) for r in recent],
                 "job_failed": [(r[0], float(r[2])) for r in recent],
                 "cost_per_job": [(r[0], r[3]) for r in recent]}

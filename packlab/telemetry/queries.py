@@ -15,6 +15,7 @@ than the worker has threads (Dask never runs more).
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 
@@ -92,35 +93,108 @@ def _midnight() -> float:
     return time.mktime((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0, 0, 0, -1))
 
 
-def jobs(con: sqlite3.Connection, scope: Scope, pricing: Pricing) -> Jobs:
-    """The finished jobs (queue jobs when the store has queue events, else tasks)."""
+_ENDS_SQL = ",".join(f"'{k}'" for k in ENDS)
+_FAILS_SQL = ",".join(f"'{k}'" for k in FAILED_ENDS)
+
+
+class EndCounts:
+    """Finished, failed and done-today queue jobs of a store, kept by reading only the
+    ``tel_events`` rows added since the last call (the table is append-only), so a panel
+    reading every second does not count every job ever run each time.
+
+    A job counts once however many end events it has (requeued, it ends again): a new
+    end row counts only if its job has no earlier one (an index lookup per new row).
+
+    Examples
+    --------
+    >>> con = sqlite3.connect(":memory:")
+    >>> _ = con.execute("CREATE TABLE tel_events (t, job, kind, owner, priority, fn, queued)")
+    >>> _ = con.execute("CREATE INDEX tel_events_job ON tel_events(job, t)")
+    >>> rows = [(1, "a", "dead"), (2, "a", "requeued"), (3, "a", "done"), (4, "b", "done")]
+    >>> _ = con.executemany("INSERT INTO tel_events (t, job, kind) VALUES (?,?,?)", rows)
+    >>> c = EndCounts()
+    >>> c.update(con, today=0.0)
+    (2, 1, 2)
+    >>> _ = con.execute("INSERT INTO tel_events (t, job, kind) VALUES (5, 'c', 'cancelled')")
+    >>> c.update(con, today=0.0)
+    (3, 1, 2)
+    """
+
+    # each new end row: is it its job's first end, first failed end, first done today?
+    _NEW = ("SELECT SUM(NOT EXISTS (SELECT 1 FROM tel_events r WHERE r.job = e.job AND r.rowid < e.rowid "
+            f"  AND r.kind IN ({_ENDS_SQL}))), "
+            f"SUM(e.kind IN ({_FAILS_SQL}) AND NOT EXISTS (SELECT 1 FROM tel_events r WHERE r.job = e.job "
+            f"  AND r.rowid < e.rowid AND r.kind IN ({_FAILS_SQL}))), "
+            "SUM(e.kind = 'done' AND e.t >= ? AND NOT EXISTS (SELECT 1 FROM tel_events r WHERE r.job = e.job "
+            "  AND r.rowid < e.rowid AND r.kind = 'done' AND r.t >= ?)) "
+            f"FROM tel_events e WHERE e.rowid > ? AND e.rowid <= ? AND e.kind IN ({_ENDS_SQL})")
+    _ALL = (f"SELECT COUNT(DISTINCT job), COUNT(DISTINCT CASE WHEN kind IN ({_FAILS_SQL}) THEN job END), "
+            "COUNT(DISTINCT CASE WHEN kind='done' AND t >= ? THEN job END) FROM tel_events "
+            f"WHERE kind IN ({_ENDS_SQL}) AND rowid <= ?")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last, self._today = 0, None
+        self._counts = (0, 0, 0)
+
+    def update(self, con: sqlite3.Connection, today: float | None = None) -> tuple[int, int, int]:
+        """``(finished, failed, done since today)`` now; ``today`` defaults to local midnight."""
+        today = _midnight() if today is None else today
+        with self._lock:
+            top = con.execute("SELECT MAX(rowid) FROM tel_events").fetchone()[0] or 0
+            if today != self._today or top < self._last:  # a new day (or another store): count again
+                self._last, self._today, self._counts = 0, today, (0, 0, 0)
+            if top == self._last:
+                return self._counts
+            if self._last == 0:  # the first read: one pass over every end row
+                row = con.execute(self._ALL, (today, top)).fetchone()
+            else:
+                row = con.execute(self._NEW, (today, today, self._last, top)).fetchone()
+            self._counts = tuple(a + (b or 0) for a, b in zip(self._counts, row, strict=True))
+            self._last = top
+            return self._counts
+
+
+def recent(con: sqlite3.Connection, scope: Scope, pricing: Pricing) -> list[tuple[float, float, bool, float]]:
+    """The most recent (up to :data:`RECENT`) finished jobs as ``(end, seconds, failed,
+    cost)`` rows, oldest first: what the percentiles, trends and job metrics need."""
+    return jobs(con, scope, pricing, counts=False).recent
+
+
+def jobs(con: sqlite3.Connection, scope: Scope, pricing: Pricing, counts: EndCounts | bool = True) -> Jobs:
+    """The finished jobs (queue jobs when the store has queue events, else tasks).
+
+    ``counts``: an :class:`EndCounts` to count queue jobs with (a monitor keeps one, so
+    each count reads only new rows), ``True`` for a fresh count, ``False`` for none (the
+    counts are 0 and only ``recent`` is read).
+    """
     rate, rp = _rate_sql(pricing)
     today = _midnight()
     if not has_queue(con):
         _, _, n, failed = busy(con, scope, pricing)
         where, wp = scope.where("t")
-        first = con.execute("SELECT MIN(stop) FROM tel_tasks").fetchone()[0]
-        if first is not None and first >= today:  # every task ended today: no need to count them
-            done_today = n - failed
+        if counts is False:
+            done_today = 0
         else:
-            done_today = con.execute("SELECT COUNT(*) FROM tel_tasks t WHERE stop >= ? AND "
-                                     f"outcome = 'memory' AND {where}", (today, *wp)).fetchone()[0]
+            first = con.execute("SELECT MIN(stop) FROM tel_tasks").fetchone()[0]
+            if first is not None and first >= today:  # every task ended today: no need to count them
+                done_today = n - failed
+            else:
+                done_today = con.execute("SELECT COUNT(*) FROM tel_tasks t WHERE stop >= ? AND "
+                                         f"outcome = 'memory' AND {where}", (today, *wp)).fetchone()[0]
         rows = con.execute(
             f"SELECT t.stop, t.stop - t.start, t.outcome = 'erred', (t.stop - t.start) * {rate} / w.threads "
             "FROM tel_tasks t JOIN tel_workers w ON w.cluster = t.cluster AND w.worker = t.worker "
             f"WHERE {where} ORDER BY t.stop DESC LIMIT {RECENT}", (*rp, *wp)).fetchall()
         recent = [(a, b, bool(c), d) for a, b, c, d in rows[::-1]]
         return Jobs(n, failed, done_today or 0, recent)
-    ends = ",".join(f"'{k}'" for k in ENDS)
-    fails = ",".join(f"'{k}'" for k in FAILED_ENDS)
-    n, failed, done_today = con.execute(
-        f"SELECT COUNT(DISTINCT job), COUNT(DISTINCT CASE WHEN kind IN ({fails}) THEN job END), "
-        f"COUNT(DISTINCT CASE WHEN kind='done' AND t >= ? THEN job END) FROM tel_events "
-        f"WHERE kind IN ({ends})",
-        (today,)).fetchone()
+    if counts is False:
+        n, failed, done_today = 0, 0, 0
+    else:
+        n, failed, done_today = (EndCounts() if counts is True else counts).update(con, today)
     rows = con.execute(
         "SELECT e.job, e.t, e.kind, (SELECT MAX(r.t) FROM tel_events r WHERE r.job = e.job AND "
-        f"r.kind = 'running' AND r.t <= e.t) FROM tel_events e WHERE e.kind IN ({ends}) "
+        f"r.kind = 'running' AND r.t <= e.t) FROM tel_events e WHERE e.kind IN ({_ENDS_SQL}) "
         f"ORDER BY e.t DESC LIMIT {RECENT}").fetchall()
     where, wp = scope.where("t")
     ids = sorted({r[0] for r in rows})
@@ -159,8 +233,8 @@ def maxima(con: sqlite3.Connection, metrics: tuple[str, ...]) -> dict[tuple[str,
         "GROUP BY source, metric", metrics)}
 
 
-__all__ = ["ENDS", "FAILED_ENDS", "Jobs", "Scope", "busy", "has_queue", "held", "jobs", "latest", "maxima",
-           "service_units"]
+__all__ = ["ENDS", "FAILED_ENDS", "EndCounts", "Jobs", "Scope", "busy", "has_queue", "held", "jobs", "latest",
+           "maxima", "recent", "service_units"]
 
 
 def pipeline_stages(con: sqlite3.Connection, prefix: str) -> list[tuple]:
@@ -177,5 +251,6 @@ def pipeline_stages(con: sqlite3.Connection, prefix: str) -> list[tuple]:
         "SUM(e.kind='retrying'), "
         "(SELECT COALESCE(SUM(t.stop - t.start), 0) FROM tel_tasks t WHERE t.job IN "
         "   (SELECT DISTINCT job FROM tel_events WHERE fn = e.fn)), MIN(e.t), MAX(e.t) "
-        "FROM tel_events e WHERE substr(e.fn, 1, ?) = ? GROUP BY e.fn ORDER BY MIN(e.t)",
-        (len(prefix), prefix)).fetchall()
+        "FROM tel_events e WHERE e.fn >= ? AND e.fn < ? AND substr(e.fn, 1, ?) = ? "  # the range: by index
+        "GROUP BY e.fn ORDER BY MIN(e.t)",
+        (prefix, prefix + "\U0010ffff", len(prefix), prefix)).fetchall()

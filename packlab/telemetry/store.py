@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS tel_events (t REAL, job TEXT, kind TEXT, owner TEXT, 
   queued INTEGER);
 CREATE INDEX IF NOT EXISTS tel_events_t ON tel_events(t);
 CREATE INDEX IF NOT EXISTS tel_events_job ON tel_events(job, t);
+CREATE INDEX IF NOT EXISTS tel_events_fn ON tel_events(fn);
 CREATE TABLE IF NOT EXISTS tel_slurm (
   cluster TEXT, job_id TEXT, worker TEXT, partition TEXT, state TEXT, billing REAL, submitted REAL,
   elapsed REAL, seen REAL, PRIMARY KEY (cluster, job_id));
@@ -87,8 +88,8 @@ METRICS: dict[str, tuple[str, str, str]] = {
 def create_tables(con: sqlite3.Connection) -> None:
     """Add telemetry's tables to a packlab store (and the queue's, for a new file: one DDL
     for each, so ``packlab queue`` and ``packlab report`` both recognise the file)."""
-    have = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if set(TABLES) <= have:
+    have = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
+    if set(TABLES) <= have and "tel_events_fn" in have:  # the index came later: a store made before gets it
         return
     schema.migrate(con)
     with schema.transaction(con):
