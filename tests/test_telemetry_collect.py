@@ -95,6 +95,18 @@ def test_a_queue_on_the_clusters_client_is_recorded_too(tmp_path):
     assert con.execute("SELECT COUNT(*) FROM tel_tasks WHERE job IS NOT NULL").fetchone()[0] == 1
 
 
+def test_a_closed_queue_store_holds_the_run_while_its_cluster_still_runs(tmp_path):
+    """Closing a queue writes the cluster's telemetry of the run into its store at once, so
+    a report or dashboard opened right after (the cluster still up) sees it (it used to wait
+    for the plugin's next 2 s flush: "holds no telemetry")."""
+    qstore = str(tmp_path / "q.db")
+    with launch(workers=1) as pc:
+        with packlab.JobQueue(pc, store=qstore) as q:
+            assert [j.result(timeout=60) for j in q.map(abs, range(-3, 0))] == [3, 2, 1]
+        snap = packlab.monitor(qstore).snapshot()  # another reader of the file, cluster up
+        assert snap.jobs == 3 and snap.failure_rate == 0
+
+
 def test_a_queue_moves_the_clusters_telemetry_to_its_store_with_depth_per_class(tmp_path):
     qstore = str(tmp_path / "q.db")
     with launch() as pc:

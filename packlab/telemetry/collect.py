@@ -146,6 +146,7 @@ class QueueRecorder:
     def __init__(self, queue: Any, *, interval: float = 1.0, flush_interval: float = 2.0) -> None:
         self.writer = Writer(queue.store, flush_interval=flush_interval)
         self.interval = interval
+        self._client = queue.client
         self._waiting: dict[str, tuple[str, str]] = {}
         self._queued = 0
         self._events: list[tuple] = []
@@ -208,6 +209,10 @@ class QueueRecorder:
         self._thread.join(timeout=10)
         self.sample()
         self.writer.close()
+        # The cluster's own telemetry of the run too, so the store holds it once the queue
+        # is closed (a report or dashboard opened right after sees the run).
+        with contextlib.suppress(Exception):
+            _plugin.flush(self._client)
 
 
 def attach_queue(queue: Any, cluster_or_client: Any) -> QueueRecorder | None:

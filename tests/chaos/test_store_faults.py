@@ -24,7 +24,6 @@ import time
 from collections import Counter
 
 import dask
-import mounts
 import numpy as np
 import pytest
 from distributed.diagnostics.plugin import SchedulerPlugin
@@ -36,6 +35,8 @@ from packlab.errors import StoreError
 from packlab.pipeline.checkpoints import CheckpointStore
 from packlab.queue.lease import Lease
 from packlab.queue.store import Store
+
+from . import mounts
 
 #: How far each status is along a job's way: a record may only move forward.
 RANK = {"queued": 0, "retrying": 1, "running": 2, "done": 3}
