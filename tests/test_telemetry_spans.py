@@ -37,15 +37,24 @@ def nap(x):
     return x
 
 
+def named(metrics: dict) -> dict:
+    """Dask's metrics with the task prefixes as packlab names them (without the span's word)."""
+    out: dict = {}
+    for (context, prefix, activity, unit), v in metrics.items():
+        k = (context, spans.task_name(prefix), activity, unit)
+        out[k] = out.get(k, 0) + v
+    return out
+
+
 def dask_figures(dask_scheduler) -> dict:
     """What Dask itself says: per packlab span its cumulative metrics, and the totals."""
     ext = dask_scheduler.extensions["spans"]
     out = {}
     for sp in ext.spans.values():
         if spans.parse(sp.name) is not None:
-            out[sp.name] = {k: v for k, v in sp.cumulative_worker_metrics.items() if k[1] != "N/A"}
-    out["total"] = {k: v for k, v in dask_scheduler.cumulative_worker_metrics.items()
-                    if isinstance(k, tuple) and len(k) == 4 and k[0] == "execute"}
+            out[sp.name] = named({k: v for k, v in sp.cumulative_worker_metrics.items() if k[1] != "N/A"})
+    out["total"] = named({k: v for k, v in dask_scheduler.cumulative_worker_metrics.items()
+                          if isinstance(k, tuple) and len(k) == 4 and k[0] == "execute"})
     out["packlab spans"] = sum(1 for sp in ext.spans.values() if sp.name[0] == spans.ROOT)
     return out
 
@@ -89,7 +98,7 @@ def test_cpu_bound_and_sleeping_work_give_dasks_own_high_and_low_cpu_efficiency(
     total = {("execute", p, a, u): v for p, a, u, v in con.execute(
         "SELECT prefix, activity, unit, value FROM tel_fine WHERE span = ''")}
     assert stored == {k: v for k, v in dask_says.items() if isinstance(k, tuple)}  # exactly Dask's figures
-    assert total == dask_says["total"]
+    assert total == pytest.approx(dask_says["total"], rel=1e-12)
 
     name = f"{__name__}.{{}}"
     f = by(fns, "fn")
@@ -108,6 +117,7 @@ def test_cpu_bound_and_sleeping_work_give_dasks_own_high_and_low_cpu_efficiency(
     assert o["ann"]["cpu_efficiency"] > o["bob"]["cpu_efficiency"]
     # plain Dask tasks too, per task prefix, from the scheduler's totals
     p = by(prefixes, "prefix")
+    assert "burn-packlab" in p and all(spans.task_name(k) == k for k in p)  # queue tasks by their name
     assert p["burn"]["cpu_efficiency"] > 10 * p["nap"]["cpu_efficiency"]
     assert p["burn"]["cpu_seconds"] >= 2 * BURN * 0.95
     # the advisor names the waiting function, from Dask's figures
@@ -128,6 +138,9 @@ def test_a_span_per_owner_and_function_is_stable_and_keys_keep_their_task_name()
 
     key = f"f-{spans.group_word(spans.span_name('ann', 'm.f'))}-packlab-0123456789ab-1.1-deadbeef"
     assert key_split(key) != "f-packlab" and _prefix(key) == "f-packlab"  # a group per span, same name
+    assert fine.rows("c", 1.0, [("", None, None, {("f-qkzt-packlab", "thread-cpu", "seconds"): 1.0,
+                                                  ("f-hhhh-packlab", "thread-cpu", "seconds"): 2.0})]) == [
+        ("c", "", None, None, "f-packlab", "thread-cpu", "seconds", 3.0, 1.0)]  # added up, not overwritten
     assert JOB_KEY.search(key).group(1) == "0123456789ab"
 
 

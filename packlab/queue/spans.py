@@ -33,6 +33,7 @@ True
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from functools import lru_cache
 
@@ -42,6 +43,7 @@ _NS = uuid.UUID("6f1c2a52-8d0e-4c53-9d55-2f8a64b1f0c7")
 # g..z only: a word of these is kept by dask.utils.key_split (alphabetic, not hex), so it
 # is part of the task's prefix and TaskGroup
 _LETTERS = "ghijklmnopqrstuvwxyz"
+_WORD = re.compile(r"-[g-z]{4}-packlab$")
 
 
 def span_name(owner: str | None, fn_name: str) -> tuple[str, str, str]:
@@ -77,4 +79,14 @@ def group_word(name: tuple[str, ...]) -> str:
     return "".join(out)
 
 
-__all__ = ["NO_OWNER", "ROOT", "annotation", "group_word", "parse", "span_name"]
+def task_name(prefix: str) -> str:
+    """A task prefix (``dask.utils.key_split``) without a span's word: ``f-qkzt-packlab`` is
+    ``f-packlab``, what the dashboard and the advisor call a queue job's tasks.
+
+    >>> task_name("f-qkzt-packlab"), task_name("inc")
+    ('f-packlab', 'inc')
+    """
+    return _WORD.sub("-packlab", prefix)
+
+
+__all__ = ["NO_OWNER", "ROOT", "annotation", "group_word", "parse", "span_name", "task_name"]

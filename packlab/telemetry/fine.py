@@ -64,9 +64,17 @@ def take(scheduler: Any, last: dict[str, dict]) -> list[tuple[str, str | None, s
 
 
 def rows(cluster: str, now: float, raw: list[tuple]) -> list[tuple]:
-    """``tel_fine`` rows from what :func:`take` returned (on the writer's thread)."""
-    return [(cluster, span, owner, fn, prefix, activity, unit, float(v), now)
-            for span, owner, fn, m in raw for (prefix, activity, unit), v in m.items()]
+    """``tel_fine`` rows from what :func:`take` returned (on the writer's thread); task
+    prefixes without the queue spans' words (:func:`packlab.queue.spans.task_name`), the
+    totals of one name added up."""
+    out = []
+    for span, owner, fn, m in raw:
+        acc: dict[tuple, float] = {}
+        for (prefix, activity, unit), v in m.items():
+            k = (_spans.task_name(prefix), activity, unit)
+            acc[k] = acc.get(k, 0.0) + float(v)
+        out += [(cluster, span, owner, fn, *k, v, now) for k, v in acc.items()]
+    return out
 
 
 def _group(by: str, owner: str | None, fn: str | None, prefix: str) -> str | None:

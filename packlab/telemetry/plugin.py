@@ -41,14 +41,15 @@ log = logging.getLogger("packlab.telemetry")
 NAME = "packlab-telemetry"
 #: A queue job's id in the key of the Dask task that runs it (``f-<span word>-packlab-<id>-<attempt>...``).
 JOB_KEY = re.compile(r"-packlab-([0-9a-f]{12})-\d+\.\d+-")
-_SPAN_WORD = re.compile(r"-[g-z]{4}-packlab$")  # .queue.spans.group_word: not part of the task's name
 _WORKER_METRICS = ("cpu", "memory", "memory_peak", "spilled", "busy_seconds", "idle_seconds", "cpu_seconds")
 
 
 def _prefix(key: str) -> str:
     from dask.utils import key_split
 
-    return _SPAN_WORD.sub("-packlab", key_split(key))
+    from ..queue.spans import task_name
+
+    return task_name(key_split(key))  # without the span's word
 
 
 def task_rows(cluster: str, raw: list[tuple]) -> list[tuple]:
