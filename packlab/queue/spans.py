@@ -43,7 +43,8 @@ _NS = uuid.UUID("6f1c2a52-8d0e-4c53-9d55-2f8a64b1f0c7")
 # g..z only: a word of these is kept by dask.utils.key_split (alphabetic, not hex), so it
 # is part of the task's prefix and TaskGroup
 _LETTERS = "ghijklmnopqrstuvwxyz"
-_WORD = re.compile(r"-[g-z]{4}-packlab$")
+# and a job id of letters only (a-f: 1 in 126,000), which key_split keeps too
+_WORD = re.compile(r"-[g-z]{4}-packlab(-[a-f]{12})?$")
 
 
 def span_name(owner: str | None, fn_name: str) -> tuple[str, str, str]:
@@ -83,8 +84,8 @@ def task_name(prefix: str) -> str:
     """A task prefix (``dask.utils.key_split``) without a span's word: ``f-qkzt-packlab`` is
     ``f-packlab``, what the dashboard and the advisor call a queue job's tasks.
 
-    >>> task_name("f-qkzt-packlab"), task_name("inc")
-    ('f-packlab', 'inc')
+    >>> task_name("f-qkzt-packlab"), task_name("f-qkzt-packlab-abcdefabcdef"), task_name("inc")
+    ('f-packlab', 'f-packlab', 'inc')
     """
     return _WORD.sub("-packlab", prefix)
 
