@@ -1,13 +1,15 @@
 """Telemetry: collection overhead, store growth, and the monitor's snapshot time.
 
     python -m benchmarks telemetry            # 10,000 tasks and jobs; one simulated hour
-    python -m benchmarks telemetry --quick    # 2,000 tasks and jobs; 10 simulated minutes
+    python -m benchmarks telemetry --quick    # 2,000 tasks and jobs, 5 rounds; 10 simulated minutes
 
 * Overhead: the same workload on two LocalClusters (2 workers x 1 thread, TLS), one
-  launched with ``telemetry=False`` and one with it on (1 Hz sampling, the default),
-  interleaved, best of 3: 10,000 trivial tasks (``client.map``) and a 10,000-job
-  ``JobQueue`` (whose store then also holds the cluster's telemetry). Target: at most
-  3 % throughput loss.
+  launched with ``telemetry=False`` and one with it on (1 Hz sampling, the default):
+  10,000 trivial tasks (``client.map``) and a 10,000-job ``JobQueue`` (whose store then
+  also holds the cluster's telemetry), in A/B pairs whose order alternates, 7 rounds.
+  Reported: the median of the paired on/off ratios with its spread, for wall time and
+  for CPU seconds per item (this process, holding client and scheduler, plus the
+  workers; psutil), the steadier figure on a shared machine. Target: at most 3 % loss.
 * Store growth: a simulated 100-worker cluster sampled at 1 Hz (every per-worker and
   cluster series the plugin writes) through the real writer, as bytes per hour of
   history, then after downsampling (that hour older than an hour: 1 min buckets).
@@ -17,12 +19,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import tempfile
 import time
 import uuid
 import warnings
+
+import psutil
 
 import packlab
 from packlab.queue import JobQueue
@@ -53,33 +58,75 @@ def _tasks(pc, d: str, n: int) -> None:
     pc.client.gather(pc.client.map(_inc, range(n), pure=False))
 
 
-def _overhead(n: int, repeat: int = 3) -> list[Row]:
+def _cpu_seconds(worker_pids: list[int]) -> tuple[float, float]:
+    """CPU seconds so far of this process (client, scheduler, plugin, writer, queue) and of
+    the given worker processes (psutil: user + system)."""
+    t = psutil.Process().cpu_times()
+    workers = 0.0
+    for pid in worker_pids:
+        with contextlib.suppress(psutil.Error):
+            c = psutil.Process(pid).cpu_times()
+            workers += c.user + c.system
+    return t.user + t.system, workers
+
+
+def _measure(pc, pids, work, d: str, n: int) -> tuple[float, float, float]:
+    """Wall seconds, driver CPU seconds and worker CPU seconds of one run of ``work``."""
+    d0, w0 = _cpu_seconds(pids)
+    t0 = time.perf_counter()
+    work(pc, d, n)
+    wall = time.perf_counter() - t0
+    d1, w1 = _cpu_seconds(pids)
+    return wall, d1 - d0, w1 - w0
+
+
+def _spread(xs: list[float]) -> str:
+    q = statistics.quantiles(xs, n=4) if len(xs) >= 2 else [xs[0]] * 3
+    return (f"median {statistics.median(xs):.3f}, IQR {q[0]:.3f}..{q[2]:.3f}, "
+            f"range {min(xs):.3f}..{max(xs):.3f}")
+
+
+def _overhead(n: int, repeat: int) -> list[Row]:
+    """Paired A/B runs on two clusters started side by side: in each of ``repeat`` rounds
+    both clusters run the same workload back to back, the order alternating (off/on,
+    on/off, ...) so drift in the machine's load falls on both; each round gives one ratio
+    on/off. The median of the paired ratios and its spread are the figure; CPU seconds
+    (psutil: this process, which holds client and scheduler, plus the cluster's worker
+    processes) per item are far steadier than wall time on a shared machine."""
     off, on = _launch(False), _launch(True)
-    times: dict[tuple[str, bool], list[float]] = {}
-    cpu: dict[tuple[str, bool], list[float]] = {}  # this process: client, scheduler, plugin, writer
+    runs: dict[tuple[str, bool], list[tuple[float, float, float]]] = {}
     with off, on, tempfile.TemporaryDirectory() as d:
+        pids = {pc is on: list(pc.client.run(os.getpid).values()) for pc in (off, on)}
         for pc in (off, on):  # warm up
             pc.client.gather(pc.client.map(_inc, range(200), pure=False))
             _queue(pc, d, 300)
-        for _ in range(repeat):
-            for pc, flag in ((off, False), (on, True)):
-                for what, work in (("tasks", _tasks), ("queue", _queue)):
-                    t0, c0 = time.perf_counter(), time.process_time()
-                    work(pc, d, n)
-                    times.setdefault((what, flag), []).append(time.perf_counter() - t0)
-                    cpu.setdefault((what, flag), []).append(time.process_time() - c0)
+        for r in range(repeat):
+            for what, work in (("tasks", _tasks), ("queue", _queue)):
+                for flag in ((False, True) if r % 2 == 0 else (True, False)):
+                    pc = on if flag else off
+                    runs.setdefault((what, flag), []).append(_measure(pc, pids[flag], work, d, n))
         on.telemetry.flush()
     rows = []
     for what, g in (("tasks", f"{n:,} trivial tasks (client.map), 2 workers x 1 thread"),
                     ("queue", f"{n:,}-job JobQueue (fifo, SQLite store), 2 workers x 1 thread")):
-        t_off, t_on = min(times[(what, False)]), min(times[(what, True)])
-        c_off, c_on = (min(cpu[(what, f)]) * 1e6 / n for f in (False, True))
-        loss = 1 - t_off / t_on
+        a, b = runs[(what, False)], runs[(what, True)]
+        wall = [y[0] / x[0] for x, y in zip(a, b, strict=True)]  # on/off, per round
+        cpu = [(y[1] + y[2]) / (x[1] + x[2]) for x, y in zip(a, b, strict=True)]
+        drv = [y[1] / x[1] for x, y in zip(a, b, strict=True)]
+        t_off, t_on = statistics.median(x[0] for x in a), statistics.median(x[0] for x in b)
         rows.append(Row(g, "telemetry off", n / t_off, "/s", baseline=True,
-                        note=f"best of {repeat}; driver+scheduler CPU {c_off:.0f} us per item"))
+                        note=f"median of {repeat} rounds, interleaved with the runs below"))
         rows.append(Row(g, "telemetry on (1 Hz)", n / t_on, "/s",
-                        note=f"loss {loss * 100:+.1f} % (target <= 3 %); CPU {c_on:.0f} us per item "
-                             f"({(c_on / c_off - 1) * 100:+.1f} %); 2-core shared machine"))
+                        note=f"wall on/off per round: {_spread(wall)} (target <= 1.03)"))
+        for flag, label in ((False, "telemetry off"), (True, "telemetry on (1 Hz)")):
+            rs = runs[(what, flag)]
+            drv_us = statistics.median(x[1] for x in rs) * 1e6 / n
+            wrk_us = statistics.median(x[2] for x in rs) * 1e6 / n
+            note = (f"driver+scheduler {drv_us:.0f} us + workers {wrk_us:.0f} us" + (
+                f"; CPU on/off per round: {_spread(cpu)}; driver alone: median {statistics.median(drv):.3f}"
+                if flag else ""))
+            rows.append(Row(f"{g}: CPU seconds per item (psutil)", label, drv_us + wrk_us, "us",
+                            baseline=not flag, higher_is_better=False, note=note))
     return rows
 
 
@@ -159,7 +206,7 @@ def _snapshot(repeat: int) -> list[Row]:
 
 
 def run(quick: bool = False) -> list[Row]:
-    rows = _overhead(2000 if quick else 10_000)
+    rows = _overhead(2000 if quick else 10_000, repeat=5 if quick else 7)
     rows += _growth(600 if quick else 3600)
     rows += _snapshot(5 if quick else 20)
     return rows

@@ -35,9 +35,10 @@ import uuid
 from typing import Any
 
 import cloudpickle
+import dask
 from distributed.client import FutureCancelledError
 
-from . import control, core
+from . import control, core, spans
 from .events import Hub
 from .fetch import Completions, Fetcher
 from .job import Job, Signal
@@ -345,22 +346,32 @@ class Engine:
             j = i + 1
             while j < len(jobs) and jobs[j].resources == jobs[i].resources:
                 j += 1
-            self._map(jobs[i:j], now)
+            # and one per span (owner and function) within the run, in order of first
+            # appearance: a Dask span is given per graph submission (see .spans)
+            by_span: dict[tuple, list[Job]] = {}
+            for job in jobs[i:j]:
+                by_span.setdefault(spans.span_name(job.owner, job.fn_name), []).append(job)
+            for name, group in by_span.items():
+                self._map(group, now, name)
             i = j
 
-    def _map(self, jobs: list[Job], now: float) -> None:
+    def _map(self, jobs: list[Job], now: float, span: tuple[str, ...]) -> None:
         self._dispatched += 1
         # The driver's own tag keeps keys apart across drivers on a shared cluster: a
         # resumed attempt must not pick up (or be cancelled with) an earlier driver's
-        # future of the same key; the attempt number and token, within this driver.
-        keys = [f"{_short(j.fn_name)}-packlab-{j.id}-{j.attempts + 1}.{j._token + 1}-{self._tag}"
+        # future of the same key; the attempt number and token, within this driver. The
+        # span's word gives each span a TaskGroup of its own (see .spans).
+        word = spans.group_word(span)
+        keys = [f"{_short(j.fn_name)}-{word}-packlab-{j.id}-{j.attempts + 1}.{j._token + 1}-{self._tag}"
                 for j in jobs]
         try:
             # Dask's priority follows packlab's order: an earlier batch runs first, and
-            # Dask keeps submission order within a batch.
-            futs = self.client.map(run_fenced, [Payload(j._payload) for j in jobs], key=keys,
-                                   priority=-self._dispatched, pure=False, resources=jobs[0].resources,
-                                   retries=0, fence=self.fence)
+            # Dask keeps submission order within a batch. dask.annotate is this thread's
+            # own (a context variable): it tags nothing the user submits meanwhile.
+            with dask.annotate(span=spans.annotation(span)):
+                futs = self.client.map(run_fenced, [Payload(j._payload) for j in jobs], key=keys,
+                                       priority=-self._dispatched, pure=False, resources=jobs[0].resources,
+                                       retries=0, fence=self.fence)
         except Exception as e:  # recorded running all the same: the attempt counts, and fails
             errors = [FutureCancelledError(f"packlab-{j.id}", reason=str(e)) for j in jobs]
             self.apply(core.Sent(jobs, None, errors), now)

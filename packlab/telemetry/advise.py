@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from . import fine
 from .advisor import Finding, findings
 from .monitor import Monitor, monitor
 from .queries import has_queue, latest, maxima
@@ -63,6 +64,8 @@ def run_summary(m: Monitor) -> RunSummary:
             delays = [max(0.0, r[0]) for r in rows if r[0] is not None]
             retries = len(delays)
         depth = int(latest(con, "queue_depth") or 0)
+        # Dask's own figures: per queue function where the queue's spans hold them, else per prefix
+        functions = fine.efficiency(con, where_t, tp, "fn") or fine.efficiency(con, where_t, tp, "prefix")
         slurm = con.execute(
             "SELECT s.job_id, s.state, s.elapsed, s.submitted, s.seen, w.worker FROM tel_slurm s LEFT JOIN "
             "tel_workers w ON w.cluster = s.cluster AND w.name = s.worker AND w.stop IS NULL "
@@ -95,7 +98,9 @@ def run_summary(m: Monitor) -> RunSummary:
         longest_task_seconds=longest[1] if longest else 0.0, submissions=submissions, retries=retries,
         retry_delays=tuple(delays), queue_running=queue_running,
         alert_sinks=len(tel.sinks) if tel is not None else len(m.sinks), queue_depth=depth,
-        slurm_jobs=tuple(jobs.values()))
+        slurm_jobs=tuple(jobs.values()),
+        functions=tuple({"name": f.get("fn", f.get("prefix")) or "?", "seconds": f["seconds"],
+                         "cpu_seconds": min(f["cpu_seconds"], f["seconds"])} for f in functions))
 
 
 def advise(monitor_or_store: Any, thresholds: Thresholds | None = None) -> list[Finding]:

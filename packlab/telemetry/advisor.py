@@ -29,7 +29,7 @@ from typing import Any
 from .. import checks
 from .records import record
 from .sizing import RightSize, right_size
-from .usage import RunSummary, SlurmJobUsage, Thresholds, WorkerUsage
+from .usage import FunctionUsage, RunSummary, SlurmJobUsage, Thresholds, WorkerUsage
 
 GIB = 2**30
 SEVERITIES = ("info", "warning", "critical")
@@ -167,19 +167,41 @@ def too_small_for_a_cluster(s: RunSummary, th: Thresholds) -> list[Finding]:
         "than it saves.")]
 
 
+#: A function counts for low CPU efficiency once Dask metered this share of all seconds (and 1 s).
+FUNCTION_SHARE = 0.05
+
+
 @rule
 def low_cpu_efficiency(s: RunSummary, th: Thresholds) -> list[Finding]:
-    """CPU time over cores x time held under ``cpu_efficiency``: fewer cores."""
+    """CPU time over cores x time held under ``cpu_efficiency``: fewer cores; and the
+    functions whose tasks spent under ``cpu_efficiency`` of their time on a CPU by Dask's
+    own fine performance metrics (waiting: I/O, sleep, locks)."""
     eff = {w.name: w.cpu_seconds / (w.cores * w.held_seconds) for w in s.workers if w.held_seconds}
     low = [w for w in s.workers if w.name in eff and eff[w.name] < th.cpu_efficiency]
-    if not low:
+    total = math.fsum(f.seconds for f in s.functions)
+    waiting = sorted((f for f in s.functions if f.seconds >= max(1.0, FUNCTION_SHARE * total)
+                      and f.cpu_efficiency < th.cpu_efficiency), key=lambda f: f.cpu_efficiency)
+    if not low and not waiting:
         return []
-    w = _worst(low, lambda w: eff[w.name])  # the busiest of them: what must still fit
-    mean = math.fsum(eff[x.name] for x in low) / len(low)
-    return [Finding("low-cpu-efficiency", "warning", {
-        "workers": len(low), "cpu_efficiency": round(mean, 6), "cores": w.cores},
-        right_size(w, th).launch,
-        f"{len(low)} workers used {mean:.0%} of their cores on average (under {th.cpu_efficiency:.0%}).")]
+    evidence: dict[str, float] = {}
+    said = []
+    if low:
+        w = _worst(low, lambda w: eff[w.name])  # the busiest of them: what must still fit
+        mean = math.fsum(eff[x.name] for x in low) / len(low)
+        evidence.update({"workers": len(low), "cpu_efficiency": round(mean, 6), "cores": w.cores})
+        said.append(f"{len(low)} workers used {mean:.0%} of their cores on average "
+                    f"(under {th.cpu_efficiency:.0%}).")
+    if waiting:
+        f = waiting[0]
+        secs, cpu = math.fsum(x.seconds for x in waiting), math.fsum(x.cpu_seconds for x in waiting)
+        evidence.update({"functions": len(waiting), "function_cpu_efficiency": round(cpu / secs, 6),
+                         "function_seconds": round(secs, 6)})
+        said.append(f"{f.name} spent {f.cpu_efficiency:.0%} of its {f.seconds:.1f} s on a CPU (Dask's fine "
+                    "performance metrics): it waits on I/O, sleep or locks; fewer cores per worker, or "
+                    "asynchronous I/O.")
+    fix = right_size(_worst(low or s.workers, lambda w: eff.get(w.name, 0.0)), th).launch if (
+        low or s.workers) else "packlab.launch(cores=1)"
+    return [Finding("low-cpu-efficiency", "warning", evidence, fix, " ".join(said))]
 
 
 @rule
@@ -244,5 +266,5 @@ def findings(summary: RunSummary | Mapping[str, Any], thresholds: Thresholds | N
     return sorted(out, key=lambda f: (_ORDER[f.severity], f.name))
 
 
-__all__ = ["RULES", "Finding", "RightSize", "RunSummary", "SlurmJobUsage", "Thresholds", "WorkerUsage",
-           "findings", "right_size", "rule"]
+__all__ = ["RULES", "Finding", "FunctionUsage", "RightSize", "RunSummary", "SlurmJobUsage", "Thresholds",
+           "WorkerUsage", "findings", "right_size", "rule"]

@@ -32,6 +32,7 @@ from typing import Any
 
 from .. import checks
 from ..errors import bad_value
+from . import fine
 from . import queries as q
 from .alerts import Alert, default_rules, evaluate
 from .pricing import Pricing, check_pricing, su_cost
@@ -203,6 +204,19 @@ class Monitor:
         if cached is None or cached[0] != mark:
             cached = self._recent = (mark, q.recent(con, self._scope(), self.pricing))
         return cached[1]
+
+    def cpu_efficiency(self, by: str = "fn") -> list[dict[str, Any]]:
+        """Dask's own fine performance metrics, per ``by``: ``"owner"``, ``"fn"`` (a queue
+        job's function), ``"stage"`` (a pipeline's, ``"pipeline.stage"``) from the queue's
+        spans, or ``"prefix"`` (any Dask task's prefix) from the scheduler's totals; busiest
+        first. Each: ``seconds`` Dask metered while the tasks ran, ``cpu_seconds`` of them on a
+        CPU, ``noncpu_seconds`` not (I/O, sleep), ``cpu_efficiency`` (the share on a CPU),
+        ``disk_seconds`` (spill and unspill), and bytes read from memory and disk and
+        written to disk. See :mod:`packlab.telemetry.fine`.
+        """
+        with self._read() as con:
+            where, wp = self._scope().where()
+            return fine.efficiency(con, where, wp, by)
 
     def cost(self) -> float:
         """The cost so far (what ``ClusterLauncher``'s ``cost_source`` shows)."""

@@ -9,7 +9,10 @@ What it records, reusing what Dask already measures:
   busy/idle thread-seconds (busy from the tasks' compute time, idle the rest of the
   threads held);
 * per cluster: utilisation (threads with a task over threads), workers, threads, tasks
-  on workers.
+  on workers;
+* Dask's fine performance metrics (thread CPU and non-CPU seconds, memory and disk reads,
+  spilling) per queue span (owner and function) and per task prefix, as the scheduler's
+  ``SpansSchedulerExtension`` adds them up from the workers' heartbeats (:mod:`.fine`).
 
 The hooks on the scheduler's event loop only append to bounded buffers
 (:class:`~.series.RingBuffer` and a ``deque``); turning them into rows and writing them
@@ -29,14 +32,14 @@ from typing import Any
 from distributed.diagnostics.plugin import SchedulerPlugin
 from tornado.ioloop import PeriodicCallback
 
-from . import prometheus
+from . import fine, prometheus
 from .series import RingBuffer
 from .store import Writer
 
 log = logging.getLogger("packlab.telemetry")
 
 NAME = "packlab-telemetry"
-#: A queue job's id in the key of the Dask task that runs it (``f-packlab-<id>-<attempt>...``).
+#: A queue job's id in the key of the Dask task that runs it (``f-<span word>-packlab-<id>-<attempt>...``).
 JOB_KEY = re.compile(r"-packlab-([0-9a-f]{12})-\d+\.\d+-")
 _WORKER_METRICS = ("cpu", "memory", "memory_peak", "spilled", "busy_seconds", "idle_seconds", "cpu_seconds")
 
@@ -44,7 +47,9 @@ _WORKER_METRICS = ("cpu", "memory", "memory_peak", "spilled", "busy_seconds", "i
 def _prefix(key: str) -> str:
     from dask.utils import key_split
 
-    return key_split(key)
+    from ..queue.spans import task_name
+
+    return task_name(key_split(key))  # without the span's word
 
 
 def task_rows(cluster: str, raw: list[tuple]) -> list[tuple]:
@@ -101,6 +106,7 @@ class TelemetryPlugin(SchedulerPlugin):
         self._series: dict[tuple[str, str], RingBuffer] = {}
         self._cpu_s: dict[str, float] = {}
         self._last: float | None = None
+        self._fine: dict[str, dict] = {}  # the fine metrics last handed over, per span
         self.writer = await asyncio.to_thread(self._writer, self.store)
         for addr in scheduler.workers:
             self.add_worker(scheduler, addr)
@@ -110,7 +116,8 @@ class TelemetryPlugin(SchedulerPlugin):
 
     def _writer(self, store: str) -> Writer:
         w = Writer(store, flush_interval=self.flush_interval, converters={
-            "tel_tasks": lambda raw: task_rows(self.cluster, raw)})
+            "tel_tasks": lambda raw: task_rows(self.cluster, raw),
+            "tel_fine": lambda raw: fine.rows(self.cluster, time.time(), raw)})
         return w
 
     def add_worker(self, scheduler: Any, worker: str) -> None:
@@ -193,6 +200,9 @@ class TelemetryPlugin(SchedulerPlugin):
         if self._tasks:
             raw = [self._tasks.popleft() for _ in range(len(self._tasks))]
             w.put_raw("tel_tasks", raw)
+        changed = fine.take(self.scheduler, self._fine)
+        if changed:
+            w.put_raw("tel_fine", changed)
         w.put("tel_workers", [(self.cluster, addr, i["name"], i["host"], i["start"], i["stop"] or stopped,
                                now, i["threads"], i["threads"], i["memory"], self.gpus, self.market,
                                self._busy.get(addr, 0.0), *self._counts.get(addr, (0, 0)))
@@ -245,6 +255,7 @@ class TelemetryPlugin(SchedulerPlugin):
             return self.writer.path
         self.sample()
         old, self.writer = self.writer, new
+        self._fine = {}  # the new store gets every span's totals
         await asyncio.to_thread(old.close)
         return new.path
 

@@ -58,8 +58,12 @@ CREATE TABLE IF NOT EXISTS tel_slurm (
   cluster TEXT, job_id TEXT, worker TEXT, partition TEXT, state TEXT, billing REAL, submitted REAL,
   elapsed REAL, seen REAL, PRIMARY KEY (cluster, job_id));
 CREATE TABLE IF NOT EXISTS tel_meta (key TEXT PRIMARY KEY, value REAL);
+CREATE TABLE IF NOT EXISTS tel_fine (
+  cluster TEXT, span TEXT, owner TEXT, fn TEXT, prefix TEXT, activity TEXT, unit TEXT, value REAL, seen REAL,
+  PRIMARY KEY (cluster, span, prefix, activity, unit));
 """
-TABLES = ("tel_clusters", "tel_workers", "tel_tasks", "tel_samples", "tel_events", "tel_slurm", "tel_meta")
+TABLES = ("tel_clusters", "tel_workers", "tel_tasks", "tel_samples", "tel_events", "tel_slurm", "tel_meta",
+          "tel_fine")
 
 #: How long a telemetry write waits for the write lock before it leaves its batch for later.
 BUSY_MS = 200
@@ -199,6 +203,9 @@ _INSERT = {
                      "SET stopped=excluded.stopped, seen=excluded.seen, "
                      "alert_sinks=MAX(alert_sinks, excluded.alert_sinks), "
                      "queues=MAX(queues, excluded.queues)"),
+    # Dask's fine performance metrics per span: running totals (see .fine)
+    "tel_fine": ("INSERT INTO tel_fine VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (cluster, span, prefix, "
+                 "activity, unit) DO UPDATE SET value=excluded.value, seen=excluded.seen"),
     "tel_slurm": ("INSERT INTO tel_slurm VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (cluster, job_id) DO UPDATE "
                   "SET state=excluded.state, billing=COALESCE(excluded.billing, billing), "
                   "submitted=COALESCE(excluded.submitted, submitted), elapsed=excluded.elapsed, "

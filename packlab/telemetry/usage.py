@@ -80,13 +80,33 @@ class SlurmJobUsage:
 
 
 @dataclass(frozen=True)
+class FunctionUsage:
+    """Dask's fine performance metrics of one function's tasks (a queue job's function, or
+    a task prefix): ``seconds`` metered while they ran, ``cpu_seconds`` of them on a CPU."""
+
+    name: str
+    seconds: float
+    cpu_seconds: float
+
+    def __post_init__(self) -> None:
+        checks.text(self.name, "name")
+        for f in ("seconds", "cpu_seconds"):
+            _set(self, f, checks.number(getattr(self, f), f, minimum=0))
+
+    @property
+    def cpu_efficiency(self) -> float:
+        return self.cpu_seconds / self.seconds if self.seconds else 1.0
+
+
+@dataclass(frozen=True)
 class RunSummary:
     """What the advisor looks at: one run (a cluster's life so far, or a stored one).
 
     ``task_seconds`` is the busy thread-seconds of all tasks; ``submissions`` and
     ``retries`` count queue jobs and their re-runs, ``retry_delays`` the seconds from a
     failure to its retry; ``queue_running`` is true while a queue or pipeline runs, with
-    ``alert_sinks`` sinks attached and ``queue_depth`` jobs waiting.
+    ``alert_sinks`` sinks attached and ``queue_depth`` jobs waiting; ``functions`` are
+    Dask's own figures per function (:class:`FunctionUsage`).
     """
 
     wall_seconds: float
@@ -102,6 +122,7 @@ class RunSummary:
     alert_sinks: int = 0
     queue_depth: int = 0
     slurm_jobs: tuple[SlurmJobUsage, ...] = ()
+    functions: tuple[FunctionUsage, ...] = ()
 
     def __post_init__(self) -> None:
         for f in ("wall_seconds", "task_seconds", "longest_task_seconds"):
@@ -113,6 +134,7 @@ class RunSummary:
             raise bad_value("longest_task", self.longest_task, "a task name (a string)")
         _set(self, "workers", tuple(records(self.workers, WorkerUsage, "workers")))
         _set(self, "slurm_jobs", tuple(records(self.slurm_jobs, SlurmJobUsage, "slurm_jobs")))
+        _set(self, "functions", tuple(records(self.functions, FunctionUsage, "functions")))
         if isinstance(self.retry_delays, (str, bytes)) or not isinstance(self.retry_delays, (list, tuple)):
             raise bad_value("retry_delays", self.retry_delays, "a list of seconds")
         _set(self, "retry_delays", tuple(checks.number(d, f"retry_delays[{i}]", minimum=0)
