@@ -41,6 +41,7 @@ from distributed.client import FutureCancelledError
 from . import control, core, spans
 from .events import Hub
 from .fetch import Completions, Fetcher
+from .index import JobIndex
 from .job import Job, Signal
 from .machine import Core
 from .payload import Payload, run_fenced
@@ -76,7 +77,7 @@ class Engine:
         self.signal = Signal()
         self._lock = threading.Lock()  # the core is read by snapshot() from other threads
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self.jobs: dict[str, Job] = {}
+        self.jobs = JobIndex()  # this session's jobs; finished ones held weakly
         self._dispatched = 0
         self._threads_at = -THREADS_EVERY
         self._fetch_at: float | None = None
@@ -149,6 +150,7 @@ class Engine:
         """This session's job, or the store's (then this queue's from now on), or None."""
         job = self.jobs.get(job_id)
         if job is None:
+            self.store.flush(check=False)  # a finished job nobody holds: its final record
             found = self.store.load([job_id], cv=self.signal)
             job = self.jobs.setdefault(job_id, found[0]) if found else None
         return job
@@ -387,12 +389,14 @@ class Engine:
 
     def _record(self, d: core.Record, now: float) -> None:
         job = d.job
+        self.jobs.note(job)
         if d.stored:
             self.store.event(job.id, d.t, d.kind, d.detail)
         self.hub.emit(d.kind, job.id, job.owner, job.rank, job.fn_name, d.t, d.detail, d.depth)
 
     def _update(self, d: core.Update, now: float) -> None:
         job = d.job
+        self.jobs.note(job)
         if not d.result:
             self.store.update(job, **(d.fields or {}))
             return

@@ -117,8 +117,8 @@ class Job:
     ('queued', 'normal', 0)
     """
 
-    __slots__ = (
-        "_charge", "_cv", "_exc", "_future", "_has_result", "_payload", "_pq", "_result",
+    __slots__ = (  # __weakref__: the queue holds a finished job weakly (see .index)
+        "__weakref__", "_charge", "_cv", "_exc", "_future", "_has_result", "_payload", "_pq", "_result",
         "_started", "_token", "attempts", "deadline", "error", "events", "fn_name", "id", "key",
         "late", "next_attempt", "owner", "rank", "resources", "retry", "seq", "status", "submitted",
         "timeout", "traceback",

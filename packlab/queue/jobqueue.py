@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -160,7 +161,7 @@ class JobQueue(Views):
         registry.note_queue(cluster_or_client, self._store.path)  # for JupyterLab's sidebar
         self._seq = iter(range(self._store.next_seq(), 1 << 62))
         self._lock = threading.Lock()
-        self._keys: dict[str, Job] = {}
+        self._keys: weakref.WeakValueDictionary[str, Job] = weakref.WeakValueDictionary()  # as jobs
         self._closed = False
         from ..telemetry.collect import attach_queue  # here: a queue without telemetry loads none of it
 
@@ -236,7 +237,7 @@ class JobQueue(Views):
             job = Job(uuid.uuid4().hex[:12], next(self._seq), _payload.fn_name(fn), blob, owner=owner,
                       rank=rank, deadline=d, timeout=t, key=key, resources=resources, retry=r,
                       cv=self._engine.signal)
-            self._engine.jobs[job.id] = job
+            self._engine.jobs.add(job)
             if key is not None:
                 self._keys[key] = job
             self._engine.event(job, Kind.SUBMITTED, f"owner={owner} priority={priority}", job.submitted)
@@ -335,7 +336,7 @@ class JobQueue(Views):
 
     def _take_over(self, job: Job) -> None:
         """Hand an unfinished job of an earlier run to the loop (which marks it ours)."""
-        self._engine.jobs[job.id] = job
+        self._engine.jobs.add(job)
         if job.key is not None:
             self._keys[job.key] = job
         job._cv = self._engine.signal  # set here too: result() waits from now on

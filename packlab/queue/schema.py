@@ -163,14 +163,14 @@ def identify(store: object, path: str) -> str:
     other file raises a PacklabError saying what it is. Reads, never writes, and follows
     no symbolic link (one in its place, or its side files', is refused)."""
     for p in (path, path + "-wal", path + "-shm"):
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # absent
             if stat.S_ISLNK(os.lstat(p).st_mode):
                 raise _refuse(store, path, f"has a symbolic link at {p}",
                               "packlab never follows one (it could point anywhere); remove it or pass "
                               "store= a real file.")
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # absent (a parent is a file: said on creation)
         return "new"
     if not stat.S_ISREG(st.st_mode):
         raise _refuse(store, path, "is not a regular file", _OTHER)

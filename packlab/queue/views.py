@@ -5,7 +5,6 @@ keep each module short."""
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -31,7 +30,7 @@ class Views:
         timeout = wait_seconds(timeout)
         if jobs is not None and (isinstance(jobs, (str, Job)) or not isinstance(jobs, Iterable)):
             raise bad_value("jobs", jobs, "a list of Jobs or job ids", "Pass [job], or None for every job.")
-        todo = list(self._engine.jobs.values()) if jobs is None else [
+        todo = self._engine.jobs.live() if jobs is None else [
             j if isinstance(j, Job) else self.get(j) for j in jobs]
         end = None if timeout is None else time.monotonic() + timeout
         sig = self._engine.signal
@@ -41,7 +40,7 @@ class Views:
                 while i < len(todo) and todo[i].status in TERMINAL:
                     i += 1
                 if i == len(todo):
-                    return todo
+                    return todo if jobs is not None else self.jobs()
                 # (Each turn costs O(1) amortised: the driver thread waits for this lock to
                 # notify, so nothing here may scan every job, except to say why it stops.)
                 if sig.closed and not self._lease.lost and self._store.error is None:
@@ -78,7 +77,14 @@ class Views:
         """This session's jobs (optionally of one status), in submission order."""
         if status is not None and status not in STATUSES:
             raise bad_value("status", status, f"one of {list(STATUSES)}", "Pass status=None for every job.")
-        js = sorted(self._engine.jobs.values(), key=lambda j: j.seq)
+        ix = self._engine.jobs
+        mem = list(ix.in_memory())  # held from here on
+        have = {j.id for j in mem}
+        freed = [i for i in ix.ended_ids() if i not in have]
+        if freed:  # finished jobs nobody holds: read back from the store
+            self._store.flush(check=False)
+            mem += [ix.setdefault(j.id, j) for j in self._store.load(freed, cv=self._engine.signal)]
+        js = sorted(mem, key=lambda j: j.seq)
         return js if status is None else [j for j in js if j.status == status]
 
     def stats(self) -> dict[str, Any]:
@@ -98,7 +104,7 @@ class Views:
         """
         e = self._engine
         snap = e.snapshot()
-        counts = Counter(j.status for j in list(e.jobs.values()))
+        counts = e.jobs.counts()
         err = self._store.error
         return {
             "policy": snap["policy"],
