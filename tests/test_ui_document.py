@@ -22,9 +22,11 @@ def home(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_document_draws_a_real_stores_counts(local_cluster, tmp_path, home):
+def test_document_draws_a_real_stores_counts(tmp_path, home):
+    """A store without telemetry (a cluster launched with telemetry=False): the counts view."""
     store = str(tmp_path / "q.db")
-    with packlab.JobQueue(local_cluster, store=store) as q:
+    with packlab.launch(workers=1, cores=1, memory="1GiB", telemetry=False, wait=True) as pc, \
+            packlab.JobQueue(pc, store=store) as q:
         q.wait([q.submit(abs, -i) for i in range(3)], timeout=60)
         q.flush()
     assert read_counts(store) == {"done": 3}
