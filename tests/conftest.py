@@ -37,6 +37,19 @@ def _require_slurm(request):
 
 
 @pytest.fixture
+def figure(capsys, record_property):
+    """Print a measured figure past pytest's capture and record it in the report."""
+
+    def report(name: str, value: object, text: str) -> None:
+        record_property(name, value)
+        if text:
+            with capsys.disabled():
+                print(f"\n    [figure] {text}", end="")
+
+    return report
+
+
+@pytest.fixture
 def local_cluster():
     with small_cluster() as pc:
         yield pc

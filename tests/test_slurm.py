@@ -31,19 +31,6 @@ from packlab.errors import BackendUnavailable, PacklabError
 pytestmark = pytest.mark.slurm
 
 
-@pytest.fixture
-def figure(capsys, record_property):
-    """Print a measured figure past pytest's capture and record it in the report."""
-
-    def report(name: str, value: object, text: str) -> None:
-        record_property(name, value)
-        if text:
-            with capsys.disabled():
-                print(f"\n    [figure] {text}", end="")
-
-    return report
-
-
 # -- the acceptance test: the default profile on real SLURM ----------------------
 def test_default_profile_gives_two_tls_workers_that_compute(figure):
     a = np.random.default_rng(0).random((1200, 800))

@@ -1,4 +1,4 @@
-"""Fixtures shared by every chaos test: figures past pytest's capture, and a seeded RNG
+"""Fixtures shared by every chaos test (``figure`` is tests/conftest.py's): a seeded RNG
 whose seed is printed (``PACKLAB_CHAOS_SEED`` replays a failure, ``PACKLAB_CHAOS_TRIALS``
 runs more trials)."""
 
@@ -11,19 +11,6 @@ import warnings
 import pytest
 
 import packlab
-
-
-@pytest.fixture
-def figure(capsys, record_property):
-    """Print a measured figure past pytest's capture and record it in the report."""
-
-    def report(name: str, value: object, text: str) -> None:
-        record_property(name, value)
-        if text:
-            with capsys.disabled():
-                print(f"\n    [figure] {text}", end="")
-
-    return report
 
 
 @pytest.fixture
