@@ -23,31 +23,45 @@ Examples
 
 from __future__ import annotations
 
+import functools
+import threading
 import weakref
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Sequence
 
 from .job import Job
 from .states import TERMINAL
 
 
+def _locked(method):
+    @functools.wraps(method)
+    def call(self, *args):
+        with self._lock:
+            return method(self, *args)
+
+    return call
+
+
 class JobIndex:
-    """This session's jobs by id (see the module docstring). The engine thread and the
-    submitting threads use it under the engine's and the queue's own locking: additions come
-    before a job is handed to the engine, ``note`` only from the engine's thread."""
+    """This session's jobs by id (see the module docstring); thread-safe: the engine's
+    thread notes changes while users' threads submit, list and look up."""
 
     def __init__(self) -> None:
+        self._lock = threading.RLock()
         self._live: dict[str, Job] = {}
         self._held: weakref.WeakValueDictionary[str, Job] = weakref.WeakValueDictionary()
         self._ended: dict[str, str] = {}  # id -> final status, for every finished job
         self._ended_counts: Counter = Counter()
 
+    @_locked
     def __len__(self) -> int:
         return len(self._live) + len(self._ended)
 
+    @_locked
     def __contains__(self, job_id: str) -> bool:
         return job_id in self._live or job_id in self._ended
 
+    @_locked
     def get(self, job_id: str, default: Job | None = None) -> Job | None:
         """The job in memory, else ``default`` (a finished job nobody holds: read it from
         the store)."""
@@ -56,6 +70,7 @@ class JobIndex:
             job = self._held.get(job_id)
         return default if job is None else job
 
+    @_locked
     def add(self, job: Job) -> None:
         """A job of this session (submitted, taken over or loaded)."""
         if job.status in TERMINAL:
@@ -67,6 +82,7 @@ class JobIndex:
             self._held.pop(job.id, None)
             self._live[job.id] = job
 
+    @_locked
     def setdefault(self, job_id: str, job: Job) -> Job:
         """The job in memory with this id, else ``job`` (added)."""
         mine = self.get(job_id)
@@ -75,6 +91,7 @@ class JobIndex:
         self.add(job)
         return job
 
+    @_locked
     def note(self, job: Job) -> None:
         """The engine changed ``job``: a job that finished is held weakly from now on, one
         that was requeued strongly again."""
@@ -98,19 +115,22 @@ class JobIndex:
             self._ended[job.id] = job.status
             self._ended_counts[job.status] += 1
 
+    @_locked
     def live(self) -> list[Job]:
         """The unfinished jobs."""
         return list(self._live.values())
 
-    def in_memory(self) -> Iterator[Job]:
+    @_locked
+    def in_memory(self) -> list[Job]:
         """Every job in memory: the unfinished ones and the finished ones still held."""
-        yield from list(self._live.values())
-        yield from list(self._held.values())
+        return [*self._live.values(), *self._held.values()]
 
+    @_locked
     def ended_ids(self) -> list[str]:
         """The ids of the finished jobs nobody holds (the store has them)."""
         return [i for i in self._ended if i not in self._held]
 
+    @_locked
     def counts(self) -> Counter:
         """Jobs per status, exact."""
         out = Counter(j.status for j in list(self._live.values()))
@@ -118,4 +138,37 @@ class JobIndex:
         return out
 
 
-__all__ = ["JobIndex"]
+class Later(Sequence):
+    """A list of jobs read only when first used: ``q.wait()`` returns every job of the
+    session, which for freed finished jobs means reading them from the store, and most
+    callers only wait.
+
+    Examples
+    --------
+    >>> later = Later(lambda: [1, 2, 3])
+    >>> len(later), later[-1], list(later) == [1, 2, 3], later == [1, 2, 3]
+    (3, 3, True, True)
+    """
+
+    def __init__(self, load: Callable[[], list]) -> None:
+        self._load, self._items = load, None
+
+    def _all(self) -> list:
+        if self._items is None:
+            self._items = self._load()
+        return self._items
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __getitem__(self, i):
+        return self._all()[i]
+
+    def __eq__(self, other: object) -> bool:
+        return list(self._all()) == list(other) if isinstance(other, Sequence) else NotImplemented
+
+    def __repr__(self) -> str:
+        return repr(self._all())
+
+
+__all__ = ["JobIndex", "Later"]

@@ -5,11 +5,12 @@ keep each module short."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ..errors import PacklabError, QueueClosed, bad_value
 from .events import Event, Subscription
+from .index import Later
 from .job import Job, wait_seconds
 from .states import STATUSES, TERMINAL
 
@@ -18,7 +19,8 @@ class Views:
     """The looking half of :class:`packlab.JobQueue` (a mixin over its engine and store)."""
 
     # -- waiting and looking -------------------------------------------------------------
-    def wait(self, jobs: Iterable[Job | str] | None = None, timeout: float | str | None = None) -> list[Job]:
+    def wait(self, jobs: Iterable[Job | str] | None = None, timeout: float | str | None = None
+             ) -> Sequence[Job]:
         """Block until the jobs (default: every job of this queue) are final; return them.
 
         Raises ``TimeoutError`` if ``timeout`` (seconds, or a duration such as ``"5m"``)
@@ -40,7 +42,7 @@ class Views:
                 while i < len(todo) and todo[i].status in TERMINAL:
                     i += 1
                 if i == len(todo):
-                    return todo if jobs is not None else self.jobs()
+                    return todo if jobs is not None else Later(self.jobs)  # read when used
                 # (Each turn costs O(1) amortised: the driver thread waits for this lock to
                 # notify, so nothing here may scan every job, except to say why it stops.)
                 if sig.closed and not self._lease.lost and self._store.error is None:
