@@ -21,7 +21,9 @@ class Views:
     # -- waiting and looking -------------------------------------------------------------
     def wait(self, jobs: Iterable[Job | str] | None = None, timeout: float | str | None = None
              ) -> Sequence[Job]:
-        """Block until the jobs (default: every job of this queue) are final; return them.
+        """Block until the jobs (default: every job of this queue) are final; return them
+        (for the default, a sequence read when first used: finished jobs nobody holds come
+        back from the store).
 
         Raises ``TimeoutError`` if ``timeout`` (seconds, or a duration such as ``"5m"``)
         passes first; :class:`~packlab.errors.QueueClosed` if the queue closed,
