@@ -68,8 +68,12 @@ def test_a_worker_job_pending_while_the_queue_is_deep_is_found(tmp_path):
                             job_name=f"pl-pend-{uuid.uuid4().hex[:6]}") as pc:
             with packlab.JobQueue(pc, store=str(tmp_path / "q.db")) as q:
                 q.map(abs, range(-20, 0))
-                time.sleep(2.0)
-                found = {f.name: f for f in packlab.advise(pc)}
+                t0 = time.monotonic()  # until SLURM's poll and the depth sample both landed
+                while True:
+                    time.sleep(0.5)
+                    found = {f.name: f for f in packlab.advise(pc)}
+                    if "slurm-pending-deep-queue" in found or time.monotonic() - t0 > 30:
+                        break
                 [jid] = [job.job_id for job in pc.cluster.workers.values()]
                 assert job_info(jid)["JobState"] == "PENDING"
     f = found["slurm-pending-deep-queue"]
