@@ -7,7 +7,7 @@ import shutil
 import warnings
 
 import pytest
-from support import small_cluster
+from support import skip_or_fail_in_ci, small_cluster
 
 # Real-browser tests run in their own pytest process (scripts/test.d/20-browser-panel):
 # Playwright's sync API and the notebook tests' event loops cannot share one.
@@ -28,12 +28,8 @@ def _require_slurm(request):
     """SLURM tests skip loudly without a test SLURM, and fail instead under CI=true."""
     if "slurm" not in request.keywords:
         return
-    reason = slurm_ready()
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"SLURM unavailable in CI (these tests must run there): {reason}")
-    pytest.skip(f"SLURM TESTS SKIPPED: {reason}")
+    skip_or_fail_in_ci(slurm_ready(), "SLURM unavailable in CI (these tests must run there)",
+                       "SLURM TESTS SKIPPED")
 
 
 @pytest.fixture

@@ -21,6 +21,18 @@ import psutil
 import packlab
 
 
+def skip_or_fail_in_ci(reason: str | None, ci_message: str, skip_message: str) -> None:
+    """Tests that need a real part (SLURM, mounts) skip loudly without it, and fail instead
+    under CI=true, where they must run. ``reason`` None: the part is there."""
+    if reason is None:
+        return
+    import pytest
+
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{ci_message}: {reason}")
+    pytest.skip(f"{skip_message}: {reason}")
+
+
 def small_cluster() -> packlab.PackCluster:
     """A small TLS local cluster: 2 workers x 1 thread, 1 GiB each (clamping notes silenced)."""
     with warnings.catch_warnings():

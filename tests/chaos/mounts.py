@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 
-import pytest
+from support import skip_or_fail_in_ci
 
 
 def _sh(*cmd: str) -> subprocess.CompletedProcess:
@@ -31,11 +31,8 @@ def _sh(*cmd: str) -> subprocess.CompletedProcess:
 
 def require(reason: str | None) -> None:
     """Skip loudly (fail under CI=true) when ``reason`` says mounting is impossible."""
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"cannot mount test filesystems in CI (these tests must run there): {reason}")
-    pytest.skip(f"MOUNT TESTS SKIPPED: {reason}")
+    skip_or_fail_in_ci(reason, "cannot mount test filesystems in CI (these tests must run there)",
+                       "MOUNT TESTS SKIPPED")
 
 
 @functools.cache
