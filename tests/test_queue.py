@@ -584,6 +584,43 @@ def test_completions_and_results_without_the_batched_callback(cluster):
     assert isinstance(err, ZeroDivisionError) and "ZeroDivisionError" in tb
 
 
+def test_completions_post_each_finished_erred_or_cancelled_attempt_once(cluster):
+    """Futures added in several hand-overs, before and after the watcher went to sleep
+    with nothing to watch, are each posted once: finished, erred and cancelled alike."""
+    import threading
+
+    from distributed import Event
+
+    from packlab.queue import fetch
+
+    client = cluster.client
+    posted, lock = [], threading.Lock()
+
+    def post(items):
+        with lock:
+            posted.extend(items)
+
+    c = fetch.Completions(client, post)
+    try:
+        first = client.map(abs, range(-20, 0), pure=False)
+        c.add([(f"a{i}", i, f) for i, f in enumerate(first)])
+        until(lambda: len(posted) == 20, "the first hand-over posted")
+        time.sleep(0.1)  # nothing left to watch: the watcher sleeps until the next add
+        gate = Event(f"gate-{time.time_ns()}", client=client)
+        blocked = client.submit(gate.wait, 60, pure=False)
+        erred = client.submit(lambda: 1 / 0, pure=False)
+        c.add([("blocked", 0, blocked), ("erred", 0, erred)])
+        until(lambda: ("erred", 0) in posted, "the erred attempt posted")
+        assert ("blocked", 0) not in posted  # still running
+        client.cancel([blocked])
+        until(lambda: ("blocked", 0) in posted, "the cancelled attempt posted")
+        time.sleep(0.1)
+        assert sorted(posted) == sorted([(f"a{i}", i) for i in range(20)] + [("erred", 0), ("blocked", 0)])
+        gate.set()
+    finally:
+        c.close()
+
+
 def test_store_loads_more_jobs_than_sqlite_binds_variables(tmp_path):
     s = Store(str(tmp_path / "q.db"))
     # Builds differ (32766 by default, far more in some): use the historic 999 here.

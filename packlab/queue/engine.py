@@ -25,6 +25,7 @@ queue's :class:`~.job.Signal`. One failing message is logged and recorded in
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import re
@@ -40,7 +41,7 @@ from distributed.client import FutureCancelledError
 
 from . import control, core, spans
 from .events import Hub
-from .fetch import Completions, Fetcher
+from .fetch import Completions, Fetcher, Graveyard, ended
 from .index import JobIndex
 from .job import Job, Signal
 from .machine import Core
@@ -51,7 +52,6 @@ from .states import POLL
 from .store import Store
 
 log = logging.getLogger("packlab.queue")
-BURY_EVERY, BURY_MANY = 0.1, 1024  # s, futures: see Engine._bury
 THREADS_EVERY = 1.0  # s: how often max_in_flight follows the cluster's threads
 
 
@@ -79,14 +79,14 @@ class Engine:
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.jobs = JobIndex()  # this session's jobs; finished ones held weakly
         self._dispatched = 0
+        self.spans = False  # tag each hand-over with its Dask spans (when telemetry records them)
         self._threads_at = -THREADS_EVERY
         self._fetch_at: float | None = None
         self._polled = 0.0
-        self._graveyard: list = []  # futures of ended attempts, released by _bury
-        self._buried = 0.0
         self._do = {core.HandOver: self._hand_over, core.CancelFutures: self._cancel_futures,
                     core.Record: self._record, core.Update: self._update, core.Watch: self._watch,
                     core.Fetch: self._fetch, core.LeaseLost: self._lease_lost}
+        self.graveyard = Graveyard(client)  # futures of ended attempts
         self.fetcher = Fetcher(client, lambda batch, f: self.inbox.put(core.Results(batch, f)))
         self.completions = Completions(client, lambda items: self.inbox.put(core.Completed(items)))
         self._threads(time.time())  # max_in_flight is right from the start
@@ -216,7 +216,7 @@ class Engine:
             except queue.Empty:
                 pass
             stop = self._handle(msgs)
-            msgs = None  # its results' futures go with the graveyard (see _bury)
+            msgs = None  # its results' futures go with the graveyard (see fetch.Graveyard)
             if not stop:
                 now = time.time()
                 self.apply(core.Tick(), now)
@@ -226,26 +226,8 @@ class Engine:
                 self._step("threads", self._threads, now)
                 self.apply(core.Admit(), now)  # refill freed slots first
                 self._step("fetch", self._kick, now)
-            self._bury(time.time())
+            self.graveyard.bury(time.time(), self.signal.closed)
             self.signal.notify()
-
-    def _bury(self, now: float) -> None:
-        """Drop the futures of ended attempts on the client's event loop, many at once.
-
-        Releasing a Dask future from another thread wakes the event loop (a write to its
-        self-pipe, and a GIL hand-over) once per future; released on the loop itself it
-        is a plain callback. The graveyard holds their last references until then: at
-        most ``BURY_EVERY`` seconds or ``BURY_MANY`` futures, so the scheduler forgets
-        finished keys promptly and one wake-up serves many.
-        """
-        if self._graveyard and (len(self._graveyard) >= BURY_MANY or now - self._buried >= BURY_EVERY
-                                or self.signal.closed):
-            self._buried = now
-            dead, self._graveyard = self._graveyard, []
-            try:
-                self.client.loop.add_callback(dead.clear)
-            except Exception:  # a closed loop: they go here instead
-                pass
 
     def _step(self, what: str, fn, now: float) -> None:
         try:
@@ -267,7 +249,7 @@ class Engine:
                 except Exception as e:  # the fetch itself broke: every attempt of the batch failed
                     outcomes = [(False, e, traceback.format_exc())] * len(msg.batch)
                 self.apply(core.Fetched(msg.batch, outcomes), now)
-                self._graveyard.extend(fut for _, _, fut in msg.batch)
+                self.graveyard.add(fut for _, _, fut in msg.batch)
             elif kind is core.Stop:
                 self.signal.closed = True
                 self.fetcher.shutdown()
@@ -283,23 +265,9 @@ class Engine:
             else:  # Push, Resume, Rejected
                 self.apply(msg, now)
         if finished:
-            self._graveyard.extend(job._future for job, _ in finished)
-            self.apply([self._ended(job, tok) for job, tok in finished], now)
+            self.graveyard.add(job._future for job, _ in finished)
+            self.apply([ended(job, tok) for job, tok in finished], now)
         return False
-
-    @staticmethod
-    def _ended(job: Job, tok: int) -> core.Ended:
-        """The core's event for a finished Dask future of ``job``'s attempt ``tok``."""
-        fut = job._future
-        if fut is None or tok != job._token:
-            return core.Ended(job, tok, False)  # stale: the core ignores it
-        if fut.status == "finished":
-            return core.Ended(job, tok, True)
-        if fut.status == "error":
-            exc = fut.exception()
-            return core.Ended(job, tok, False, exc,
-                              "".join(traceback.format_exception(type(exc), exc, fut.traceback())))
-        return core.Ended(job, tok, False, FutureCancelledError(fut.key, reason="lost by the scheduler"))
 
     def _requests(self, now: float) -> None:
         """Act on what other processes asked (``packlab queue cancel/requeue``)."""
@@ -348,29 +316,24 @@ class Engine:
             j = i + 1
             while j < len(jobs) and jobs[j].resources == jobs[i].resources:
                 j += 1
-            # and one per span (owner and function) within the run, in order of first
-            # appearance: a Dask span is given per graph submission (see .spans)
-            by_span: dict[tuple, list[Job]] = {}
-            for job in jobs[i:j]:
-                by_span.setdefault(spans.span_name(job.owner, job.fn_name), []).append(job)
-            for name, group in by_span.items():
-                self._map(group, now, name)
+            self._map(jobs[i:j], now)
             i = j
 
-    def _map(self, jobs: list[Job], now: float, span: tuple[str, ...]) -> None:
+    def _map(self, jobs: list[Job], now: float) -> None:
         self._dispatched += 1
         # The driver's own tag keeps keys apart across drivers on a shared cluster: a
         # resumed attempt must not pick up (or be cancelled with) an earlier driver's
         # future of the same key; the attempt number and token, within this driver. The
         # span's word gives each span a TaskGroup of its own (see .spans).
-        word = spans.group_word(span)
-        keys = [f"{_short(j.fn_name)}-{word}-packlab-{j.id}-{j.attempts + 1}.{j._token + 1}-{self._tag}"
-                for j in jobs]
+        names = [spans.span_name(j.owner, j.fn_name) for j in jobs]
+        keys = [f"{_short(j.fn_name)}-{spans.group_word(name)}-packlab-{j.id}-"
+                f"{j.attempts + 1}.{j._token + 1}-{self._tag}" for j, name in zip(jobs, names, strict=True)]
         try:
             # Dask's priority follows packlab's order: an earlier batch runs first, and
             # Dask keeps submission order within a batch. dask.annotate is this thread's
-            # own (a context variable): it tags nothing the user submits meanwhile.
-            with dask.annotate(span=spans.annotation(span)):
+            # own (a context variable): it tags nothing the user submits meanwhile. One
+            # graph update carries every span of the hand-over (see spans.by_key).
+            with dask.annotate(span=spans.by_key(keys, names)) if self.spans else contextlib.nullcontext():
                 futs = self.client.map(run_fenced, [Payload(j._payload) for j in jobs], key=keys,
                                        priority=-self._dispatched, pure=False, resources=jobs[0].resources,
                                        retries=0, fence=self.fence)
@@ -381,7 +344,7 @@ class Engine:
         self.apply(core.Sent(jobs, futs), now)
 
     def _cancel_futures(self, d: core.CancelFutures, now: float) -> None:
-        self._graveyard.extend(d.futures)
+        self.graveyard.add(d.futures)
         try:
             self.client.cancel(d.futures)
         except Exception:

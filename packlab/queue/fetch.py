@@ -1,13 +1,23 @@
-"""How finished Dask futures reach the driver thread: completions through
-``distributed.as_completed`` (public API), and batched result fetching, both off the
-driver thread.
+"""How finished Dask futures reach the driver thread: completions found with the
+public ``Future.done()``, and batched result fetching, both off the driver thread.
 
-:class:`Completions` keeps one ``as_completed`` for every attempt the queue hands to
-Dask (``.update()`` once per hand-over, on the client's event loop) and one thread
-that drains it with ``.batches()``: what finished meanwhile arrives as one batch, one
-message to the driver thread. Results are fetched by one helper thread, one
-``client.gather`` at a time: what finishes meanwhile is fetched together next, so under
-load a gather carries many results and the driver thread never waits on the network.
+:class:`Completions` keeps the futures of every attempt the queue handed to Dask and one
+thread that looks them over with ``Future.done()``: what finished meanwhile arrives as
+one batch, one message to the driver thread. It looks again after 1 ms while attempts
+keep finishing, backing off to 20 ms when none did (and to 50 times what one look
+costs, so a very deep pipeline costs at most about 2 % of a core); with nothing to
+watch it sleeps until a hand-over adds some.
+
+It used ``distributed.as_completed`` before. That costs, per future, a coroutine that
+waits on the future's event, a lock and two condition notifications, all on the
+client's event loop, which in a local or SLURM cluster is the scheduler's loop too.
+Measured on 10,000 trivial jobs, looking the futures over instead took about 150 µs
+of driver CPU off each job and raised throughput from 0.83x to 0.89x raw ``client.map``
+(``python -m benchmarks queue``).
+
+Results are fetched by one helper thread, one ``client.gather`` at a time: what
+finishes meanwhile is fetched together next, so under load a gather carries many
+results and the driver thread never waits on the network.
 """
 
 from __future__ import annotations
@@ -19,9 +29,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from distributed import as_completed
+from distributed.client import FutureCancelledError
 
-FETCH_WAIT = 0.02  # s: results wait at most this long to share a gather
+from . import core
+
+FETCH_WAIT = 0.05  # s: results wait at most this long to share a gather
+POLL_MIN, POLL_MAX = 0.001, 0.02  # s: between looks at the watched futures (see Completions)
+POLL_COST = 50  # and at least this many times what one look took
+BURY_EVERY, BURY_MANY = 0.1, 1024  # s, futures: see Graveyard
 RESULT_WAIT = 30.0  # s: the longest a single result may take when a shared gather failed
 
 
@@ -30,7 +45,6 @@ class Completions:
 
     def __init__(self, client, post: Callable[[list], None]) -> None:
         self.client, self._post = client, post
-        self._ac = as_completed([], loop=client.loop)
         self._who: dict[Any, list] = {}  # future -> [(job, token), ...] still to report
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -43,26 +57,24 @@ class Completions:
         with self._lock:
             for job, tok, fut in batch:
                 self._who.setdefault(fut, []).append((job, tok))
-        # Run on the client's event loop: one wake-up of it per batch, not one per future.
-        self.client.loop.add_callback(self._ac.update, [fut for _, _, fut in batch])
         self._wake.set()
 
     def _drain(self) -> None:
+        wait = POLL_MIN
         while not self._closed:
-            self._wake.wait()
-            self._wake.clear()
-            while not self._closed:
-                for futs in self._ac.batches():  # ends when nothing is left to wait for
-                    with self._lock:
-                        items = [it for f in futs for it in self._who.pop(f, ())]
-                    if items:
-                        self._post(items)
-                    if self._closed:
-                        return
-                with self._lock:
-                    if not self._who:
-                        break
-                time.sleep(0.001)  # added futures whose update has not run on the loop yet
+            # nothing to watch: sleep until add(); else look again after `wait`
+            if self._wake.wait(wait if self._who else None):
+                self._wake.clear()
+            if self._closed:
+                return
+            t0 = time.perf_counter()
+            with self._lock:
+                done = [f for f in self._who if f.done()]  # finished, erred or cancelled
+                items = [it for f in done for it in self._who.pop(f)]
+            cost = time.perf_counter() - t0
+            if items:
+                self._post(items)
+            wait = max(POLL_MIN if items else min(POLL_MAX, 2 * wait), POLL_COST * cost)
 
     def close(self) -> None:
         self._closed = True
@@ -135,3 +147,46 @@ class Fetcher:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False)
+
+
+def ended(job: Any, tok: int) -> core.Ended:
+    """The core's event for a finished Dask future of ``job``'s attempt ``tok``."""
+    fut = job._future
+    if fut is None or tok != job._token:
+        return core.Ended(job, tok, False)  # stale: the core ignores it
+    if fut.status == "finished":
+        return core.Ended(job, tok, True)
+    if fut.status == "error":
+        exc = fut.exception()
+        return core.Ended(job, tok, False, exc,
+                          "".join(traceback.format_exception(type(exc), exc, fut.traceback())))
+    return core.Ended(job, tok, False, FutureCancelledError(fut.key, reason="lost by the scheduler"))
+
+
+class Graveyard:
+    """Futures of ended attempts, dropped on the client's event loop many at once.
+
+    Releasing a Dask future from another thread wakes the event loop (a write to its
+    self-pipe, and a GIL hand-over) once per future; released on the loop itself it
+    is a plain callback. The graveyard holds their last references until then: at
+    most ``BURY_EVERY`` seconds or ``BURY_MANY`` futures, so the scheduler forgets
+    finished keys promptly and one wake-up serves many.
+    """
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self._dead: list = []
+        self._at = 0.0
+
+    def add(self, futures) -> None:
+        self._dead.extend(futures)
+
+    def bury(self, now: float, closing: bool = False) -> None:
+        """Release what is held, if enough is or it waited long enough (or ``closing``)."""
+        if self._dead and (len(self._dead) >= BURY_MANY or now - self._at >= BURY_EVERY or closing):
+            self._at = now
+            dead, self._dead = self._dead, []
+            try:
+                self.client.loop.add_callback(dead.clear)
+            except Exception:  # a closed loop: they go here instead
+                pass

@@ -166,6 +166,7 @@ class JobQueue(Views):
         from ..telemetry.collect import attach_queue  # here: a queue without telemetry loads none of it
 
         self._telemetry = attach_queue(self, cluster_or_client)  # never raises
+        self._engine.spans = self._telemetry is not None  # Dask spans only where they are read
 
     # -- submitting ----------------------------------------------------------------------
     @property

@@ -32,6 +32,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import uuid
@@ -80,6 +81,26 @@ def group_word(name: tuple[str, ...]) -> str:
     return "".join(out)
 
 
+def by_key(keys: list[str], names: list[tuple[str, ...]]) -> dict | functools.partial:
+    """The ``span`` annotation of one graph update whose tasks ``keys`` run in the spans
+    ``names`` (one per key): the span's annotation when they share one, else a callable
+    the scheduler calls with each key (``dask.annotate`` takes one), so a hand-over that
+    interleaves owners is still one ``client.map``. It is a ``functools.partial`` of
+    ``dict.get``: it unpickles on a scheduler that has no packlab.
+
+    >>> a, b = span_name("alice", "f"), span_name("bob", "f")
+    >>> by_key(["k1", "k2"], [a, a]) == annotation(a)
+    True
+    >>> per = by_key(["k1", "k2"], [a, b])
+    >>> per("k2") == annotation(b), per("other") is None
+    (True, True)
+    """
+    first = names[0]
+    if all(n == first for n in names):
+        return annotation(first)
+    return functools.partial(dict.get, {k: annotation(n) for k, n in zip(keys, names, strict=True)})
+
+
 def task_name(prefix: str) -> str:
     """A task prefix (``dask.utils.key_split``) without a span's word: ``f-qkzt-packlab`` is
     ``f-packlab``, what the dashboard and the advisor call a queue job's tasks.
@@ -90,4 +111,4 @@ def task_name(prefix: str) -> str:
     return _WORD.sub("-packlab", prefix)
 
 
-__all__ = ["NO_OWNER", "ROOT", "annotation", "group_word", "parse", "span_name", "task_name"]
+__all__ = ["NO_OWNER", "ROOT", "annotation", "by_key", "group_word", "parse", "span_name", "task_name"]
