@@ -4,7 +4,9 @@
     python -m benchmarks queue --quick    # 2,000 and 10,000 jobs; 100,000 ops; 100,000 queued
 
 Throughput is raw ``client.map`` against ``JobQueue`` (fair share, SQLite store, driver
-lease) on the same cluster, interleaved so both see the same load. While a queue runs,
+lease) on the same cluster, and against the queue with ``packlab.queue.place-tiny-jobs``
+off (its tiny jobs then wait in the scheduler's queue as raw ``client.map``'s do),
+interleaved so all three see the same load. While a queue runs,
 another process times ``packlab queue requeue/cancel/ls/stats`` (each answer).
 
 Memory is measured with tracemalloc: every allocation made while creating and queueing
@@ -27,6 +29,8 @@ import time
 import tracemalloc
 import uuid
 import warnings
+
+import dask
 
 import packlab
 from packlab.queue import Job, JobQueue, get_policy
@@ -121,8 +125,8 @@ def _throughput(n: int, repeat: int) -> list[Row]:
         client = pc.client
         client.gather(client.map(_inc, range(200), pure=False))  # warm up
         _fair(pc, d, 500)
-        raw, fair, info = [], [], {}
-        cpu = {"raw": [0.0, 0.0], "fair": [0.0, 0.0]}
+        raw, fair, off, info = [], [], [], {}
+        cpu = {"raw": [0.0, 0.0], "fair": [0.0, 0.0], "off": [0.0, 0.0]}
 
         def timed(what, fn):
             c0, t0 = _cpu(), time.perf_counter()
@@ -133,11 +137,16 @@ def _throughput(n: int, repeat: int) -> list[Row]:
             cpu[what][1] += c1[1] - c0[1]
             return dt, out
 
-        for _ in range(repeat):  # interleaved: both see the same load on a shared machine
+        def unplaced():
+            with dask.config.set({"packlab.queue.place-tiny-jobs": False}):
+                return _fair(pc, d, n)
+
+        for _ in range(repeat):  # interleaved: all three see the same load on a shared machine
             raw.append(timed("raw", lambda: client.gather(client.map(_inc, range(n), pure=False)))[0])
             dt, (info["cap"], info["commits"]) = timed("fair", lambda: _fair(pc, d, n))
             fair.append(dt)
-        t_raw, t_fair = min(raw), min(fair)
+            off.append(timed("off", unplaced)[0])
+        t_raw, t_fair, t_off = min(raw), min(fair), min(off)
 
         def per_job(what):
             us = [1e6 * c / (n * repeat) for c in cpu[what]]
@@ -148,6 +157,8 @@ def _throughput(n: int, repeat: int) -> list[Row]:
         rows.append(Row(g, "JobQueue fair-share", n / t_fair, "jobs/s",
                         note=f"target >= 0.8x; max_in_flight={info['cap']}, {info['commits']} commits; "
                              f"{per_job('fair')}"))
+        rows.append(Row(g, "JobQueue, place-tiny-jobs off", n / t_off, "jobs/s",
+                        note=f"tiny jobs queued on the scheduler as any task; {per_job('off')}"))
         rows += _cli_latency(pc, d, n)
     return rows
 

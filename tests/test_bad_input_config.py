@@ -77,6 +77,7 @@ WRONG = [
     ("queue.policy", 3), ("queue.store", 0), ("queue.in-flight-factor", 0), ("queue.aging", "soon"),
     ("queue.fair-share-half-life", 0), ("queue.result-max-bytes", "lots"), ("queue.result-max-bytes", 0),
     ("queue.lease-timeout", "0s"), ("queue.lease-timeout", -30), ("queue.synchronous", "off"),
+    ("queue.place-tiny-jobs", "yes"), ("queue.place-tiny-jobs", 1),
     ("queue.retry.attempts", "five"), ("queue.retry.attempts", 0), ("queue.retry.backoff", "expo"),
     ("queue.retry.base", "1 sec"), ("queue.retry.cap", INF), ("queue.retry.jitter", "yes"),
     ("queue.retry-budget.ratio", NAN), ("queue.retry-budget.ratio", -0.1), ("queue.retry-budget.window", 0),

@@ -43,9 +43,20 @@ def capacity(threads: int, factor: int, mean_runtime: float | None = None, sampl
     (8, 24)
     """
     cap = max(1, threads) * factor
-    if mean_runtime is not None and samples >= SAMPLES and mean_runtime < SHORT_JOB:
+    if short_jobs(mean_runtime, samples):
         cap *= DEEPEN
     return cap
+
+
+def short_jobs(mean_runtime: float | None, samples: int) -> bool:
+    """Whether recent jobs are tiny (``SAMPLES`` attempts seen, shorter than ``SHORT_JOB``
+    on average): then the pipeline deepens (:func:`capacity`) and the engine spreads each
+    hand-over over the workers itself (:mod:`.placement`).
+
+    >>> short_jobs(0.0001, 500), short_jobs(0.0001, 5), short_jobs(1.0, 500), short_jobs(None, 0)
+    (True, False, False, False)
+    """
+    return mean_runtime is not None and samples >= SAMPLES and mean_runtime < SHORT_JOB
 
 
 def refill(cap: int, running: int) -> int:

@@ -39,6 +39,7 @@ import cloudpickle
 import dask
 from distributed.client import FutureCancelledError
 
+from .. import config
 from . import control, core, spans
 from .events import Hub
 from .fetch import Completions, Fetcher, Graveyard, ended
@@ -46,6 +47,7 @@ from .index import JobIndex
 from .job import Job, Signal
 from .machine import Core
 from .payload import Payload, run_fenced
+from .placement import Spread
 from .policies import Policy
 from .retry import CircuitBreaker, Retry, RetryBudget
 from .states import POLL
@@ -80,6 +82,7 @@ class Engine:
         self.jobs = JobIndex()  # this session's jobs; finished ones held weakly
         self._dispatched = 0
         self.spans = False  # tag each hand-over with its Dask spans (when telemetry records them)
+        self.spread = Spread() if config.get("queue.place-tiny-jobs") else None  # see .placement
         self._threads_at = -THREADS_EVERY
         self._fetch_at: float | None = None
         self._polled = 0.0
@@ -277,15 +280,19 @@ class Engine:
             self.store.write("DELETE FROM requests WHERE rowid<=?", (rows[-1][0],))
 
     def _threads(self, now: float) -> None:
-        """``max_in_flight`` follows the cluster as it scales (unless fixed)."""
-        if self.core.fixed_cap or now - self._threads_at < THREADS_EVERY:
+        """``max_in_flight`` follows the cluster as it scales (unless fixed), and so do
+        the slots tiny jobs are spread over (:mod:`.placement`)."""
+        if now - self._threads_at < THREADS_EVERY:
             return
         self._threads_at = now
         try:
-            threads = sum(self.client.nthreads().values())
+            nthreads = self.client.nthreads()
         except Exception:
-            threads = 0
-        self.apply(core.Threads(threads), now)
+            nthreads = {}
+        if self.spread is not None:
+            self.spread.workers(nthreads)
+        if not self.core.fixed_cap:
+            self.apply(core.Threads(sum(nthreads.values())), now)
 
     def _kick(self, now: float) -> None:
         self.fetcher.kick(now, core.fetch_enough(self.core.capacity(), len(self.core.running)))
@@ -332,8 +339,13 @@ class Engine:
             # Dask's priority follows packlab's order: an earlier batch runs first, and
             # Dask keeps submission order within a batch. dask.annotate is this thread's
             # own (a context variable): it tags nothing the user submits meanwhile. One
-            # graph update carries every span of the hand-over (see spans.by_key).
-            with dask.annotate(span=spans.by_key(keys, names)) if self.spans else contextlib.nullcontext():
+            # graph update carries every span of the hand-over (see spans.by_key); tiny
+            # jobs go straight to a worker each (see .placement).
+            ann = {"span": spans.by_key(keys, names)} if self.spans else {}
+            if self.spread is not None and self.core.short and not jobs[0].resources:
+                ann.update(self.spread.annotations([(j.id, k) for j, k in zip(jobs, keys, strict=True)],
+                                                    self.core.running))
+            with dask.annotate(**ann) if ann else contextlib.nullcontext():
                 futs = self.client.map(run_fenced, [Payload(j._payload) for j in jobs], key=keys,
                                        priority=-self._dispatched, pure=False, resources=jobs[0].resources,
                                        retries=0, fence=self.fence)

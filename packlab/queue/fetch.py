@@ -34,7 +34,7 @@ from distributed.client import FutureCancelledError
 from . import core
 
 FETCH_WAIT = 0.05  # s: results wait at most this long to share a gather
-POLL_MIN, POLL_MAX = 0.001, 0.02  # s: between looks at the watched futures (see Completions)
+POLL_MIN, POLL_MAX = 0.005, 0.02  # s: between looks at the watched futures (see Completions)
 POLL_COST = 50  # and at least this many times what one look took
 BURY_EVERY, BURY_MANY = 0.1, 1024  # s, futures: see Graveyard
 RESULT_WAIT = 30.0  # s: the longest a single result may take when a shared gather failed

@@ -96,6 +96,11 @@ class Core:
             return self.fixed_cap
         return core.capacity(self.threads, self.factor, self.runtime, self.samples)
 
+    @property
+    def short(self) -> bool:
+        """Whether recent jobs are tiny (:func:`.core.short_jobs`)."""
+        return core.short_jobs(self.runtime, self.samples)
+
     def next_due(self) -> float | None:
         """When the next timer fires (``None``: no timer)."""
         return self.timers[0][0] if self.timers else None
