@@ -131,10 +131,13 @@ def cluster_listeners(pc: packlab.PackCluster) -> list[tuple[str, str, str, int]
     client = pc.client
     info = client.scheduler_info()
     known: dict[int, dict[int, tuple[str, str]]] = {}  # pid -> port -> (process, what)
+    hosts: dict[int, str] = {}  # port of a comm of this process -> the host it listens on
 
     def add(role: str, pid: int, comm: str, http: dict) -> None:
         ports = known.setdefault(pid, {})
         ports[urlparse(comm).port] = (role, "comm")
+        if pid == os.getpid():
+            hosts[urlparse(comm).port] = urlparse(comm).hostname
         ports.update({p: (role, "http") for p in http.values()})
 
     add("scheduler", os.getpid(), pc.scheduler_address, info["services"])
@@ -147,7 +150,10 @@ def cluster_listeners(pc: packlab.PackCluster) -> list[tuple[str, str, str, int]
     found = []
     for pid, ports in known.items():
         for ip, p in sorted(listening(pid)):
-            if pid != os.getpid() or p in ports:
+            # In this process, another test's server may listen on the same port number
+            # at another address: a comm counts at its own host (or a wildcard) only.
+            mine = p in ports and (p not in hosts or ip in {hosts[p], "0.0.0.0", "::"})
+            if pid != os.getpid() or mine:
                 role, what = ports.get(p, (f"process {pid}", "unknown"))
                 found.append((role, what, ip, p))
     return found
