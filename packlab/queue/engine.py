@@ -282,8 +282,8 @@ class Engine:
     def _threads(self, now: float) -> None:
         """``max_in_flight`` follows the cluster as it scales (unless fixed), and so do
         the slots tiny jobs are spread over (:mod:`.placement`)."""
-        if now - self._threads_at < THREADS_EVERY:
-            return
+        if (self.core.fixed_cap and self.spread is None) or now - self._threads_at < THREADS_EVERY:
+            return  # nothing follows the cluster, or it looked less than a second ago
         self._threads_at = now
         try:
             nthreads = self.client.nthreads()
