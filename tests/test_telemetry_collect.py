@@ -286,3 +286,29 @@ def test_gpu_use_from_dasks_heartbeat_metric_reaches_history_panel_and_advisor(t
         assert idle.evidence["gpu_utilisation"] == pytest.approx(0.07)
         t, v = Feed(store).read().utilisation["GPU"]
         assert len(t) >= 1 and v[-1] == pytest.approx(7.0)
+
+
+def test_the_recorded_depth_is_the_queues_own_while_nothing_runs(tmp_path):
+    """No worker: the queue hands a few jobs to Dask and the rest wait, with no event to
+    say so after the last one; the depth recorded is what the queue holds, not the figure
+    the last event carried (jobs enter the queue after their record commits, silently)."""
+    qstore = str(tmp_path / "q.db")
+    with launch(workers=0) as pc:
+        with packlab.JobQueue(pc, store=qstore, policy="priority") as q:
+            q.map(abs, range(-10, 0), priority="high", owner="ann")
+            q.map(abs, range(-20, 0), priority="low")
+            q.flush()
+            deadline = time.monotonic() + 30
+            while q.stats()["in_flight"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)  # a few samples, flushed
+            stats = q.stats()
+            con = sqlite3.connect(qstore)
+            depth = {s: v for s, v in con.execute(
+                "SELECT source, value FROM tel_samples WHERE metric='queue_depth' AND "
+                "t = (SELECT MAX(t) FROM tel_samples WHERE metric='queue_depth')")}
+    assert stats["in_flight"] > 0 and stats["queued"] == 30 - stats["in_flight"]
+    assert depth[""] == stats["queued"] == packlab.monitor(qstore).snapshot().queue_depth
+    assert depth["priority:high"] + depth["priority:low"] == stats["queued"]
+    assert depth["priority:low"] == 20  # the high class went first
+    assert depth.get("owner:ann", 0) == 10 - stats["in_flight"]

@@ -14,6 +14,7 @@ import pytest
 from slurm_jobs import job_info
 
 import packlab
+from packlab.telemetry.advise import run_summary
 from packlab.telemetry.pricing import Pricing
 
 pytestmark = pytest.mark.slurm
@@ -76,6 +77,8 @@ def test_a_worker_job_pending_while_the_queue_is_deep_is_found(tmp_path):
                         break
                 [jid] = [job.job_id for job in pc.cluster.workers.values()]
                 assert job_info(jid)["JobState"] == "PENDING"
+                summary = run_summary(packlab.monitor(pc))  # what the advisor read, should it miss
+    assert "slurm-pending-deep-queue" in found, (sorted(found), summary)
     f = found["slurm-pending-deep-queue"]
     assert f.evidence["pending_jobs"] == 1 and f.evidence["pending_seconds"] >= 1
     assert f.evidence["queue_depth"] >= 10

@@ -140,7 +140,11 @@ class QueueRecorder:
     """A queue's events and depth per priority class and owner, into its store.
 
     The ``subscribe`` callback only appends; a thread samples the depth every
-    ``interval`` and the :class:`~.store.Writer` writes in batches.
+    ``interval`` and the :class:`~.store.Writer` writes in batches. The depth is the jobs
+    whose last event left them waiting (submitted, retrying, held, ... and not yet handed
+    to Dask), counted per job: not the ``queued`` an event carries, which is the depth as
+    the emitting thread saw it and may be overtaken (a job entering the queue emits
+    nothing, so the last event's figure can stay stale while no job moves).
     """
 
     def __init__(self, queue: Any, *, interval: float = 1.0, flush_interval: float = 2.0) -> None:
@@ -148,7 +152,6 @@ class QueueRecorder:
         self.interval = interval
         self._client = queue.client
         self._waiting: dict[str, tuple[str, str]] = {}
-        self._queued = 0
         self._events: list[tuple] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -160,7 +163,6 @@ class QueueRecorder:
     def _on_event(self, ev: Any) -> None:
         with self._lock:
             self._events.append((ev.t, ev.job_id, ev.kind, ev.owner, ev.priority, ev.fn, ev.queued))
-            self._queued = ev.queued
             if ev.kind in WAITING:
                 self._waiting[ev.job_id] = (ev.priority, ev.owner or "")
             elif ev.kind in NOT_WAITING:
@@ -172,7 +174,7 @@ class QueueRecorder:
             by[f"priority:{prio}"] = by.get(f"priority:{prio}", 0) + 1
             if owner:
                 by[f"owner:{owner}"] = by.get(f"owner:{owner}", 0) + 1
-        return self._queued, by
+        return len(self._waiting), by
 
     def metric_families(self) -> list[prometheus.Family]:
         """Queue depth, all and per class, for the scheduler's ``/metrics``."""
