@@ -91,7 +91,7 @@ def test_a_queue_on_the_clusters_client_is_recorded_too(tmp_path):
     with launch(workers=1) as pc, packlab.JobQueue(pc.client, store=qstore) as q:
         q.wait([q.submit(sleep_then, 1)], timeout=60)
     con = sqlite3.connect(qstore)
-    assert {k for (k,) in con.execute("SELECT kind FROM tel_events")} >= {"submitted", "running", "done"}
+    assert {k for (k,) in con.execute("SELECT kind FROM events")} >= {"submitted", "running", "done"}
     assert con.execute("SELECT COUNT(*) FROM tel_tasks WHERE job IS NOT NULL").fetchone()[0] == 1
 
 
@@ -125,7 +125,7 @@ def test_a_queue_moves_the_clusters_telemetry_to_its_store_with_depth_per_class(
     sources = {s for (s,) in con.execute(
         "SELECT DISTINCT source FROM tel_samples WHERE metric='queue_depth'")}
     assert "" in sources and {"priority:high", "priority:low", "owner:ann", "owner:bob"} & sources
-    kinds = {k for (k,) in con.execute("SELECT DISTINCT kind FROM tel_events")}
+    kinds = {k for (k,) in con.execute("SELECT DISTINCT kind FROM events")}
     assert {"submitted", "running", "done"} <= kinds
 
 

@@ -28,15 +28,23 @@ def _store(path: str, events: list[tuple]) -> None:
     w.put("tel_clusters", [("c1", "local", "general-batch", "tcp://x", now - 3600, None, now, 0, 1)])
     w.put("tel_workers", [("c1", "w0", "0", "h", now - 3600, None, now, 1, 1, 2**30, 0, "on-demand",
                            0, 0, 0)])
-    w.put("tel_events", events)
     w.close()
+    _append(path, events)
+
+
+def _append(path: str, events: list[tuple]) -> None:
+    """``(t, job, kind)`` rows into the queue's ``events`` table, as its writer appends them."""
+    with sqlite3.connect(path) as con:
+        con.executemany("INSERT INTO events (job_id, t, kind, detail) VALUES (?,?,?,'')",
+                        [(j, t, k) for t, j, k in events])
+    con.close()
 
 
 def _job_events(n: int, t0: float, prefix: str = "j") -> list[tuple]:
     rows = []
     for i in range(n):
         t = t0 + i * 1e-3
-        rows += [(t, f"{prefix}{i}", k, "ann", "normal", "m.f", 0) for k in ("submitted", "running", "done")]
+        rows += [(t, f"{prefix}{i}", k) for k in ("submitted", "running", "done")]
     return rows
 
 
@@ -59,16 +67,15 @@ def test_incremental_counts_equal_a_full_recount_after_every_batch(tmp_path):
                 break
             j = rng.choice(live)
             t += rng.random()
-            batch.append((t, j, jobs[j].pop(0), "ann", "normal", "m.f", 0))
-        con.executemany("INSERT INTO tel_events VALUES (?,?,?,?,?,?,?)", batch)
-        con.commit()
+            batch.append((t, j, jobs[j].pop(0)))
+        _append(path, batch)
         if checked == 5:
             today = 1100.0  # midnight passed: done-today counts from the new day
         assert kept.update(con, today) == EndCounts().update(con, today)
         checked += 1
     assert checked > 20
     finished, failed, _ = kept.update(con, today)
-    truth = con.execute("SELECT COUNT(DISTINCT job) FROM tel_events WHERE kind IN "
+    truth = con.execute("SELECT COUNT(DISTINCT job_id) FROM events WHERE kind IN "
                         "('done', 'failed-final', 'dead', 'cancelled')").fetchone()[0]
     assert finished == truth and failed > 0
     con.close()
@@ -87,9 +94,7 @@ def _steps_of_a_read(monkeypatch, path: str, new: list[tuple]) -> tuple[int, obj
         con.set_progress_handler(lambda: steps.__setitem__(0, steps[0] + 1), 1000)
         return p, con
 
-    w = Writer(path, flush_interval=0.01)
-    w.put("tel_events", new)
-    w.close()
+    _append(path, new)
     monkeypatch.setattr(monitor_module, "open_for_reading", counted)
     frame = feed.read()
     monkeypatch.setattr(monitor_module, "open_for_reading", real)

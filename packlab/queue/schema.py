@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS jobs (
   submitted REAL, updated REAL, late INTEGER DEFAULT 0, error TEXT, traceback TEXT,
   payload BLOB, result BLOB, has_result INTEGER DEFAULT 0, next_attempt REAL);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
+CREATE INDEX IF NOT EXISTS jobs_fn ON jobs(fn);
 CREATE TABLE IF NOT EXISTS events (job_id TEXT, t REAL, kind TEXT, detail TEXT);
 CREATE INDEX IF NOT EXISTS events_job ON events(job_id);
 CREATE TABLE IF NOT EXISTS lease (
@@ -133,13 +134,13 @@ def migrate(con: sqlite3.Connection) -> None:
     Examples
     --------
     >>> con = sqlite3.connect(":memory:", isolation_level=None)
-    >>> _ = con.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, status TEXT)")
+    >>> _ = con.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, fn TEXT, status TEXT)")
     >>> migrate(con); migrate(con)
     >>> [row[1] for row in con.execute("PRAGMA table_info(jobs)")]
-    ['id', 'status', 'next_attempt']
+    ['id', 'fn', 'status', 'next_attempt']
     """
-    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if not missing_columns(con) and {"jobs", "events", "lease", "requests"} <= tables and \
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
+    if not missing_columns(con) and {"jobs", "events", "lease", "requests", "jobs_fn"} <= tables and \
             con.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID:
         return  # the common case: no write lock taken
     with transaction(con):

@@ -55,11 +55,11 @@ def run_summary(m: Monitor) -> RunSummary:
         submissions = retries = 0
         delays: list[float] = []
         if has_queue(con):
-            submissions = con.execute("SELECT COUNT(*) FROM tel_events WHERE kind='submitted'").fetchone()[0]
-            rows = con.execute(
-                "SELECT e.t - (SELECT MAX(f.t) FROM tel_events f WHERE f.job = e.job AND "
-                "f.kind = 'failed' AND f.t <= e.t) FROM tel_events e WHERE e.kind = 'running' AND "
-                "EXISTS (SELECT 1 FROM tel_events f WHERE f.job = e.job AND f.kind = 'failed' "
+            submissions = con.execute("SELECT COUNT(*) FROM events WHERE kind='submitted'").fetchone()[0]
+            rows = con.execute(  # each retry: from the failed attempt to the next start
+                "SELECT e.t - (SELECT MAX(f.t) FROM events f WHERE f.job_id = e.job_id AND "
+                "f.kind = 'failed' AND f.t <= e.t) FROM events e WHERE e.kind = 'running' AND "
+                "EXISTS (SELECT 1 FROM events f WHERE f.job_id = e.job_id AND f.kind = 'failed' "
                 "AND f.t <= e.t)").fetchall()
             delays = [max(0.0, r[0]) for r in rows if r[0] is not None]
             retries = len(delays)

@@ -137,44 +137,57 @@ def telemetry_of(obj: Any) -> ClusterTelemetry | None:
 
 
 class QueueRecorder:
-    """A queue's events and depth per priority class and owner, into its store.
+    """A queue's depth, all and per priority class and owner, sampled into its store.
 
-    The ``subscribe`` callback only appends; a thread samples the depth every
+    The events themselves are in the store already (the queue's ``events`` table, which
+    the monitor reads): this only follows them through the ``subscribe`` hook. The
+    callback keeps counts up to date (O(1) an event); a thread samples them every
     ``interval`` and the :class:`~.store.Writer` writes in batches. The depth is the jobs
     whose last event left them waiting (submitted, retrying, held, ... and not yet handed
     to Dask), counted per job: not the ``queued`` an event carries, which is the depth as
     the emitting thread saw it and may be overtaken (a job entering the queue emits
-    nothing, so the last event's figure can stay stale while no job moves).
+    nothing, so the last event's figure can stay stale while no job moves). A class that
+    empties is sampled once at 0, then left out until it has jobs again.
     """
 
     def __init__(self, queue: Any, *, interval: float = 1.0, flush_interval: float = 2.0) -> None:
         self.writer = Writer(queue.store, flush_interval=flush_interval)
         self.interval = interval
         self._client = queue.client
-        self._waiting: dict[str, tuple[str, str]] = {}
-        self._events: list[tuple] = []
+        self._waiting: dict[str, tuple[str, str]] = {}  # job id -> its classes
+        self._by: dict[str, int] = {}  # class -> jobs waiting (no entry: none)
+        self._sampled: set[str] = set()  # the classes of the last sample
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._sub = queue.subscribe(self._on_event)
+        self._sub = queue.subscribe(self._on_event, kinds=WAITING | NOT_WAITING)
         self._metrics = prometheus.register(self.metric_families)
         self._thread = threading.Thread(target=self._loop, name="packlab-telemetry-queue", daemon=True)
         self._thread.start()
 
+    def _count(self, classes: tuple[str, str], step: int) -> None:
+        by = self._by
+        for c in classes:
+            if c:
+                n = by.get(c, 0) + step
+                if n:
+                    by[c] = n
+                else:
+                    del by[c]
+
     def _on_event(self, ev: Any) -> None:
         with self._lock:
-            self._events.append((ev.t, ev.job_id, ev.kind, ev.owner, ev.priority, ev.fn, ev.queued))
             if ev.kind in WAITING:
-                self._waiting[ev.job_id] = (ev.priority, ev.owner or "")
-            elif ev.kind in NOT_WAITING:
-                self._waiting.pop(ev.job_id, None)
+                if ev.job_id not in self._waiting:
+                    classes = (f"priority:{ev.priority}", f"owner:{ev.owner}" if ev.owner else "")
+                    self._waiting[ev.job_id] = classes
+                    self._count(classes, 1)
+            else:
+                classes = self._waiting.pop(ev.job_id, None)
+                if classes is not None:
+                    self._count(classes, -1)
 
     def _depths(self) -> tuple[int, dict[str, int]]:
-        by: dict[str, int] = {}
-        for prio, owner in self._waiting.values():
-            by[f"priority:{prio}"] = by.get(f"priority:{prio}", 0) + 1
-            if owner:
-                by[f"owner:{owner}"] = by.get(f"owner:{owner}", 0) + 1
-        return len(self._waiting), by
+        return len(self._waiting), dict(self._by)
 
     def metric_families(self) -> list[prometheus.Family]:
         """Queue depth, all and per class, for the scheduler's ``/metrics``."""
@@ -188,9 +201,9 @@ class QueueRecorder:
     def sample(self) -> None:
         now = time.time()
         with self._lock:
-            events, self._events = self._events, []
             queued, by = self._depths()
-        self.writer.put("tel_events", events)
+            emptied, self._sampled = self._sampled - by.keys(), set(by)
+        by.update(dict.fromkeys(emptied, 0))
         self.writer.put("tel_samples", [(now, "", "queue_depth", float(queued)),
                                         *((now, k, "queue_depth", float(v)) for k, v in sorted(by.items()))])
 

@@ -198,7 +198,7 @@ class Monitor:
         """The recent finished jobs, read again only when the store has new events or tasks
         (a panel's read asks for them four times: three job metrics and the alerts)."""
         mark = (self.store, self.cluster, self.pricing,
-                con.execute("SELECT MAX(rowid) FROM tel_events").fetchone()[0],
+                con.execute("SELECT MAX(rowid) FROM events").fetchone()[0] if q.has_queue(con) else None,
                 con.execute("SELECT MAX(rowid) FROM tel_tasks").fetchone()[0])
         cached = self._recent
         if cached is None or cached[0] != mark:

@@ -5,8 +5,9 @@ store holds) and aggregates in SQLite, so a store with hundreds of workers and m
 of rows answers in milliseconds; only the recent jobs behind the percentiles and trends
 come back to Python.
 
-A *job* is a :class:`packlab.JobQueue` job when the store holds queue events, else a Dask
-task. A worker's cost per second is its :meth:`~.pricing.Pricing.hourly` rate over 3600,
+A *job* is a :class:`packlab.JobQueue` job when the store holds queue events (the queue's
+own ``events`` table, with its ``jobs`` for their function: telemetry keeps no copy), else a
+Dask task. A worker's cost per second is its :meth:`~.pricing.Pricing.hourly` rate over 3600,
 shared by its threads: a task pays its compute time times that rate over the worker's
 threads, which is what :func:`~.cost.attribute` charges when no more tasks run at once
 than the worker has threads (Dask never runs more).
@@ -52,7 +53,11 @@ def _end(scope: Scope) -> str:
 
 
 def has_queue(con: sqlite3.Connection) -> bool:
-    return con.execute("SELECT 1 FROM tel_events LIMIT 1").fetchone() is not None
+    """Whether the store holds a queue's job events."""
+    try:
+        return con.execute("SELECT 1 FROM events LIMIT 1").fetchone() is not None
+    except sqlite3.OperationalError:  # a file without the queue's tables
+        return False
 
 
 def held(con: sqlite3.Connection, scope: Scope, pricing: Pricing) -> tuple[float, float, float]:
@@ -99,7 +104,7 @@ _FAILS_SQL = ",".join(f"'{k}'" for k in FAILED_ENDS)
 
 class EndCounts:
     """Finished, failed and done-today queue jobs of a store, kept by reading only the
-    ``tel_events`` rows added since the last call (the table is append-only), so a panel
+    queue's ``events`` rows added since the last call (the table is append-only), so a panel
     reading every second does not count every job ever run each time.
 
     A job counts once however many end events it has (requeued, it ends again): a new
@@ -108,28 +113,29 @@ class EndCounts:
     Examples
     --------
     >>> con = sqlite3.connect(":memory:")
-    >>> _ = con.execute("CREATE TABLE tel_events (t, job, kind, owner, priority, fn, queued)")
-    >>> _ = con.execute("CREATE INDEX tel_events_job ON tel_events(job, t)")
+    >>> _ = con.execute("CREATE TABLE events (job_id, t, kind, detail)")
+    >>> _ = con.execute("CREATE INDEX events_job ON events(job_id)")
     >>> rows = [(1, "a", "dead"), (2, "a", "requeued"), (3, "a", "done"), (4, "b", "done")]
-    >>> _ = con.executemany("INSERT INTO tel_events (t, job, kind) VALUES (?,?,?)", rows)
+    >>> _ = con.executemany("INSERT INTO events (t, job_id, kind) VALUES (?,?,?)", rows)
     >>> c = EndCounts()
     >>> c.update(con, today=0.0)
     (2, 1, 2)
-    >>> _ = con.execute("INSERT INTO tel_events (t, job, kind) VALUES (5, 'c', 'cancelled')")
+    >>> _ = con.execute("INSERT INTO events (t, job_id, kind) VALUES (5, 'c', 'cancelled')")
     >>> c.update(con, today=0.0)
     (3, 1, 2)
     """
 
     # each new end row: is it its job's first end, first failed end, first done today?
-    _NEW = ("SELECT SUM(NOT EXISTS (SELECT 1 FROM tel_events r WHERE r.job = e.job AND r.rowid < e.rowid "
+    _NEW = ("SELECT SUM(NOT EXISTS (SELECT 1 FROM events r WHERE r.job_id = e.job_id AND r.rowid < e.rowid "
             f"  AND r.kind IN ({_ENDS_SQL}))), "
-            f"SUM(e.kind IN ({_FAILS_SQL}) AND NOT EXISTS (SELECT 1 FROM tel_events r WHERE r.job = e.job "
+            f"SUM(e.kind IN ({_FAILS_SQL}) AND NOT EXISTS (SELECT 1 FROM events r WHERE r.job_id = e.job_id "
             f"  AND r.rowid < e.rowid AND r.kind IN ({_FAILS_SQL}))), "
-            "SUM(e.kind = 'done' AND e.t >= ? AND NOT EXISTS (SELECT 1 FROM tel_events r WHERE r.job = e.job "
-            "  AND r.rowid < e.rowid AND r.kind = 'done' AND r.t >= ?)) "
-            f"FROM tel_events e WHERE e.rowid > ? AND e.rowid <= ? AND e.kind IN ({_ENDS_SQL})")
-    _ALL = (f"SELECT COUNT(DISTINCT job), COUNT(DISTINCT CASE WHEN kind IN ({_FAILS_SQL}) THEN job END), "
-            "COUNT(DISTINCT CASE WHEN kind='done' AND t >= ? THEN job END) FROM tel_events "
+            "SUM(e.kind = 'done' AND e.t >= ? AND NOT EXISTS (SELECT 1 FROM events r "
+            "  WHERE r.job_id = e.job_id AND r.rowid < e.rowid AND r.kind = 'done' AND r.t >= ?)) "
+            f"FROM events e WHERE e.rowid > ? AND e.rowid <= ? AND e.kind IN ({_ENDS_SQL})")
+    _ALL = ("SELECT COUNT(DISTINCT job_id), "
+            f"COUNT(DISTINCT CASE WHEN kind IN ({_FAILS_SQL}) THEN job_id END), "
+            "COUNT(DISTINCT CASE WHEN kind='done' AND t >= ? THEN job_id END) FROM events "
             f"WHERE kind IN ({_ENDS_SQL}) AND rowid <= ?")
 
     def __init__(self) -> None:
@@ -141,7 +147,7 @@ class EndCounts:
         """``(finished, failed, done since today)`` now; ``today`` defaults to local midnight."""
         today = _midnight() if today is None else today
         with self._lock:
-            top = con.execute("SELECT MAX(rowid) FROM tel_events").fetchone()[0] or 0
+            top = con.execute("SELECT MAX(rowid) FROM events").fetchone()[0] or 0
             if today != self._today or top < self._last:  # a new day (or another store): count again
                 self._last, self._today, self._counts = 0, today, (0, 0, 0)
             if top == self._last:
@@ -192,10 +198,11 @@ def jobs(con: sqlite3.Connection, scope: Scope, pricing: Pricing, counts: EndCou
         n, failed, done_today = 0, 0, 0
     else:
         n, failed, done_today = (EndCounts() if counts is True else counts).update(con, today)
+    # the latest ends in the order the queue wrote them (the table is append-only)
     rows = con.execute(
-        "SELECT e.job, e.t, e.kind, (SELECT MAX(r.t) FROM tel_events r WHERE r.job = e.job AND "
-        f"r.kind = 'running' AND r.t <= e.t) FROM tel_events e WHERE e.kind IN ({_ENDS_SQL}) "
-        f"ORDER BY e.t DESC LIMIT {RECENT}").fetchall()
+        "SELECT e.job_id, e.t, e.kind, (SELECT MAX(r.t) FROM events r WHERE r.job_id = e.job_id AND "
+        f"r.kind = 'running' AND r.t <= e.t) FROM events e WHERE e.kind IN ({_ENDS_SQL}) "
+        f"ORDER BY e.rowid DESC LIMIT {RECENT}").fetchall()
     where, wp = scope.where("t")
     ids = sorted({r[0] for r in rows})
     ran = {job: (secs, cost) for job, secs, cost in con.execute(
@@ -246,11 +253,12 @@ def pipeline_stages(con: sqlite3.Connection, prefix: str) -> list[tuple]:
     checkpoint runs no job, so it is not here.
     """
     return con.execute(
-        "SELECT e.fn, COUNT(DISTINCT CASE WHEN e.kind='done' THEN e.job END), "
-        f"COUNT(DISTINCT CASE WHEN e.kind IN {FAILED_ENDS!r} THEN e.job END), "
+        "SELECT j.fn, COUNT(DISTINCT CASE WHEN e.kind='done' THEN e.job_id END), "
+        f"COUNT(DISTINCT CASE WHEN e.kind IN {FAILED_ENDS!r} THEN e.job_id END), "
         "SUM(e.kind='retrying'), "
         "(SELECT COALESCE(SUM(t.stop - t.start), 0) FROM tel_tasks t WHERE t.job IN "
-        "   (SELECT DISTINCT job FROM tel_events WHERE fn = e.fn)), MIN(e.t), MAX(e.t) "
-        "FROM tel_events e WHERE e.fn >= ? AND e.fn < ? AND substr(e.fn, 1, ?) = ? "  # the range: by index
-        "GROUP BY e.fn ORDER BY MIN(e.t)",
+        "   (SELECT id FROM jobs WHERE fn = j.fn)), MIN(e.t), MAX(e.t) "
+        "FROM jobs j JOIN events e ON e.job_id = j.id "
+        "WHERE j.fn >= ? AND j.fn < ? AND substr(j.fn, 1, ?) = ? "  # the range: by jobs_fn
+        "GROUP BY j.fn ORDER BY MIN(e.t)",
         (prefix, prefix + "\U0010ffff", len(prefix), prefix)).fetchall()

@@ -49,11 +49,6 @@ CREATE INDEX IF NOT EXISTS tel_tasks_job ON tel_tasks(job);
 CREATE TABLE IF NOT EXISTS tel_samples (t REAL NOT NULL, source TEXT NOT NULL, metric TEXT NOT NULL,
   value REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS tel_samples_metric ON tel_samples(metric, t);
-CREATE TABLE IF NOT EXISTS tel_events (t REAL, job TEXT, kind TEXT, owner TEXT, priority TEXT, fn TEXT,
-  queued INTEGER);
-CREATE INDEX IF NOT EXISTS tel_events_t ON tel_events(t);
-CREATE INDEX IF NOT EXISTS tel_events_job ON tel_events(job, t);
-CREATE INDEX IF NOT EXISTS tel_events_fn ON tel_events(fn);
 CREATE TABLE IF NOT EXISTS tel_slurm (
   cluster TEXT, job_id TEXT, worker TEXT, partition TEXT, state TEXT, billing REAL, submitted REAL,
   elapsed REAL, seen REAL, PRIMARY KEY (cluster, job_id));
@@ -62,8 +57,9 @@ CREATE TABLE IF NOT EXISTS tel_fine (
   cluster TEXT, span TEXT, owner TEXT, fn TEXT, prefix TEXT, activity TEXT, unit TEXT, value REAL, seen REAL,
   PRIMARY KEY (cluster, span, prefix, activity, unit));
 """
-TABLES = ("tel_clusters", "tel_workers", "tel_tasks", "tel_samples", "tel_events", "tel_slurm", "tel_meta",
-          "tel_fine")
+TABLES = ("tel_clusters", "tel_workers", "tel_tasks", "tel_samples", "tel_slurm", "tel_meta", "tel_fine")
+# A queue's job events are its own ``events`` table (and ``jobs``), read where telemetry
+# needs them; a store written before that also holds a ``tel_events`` copy, now unused.
 
 #: How long a telemetry write waits for the write lock before it leaves its batch for later.
 BUSY_MS = 200
@@ -93,7 +89,7 @@ def create_tables(con: sqlite3.Connection) -> None:
     """Add telemetry's tables to a packlab store (and the queue's, for a new file: one DDL
     for each, so ``packlab queue`` and ``packlab report`` both recognise the file)."""
     have = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
-    if set(TABLES) <= have and "tel_events_fn" in have:  # the index came later: a store made before gets it
+    if set(TABLES) <= have and "jobs_fn" in have:  # the queue's index came later: an older store gets it
         return
     schema.migrate(con)
     with schema.transaction(con):
@@ -194,7 +190,6 @@ def open_for_reading(store: str | os.PathLike) -> tuple[str, sqlite3.Connection]
 _INSERT = {
     "tel_tasks": "INSERT INTO tel_tasks VALUES (?,?,?,?,?,?,?,?)",
     "tel_samples": "INSERT INTO tel_samples VALUES (?,?,?,?)",
-    "tel_events": "INSERT INTO tel_events VALUES (?,?,?,?,?,?,?)",
     "tel_workers": ("INSERT INTO tel_workers VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
                     "ON CONFLICT (cluster, worker) DO UPDATE SET stop=excluded.stop, seen=excluded.seen, "
                     "busy=excluded.busy, "
