@@ -69,10 +69,8 @@ def task_rows(cluster: str, raw: list[tuple]) -> list[tuple]:
     for key, worker, start, stop, outcome in raw:
         k = str(key)
         m = JOB_KEY.search(k)
-        if m is None:
-            out.append((cluster, k, _prefix(k), None, worker, start, stop, outcome))
-        else:
-            out.append((cluster, k, _prefix(k[:m.start() + 8]), m.group(1), worker, start, stop, outcome))
+        head = k if m is None else k[:m.start() + len("-packlab")]
+        out.append((cluster, k, _prefix(head), m and m.group(1), worker, start, stop, outcome))
     return out
 
 
