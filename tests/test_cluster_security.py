@@ -17,8 +17,8 @@ from support import assert_no_open_listener, dashboard_binds, listening, network
 
 import packlab
 from packlab.clusters import PacklabSecurityWarning
-from packlab.clusters.security import private_directory
 from packlab.errors import PacklabError
+from packlab.files import private_directory
 
 SMALL = {"cores": 1, "memory": "1GiB"}
 

@@ -10,7 +10,7 @@ Each backend declares, in :attr:`Backend.keyword_kinds`, the kind of each keywor
 value packlab can check; :data:`KINDS` says what each kind accepts. A dashboard address
 nested in the scheduler's options is taken out and becomes the cluster's dashboard
 address, checked (and warned about) the same way as ``launch(dashboard_address=)``;
-directory keywords go through :func:`~.security.private_directory` when the backend
+directory keywords go through :func:`packlab.files.private_directory` when the backend
 uses them.
 """
 

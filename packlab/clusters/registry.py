@@ -42,7 +42,8 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PacklabError, bad_value
-from .security import private_directory
+from ..files import atomic_write, pid_alive, private_directory, temporary_name
+from .security import PURPOSE
 
 if TYPE_CHECKING:
     from .base import PackCluster
@@ -93,8 +94,6 @@ class Entry:
 
     def alive(self) -> bool:
         """False when its process is gone (on this host), or it closed (in this process)."""
-        from ..queue.lease import pid_alive
-
         if not self.local:
             return True  # another login node's: it cannot be checked from here
         if self.pid == os.getpid():
@@ -112,8 +111,8 @@ def directory() -> str:
     >>> oct(os.stat(directory()).st_mode & 0o777)
     '0o700'
     """
-    private_directory(HOME, "~/.packlab")
-    return private_directory(os.path.join(HOME, "clusters"), "~/.packlab/clusters")
+    private_directory(HOME, "~/.packlab", purpose=PURPOSE)
+    return private_directory(os.path.join(HOME, "clusters"), "~/.packlab/clusters", purpose=PURPOSE)
 
 
 def check_name(value: object, field: str = "name") -> str:
@@ -159,15 +158,6 @@ def check_free(name: str) -> None:
 
 
 # -- writing --------------------------------------------------------------------------
-def _write_private(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` as a 0600 file, atomically (a reader never sees half)."""
-    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def _is_pem(value: object) -> bool:
@@ -181,12 +171,13 @@ def _credentials(name: str, security: Any) -> dict[str, str | None] | None:
     given = {"ca": security.tls_ca_file, "cert": security.tls_client_cert, "key": security.tls_client_key}
     if not any(_is_pem(v) for v in given.values()):
         return given  # files the user made: recorded, not copied
-    where = private_directory(os.path.join(directory(), f"{name}.tls"), "~/.packlab/clusters")
+    where = private_directory(os.path.join(directory(), f"{name}.tls"), "~/.packlab/clusters",
+                              purpose=PURPOSE)
     paths: dict[str, str | None] = {}
     for kind, value in given.items():
         if _is_pem(value):
             paths[kind] = os.path.join(where, f"{kind}.pem")
-            _write_private(paths[kind], value.encode())
+            atomic_write(paths[kind], value.encode())
         else:
             paths[kind] = value
     return paths
@@ -199,8 +190,8 @@ def register(pc: PackCluster, name: str, store: str | None = None) -> Entry:
                   host=socket.gethostname(), started=time.time(), profile=pc.profile.name, store=store,
                   telemetry=getattr(getattr(pc, "telemetry", None), "store", None))
     path = os.path.join(directory(), f"{name}.json")
-    tmp = f"{path}.{os.getpid()}.tmp"
-    _write_private(tmp, json.dumps(asdict(entry), indent=1).encode())
+    tmp = temporary_name(path)
+    atomic_write(tmp, json.dumps(asdict(entry), indent=1).encode())
     try:
         for _ in range(2):
             try:
@@ -240,7 +231,7 @@ def set_store(name: str, store: str) -> None:
     path = os.path.join(directory(), f"{name}.json")
     e = _read(path)
     if e is not None and e.pid == os.getpid() and e.store != store:
-        _write_private(path, json.dumps({**asdict(e), "store": store}, indent=1).encode())
+        atomic_write(path, json.dumps({**asdict(e), "store": store}, indent=1).encode())
 
 
 def _remove(name: str, keep_tls: bool = False) -> None:
@@ -334,7 +325,7 @@ def lookup(name: str) -> Entry:
 
 # -- recent stores --------------------------------------------------------------------
 def _stores_file() -> str:
-    return os.path.join(private_directory(HOME, "~/.packlab"), "stores.json")
+    return os.path.join(private_directory(HOME, "~/.packlab", purpose=PURPOSE), "stores.json")
 
 
 def record_store(store: str) -> None:
@@ -343,7 +334,7 @@ def record_store(store: str) -> None:
     with _lock:
         rows = [r for r in _stores(path) if r["path"] != store]
         rows.insert(0, {"path": store, "used": time.time()})
-        _write_private(path, json.dumps(rows[:RECENT_STORES], indent=1).encode())
+        atomic_write(path, json.dumps(rows[:RECENT_STORES], indent=1).encode())
 
 
 def _stores(path: str) -> list[dict[str, Any]]:

@@ -10,14 +10,12 @@ Each of these can be opened up, but only by an explicit setting, and then packla
 from __future__ import annotations
 
 import ipaddress
-import os
-import stat
 import warnings
 
 from distributed import Security
 
 from .. import config
-from ..errors import PacklabError, bad_value
+from ..errors import bad_value
 
 #: What ``packlab.dashboard.address`` defaults to: loopback, any free port.
 LOOPBACK_DASHBOARD = "127.0.0.1:0"
@@ -138,106 +136,6 @@ def make_security(value: bool | Security) -> Security | None:
     return Security.temporary() if value else None
 
 
-def private_directory(path: str, field: str) -> str:
-    """Create ``path`` (and missing parents) owner-only (0700); refuse a symlink or another owner.
-
-    The path is walked one component at a time, each opened without following a symbolic
-    link (``O_NOFOLLOW`` relative to its parent's descriptor) and each missing one created
-    there, so no link planted anywhere along the path is followed: an ancestor that is a
-    link is followed only when the link is root's or yours and sits in a directory that
-    others cannot write to (e.g. a system's ``/var -> /private/var``). The last component
-    is never a link. An existing directory of ours that others may read is tightened to
-    0700; a directory of another user is an error.
-
-    Examples
-    --------
-    >>> import tempfile, os
-    >>> d = private_directory(os.path.join(tempfile.mkdtemp(), "a", "b"), "dir")
-    >>> oct(os.stat(d).st_mode & 0o777)
-    '0o700'
-    """
-    path = os.path.abspath(os.path.expanduser(path))
-    fd = _open_private(path, field)
-    try:
-        st = os.fstat(fd)
-        if st.st_uid != os.getuid():
-            raise PacklabError(
-                f"{field}={path!r} belongs to uid {st.st_uid}, not to you (uid {os.getuid()}): "
-                "another user could read your TLS keys there. Use a directory of your own.",
-                field=field, value=path,
-            )
-        if stat.S_IMODE(st.st_mode) & 0o077:
-            os.fchmod(fd, 0o700)
-    finally:
-        os.close(fd)
-    return path
-
-
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-
-
-def _open_private(path: str, field: str) -> int:
-    """A descriptor of the directory ``path``, reached without following an untrusted link."""
-    todo = [p for p in path.split(os.sep) if p]
-    fd = os.open(os.sep, os.O_RDONLY | os.O_DIRECTORY)
-    hops = 0
-    try:
-        while todo:
-            name = todo.pop(0)
-            last = not todo
-            try:
-                child = os.open(name, _DIR, dir_fd=fd)
-            except FileNotFoundError:
-                try:
-                    os.mkdir(name, 0o700, dir_fd=fd)
-                except FileExistsError:  # made meanwhile by someone else: opened and checked below
-                    pass
-                child = _open_or_refuse(name, fd, path, field, last)
-            except OSError:
-                target = _trusted_link(name, fd, path, field, last)
-                hops += 1
-                if hops > 40:
-                    raise _refuse(path, field, "a loop of symbolic links") from None
-                if os.path.isabs(target):
-                    os.close(fd)
-                    fd = os.open(os.sep, os.O_RDONLY | os.O_DIRECTORY)
-                todo[:0] = [p for p in target.split(os.sep) if p]
-                continue
-            os.close(fd)
-            fd = child
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _open_or_refuse(name: str, parent: int, path: str, field: str, last: bool) -> int:
-    try:
-        return os.open(name, _DIR, dir_fd=parent)
-    except OSError:
-        _trusted_link(name, parent, path, field, last=True)  # raises: never follow it now
-        raise  # pragma: no cover
-
-
-def _trusted_link(name: str, parent: int, path: str, field: str, last: bool) -> str:
-    """The target of the link ``name`` in ``parent`` if it may be followed, else an error."""
-    try:
-        st = os.lstat(name, dir_fd=parent)
-    except OSError as e:
-        raise _refuse(path, field, f"not a directory we can open ({e.strerror})") from None
-    if not stat.S_ISLNK(st.st_mode):
-        raise _refuse(path, field, f"not a directory we can open ({name!r} is not a directory)")
-    where = os.fstat(parent)
-    open_to_others = stat.S_IMODE(where.st_mode) & 0o022 and not where.st_mode & stat.S_ISVTX
-    if last or st.st_uid not in (0, os.getuid()) or open_to_others:
-        owner = "" if st.st_uid == os.getuid() else f", owned by uid {st.st_uid}"
-        raise _refuse(path, field, f"a symbolic link, or passes through one ({name!r}{owner})")
-    return os.readlink(name, dir_fd=parent)
-
-
-def _refuse(path: str, field: str, what: str) -> PacklabError:
-    return PacklabError(
-        f"{field}={path!r} is {what}: packlab writes TLS certificates and logs there and never "
-        "through a link someone else could have planted. Remove it, or set the setting to a "
-        "directory of yours.", field=field, value=path,
-    )
+#: Why a folder of the cluster's must be private (the reason :func:`packlab.files.private_directory`
+#: gives when it refuses one).
+PURPOSE = "packlab writes TLS certificates and logs there"

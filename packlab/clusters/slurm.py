@@ -32,11 +32,12 @@ from distributed import Security
 
 from .. import config
 from ..errors import BackendUnavailable, PacklabError
+from ..files import private_directory
 from ..profiles import Profile
 from ..units import format_bytes, format_walltime
 from ._dask_compat import discard_unstarted, import_slurm_cluster, keep_workers
 from .base import Backend, ClusterRequest, ClusterStartError, clamp_gpus, keywords_of, register_backend
-from .security import LOOPBACK_DASHBOARD, private_directory
+from .security import LOOPBACK_DASHBOARD, PURPOSE
 from .security import dashboard_address as check_dashboard_address
 
 #: First among the workers' arguments, so that a ``--dashboard-address`` of the site's or
@@ -284,12 +285,13 @@ def slurm_kwargs(request: ClusterRequest, profile: Profile, security: Security |
     if configured is None:
         shared_field, configured = "jobqueue.slurm.shared-temp-directory", jobqueue("shared-temp-directory")
     if configured is None:  # packlab's own ~/.packlab is owner-only too
-        private_directory(os.path.join("~", ".packlab"), "~/.packlab")
-    shared = private_directory(configured or os.path.join("~", ".packlab", "slurm"), shared_field)
+        private_directory(os.path.join("~", ".packlab"), "~/.packlab", purpose=PURPOSE)
+    shared = private_directory(configured or os.path.join("~", ".packlab", "slurm"), shared_field,
+                               purpose=PURPOSE)
     logs_field, logs = "log_directory", extra.pop("log_directory", None)
     if logs is None:
         logs_field, logs = "jobqueue.slurm.log-directory", jobqueue("log-directory")
-    logs = private_directory(logs or os.path.join(shared, "logs"), logs_field)
+    logs = private_directory(logs or os.path.join(shared, "logs"), logs_field, purpose=PURPOSE)
     lifetime, stagger = worker_lifetime(profile.walltime)
     site_args, user_args = jobqueue("worker-extra-args") or [], extra.pop("worker_extra_args", [])
     worker_dashboards(site_args, "jobqueue.slurm.worker-extra-args")

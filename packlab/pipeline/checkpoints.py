@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import PacklabError
+from ..files import UnsafePath, fsync_directory, private_directory
 from .formats import Pickle, format_for, get_format
 
 MANIFEST = "manifest.json"
@@ -62,18 +63,18 @@ class CheckpointRefused(PacklabError):
     """A directory of the checkpoint store is a symbolic link (or not ours): permanent."""
 
 
+#: Why a checkpoint folder must be private (the reason a refusal gives).
+CHECKPOINT_PURPOSE = "packlab writes checkpoints (your data) there"
+
+
 def private_subdir(path: str) -> str:
     """``path``, a directory of the checkpoint store, created owner-only (0700) if missing
-    and never reached through a link planted there (see
-    :func:`packlab.clusters.security.private_directory`)."""
-    from ..clusters.security import private_directory
-
+    and never reached through a link planted there (see :func:`packlab.files.private_directory`)."""
     try:
-        return private_directory(path, "checkpoint")
-    except PacklabError as e:  # its wording is about TLS files: say it for checkpoints
-        what = str(e).split(": packlab writes", 1)[0]
-        raise CheckpointRefused(f"{what}: packlab writes checkpoints (your data) there and never through "
-                                "a link. Remove it and run the pipeline again.",
+        return private_directory(path, "checkpoint", purpose=CHECKPOINT_PURPOSE)
+    except UnsafePath as e:
+        raise CheckpointRefused(f"checkpoint={e.path!r} is {e.problem}: {CHECKPOINT_PURPOSE} and never "
+                                "through a link. Remove it and run the pipeline again.",
                                 field="checkpoint", value=path) from None
 
 
@@ -129,14 +130,6 @@ def _digest(path: str, algorithm: str, fsync: bool = False) -> tuple[int, int]:
     return size, crc
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _walk(root: str) -> list[str]:
     """Every file under ``root``, as relative paths; directories fsynced on the way."""
     out = []
@@ -144,7 +137,7 @@ def _walk(root: str) -> list[str]:
         dirs.sort()
         for name in sorted(files):
             out.append(os.path.relpath(os.path.join(d, name), root))
-        _fsync_dir(d)
+        fsync_directory(d)
     return out
 
 
@@ -190,7 +183,7 @@ class CheckpointStore:
                 json.dump(manifest, f)
                 f.flush()
                 os.fsync(f.fileno())
-            _fsync_dir(tmp)
+            fsync_directory(tmp)
             self._publish(stage, key, tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -243,7 +236,7 @@ class CheckpointStore:
             if self.check(stage, key) is not None:
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
-        _fsync_dir(parent)
+        fsync_directory(parent)
 
     def check(self, stage: str, key: str) -> str | None:
         """``None`` if the checkpoint is valid, else why not (``"missing"`` when absent)."""

@@ -35,11 +35,12 @@ import pickle
 import signal
 import stat
 import threading
-import uuid
 from typing import Any
 
 import cloudpickle
 from distributed.diagnostics.plugin import WorkerPlugin
+
+from ..files import atomic_write
 
 log = logging.getLogger("packlab.pipeline")
 
@@ -80,24 +81,8 @@ class Context:
         """Save ``state`` (anything cloudpickle can pickle), replacing the last save atomically."""
         from .checkpoints import private_subdir
 
-        d = private_subdir(os.path.dirname(self.path))  # never through a planted link
-        tmp = f"{self.path}.{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                cloudpickle.dump(state, f, protocol=5)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
-        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        private_subdir(os.path.dirname(self.path))  # never through a planted link
+        atomic_write(self.path, write=lambda f: cloudpickle.dump(state, f, protocol=5), durable=True)
         self.saves += 1
 
     def load(self, default: Any = None) -> Any:

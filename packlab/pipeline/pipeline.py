@@ -25,6 +25,8 @@ from typing import Any
 
 from .. import checks
 from ..errors import PacklabError, bad_value
+from ..files import UnsafePath, private_directory
+from .checkpoints import CHECKPOINT_PURPOSE
 from .dag import Graph, StageSpec, make_spec, stage_name, validate
 
 
@@ -130,18 +132,15 @@ class Pipeline:
 
     # -- running ---------------------------------------------------------------------------
     def _checkpoint_dir(self) -> str:
-        from ..clusters.security import private_directory
-
         try:
-            root = private_directory(self.checkpoint, "checkpoint")
+            root = private_directory(self.checkpoint, "checkpoint", purpose=CHECKPOINT_PURPOSE)
             fd, probe = tempfile.mkstemp(prefix=".probe-", dir=root)
             os.close(fd)
             os.remove(probe)
-        except PacklabError as e:  # its wording is about TLS files: say it for checkpoints
-            what = str(e).split(": packlab writes", 1)[0]
-            raise PacklabError(f"{what}: it cannot be the checkpoint directory, which must be a private "
-                               "(0700) directory of yours, never reached through someone else's link. "
-                               "Give another directory, e.g. checkpoint='ckpt'.",
+        except UnsafePath as e:
+            raise PacklabError(f"checkpoint={e.path!r} is {e.problem}: it cannot be the checkpoint "
+                               "directory, which must be a private (0700) directory of yours, never reached "
+                               "through someone else's link. Give another directory, e.g. checkpoint='ckpt'.",
                                field="checkpoint", value=self.checkpoint) from None
         except OSError as e:
             raise PacklabError(f"checkpoint={self.checkpoint!r} cannot be written ({e.strerror or e}): "
