@@ -31,7 +31,7 @@ import psutil
 
 import packlab
 from packlab.queue import JobQueue
-from packlab.queue.schema import connect
+from packlab.store import connect
 from packlab.telemetry.plugin import _WORKER_METRICS
 from packlab.telemetry.store import Writer, downsample_store
 

@@ -9,10 +9,31 @@ from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError, PacklabError, PacklabRuntimeError
+from . import hooks
+from .errors import ConfigError, PacklabError, PacklabRuntimeError, PacklabWarning
+from .plugins import entry_point_names
+
+
+def _check_backend(value: object, field: str) -> None:
+    """A registered backend: an installed one is known from its entry point (no import of
+    Dask); anything else is checked by the backends' registry, which imports them."""
+    if isinstance(value, str) and value in entry_point_names("packlab.backends"):
+        return
+    from .clusters.base import check_backend
+
+    check_backend(value, field)
+
 
 try:
-    from . import config  # noqa: F401  (merges packlab.yaml into dask.config)
+    from . import config  # merges packlab.yaml into dask.config
+
+    # The setting types that packages above the foundation own (config.py names none).
+    config.register_kind("backend", _check_backend)
+    config.register_kind("currency", "packlab.telemetry.pricing:check_currency")
+    # Telemetry takes part in launch() and in a queue's opening through hooks (imported
+    # when first run), so neither the clusters nor the queue import it.
+    hooks.CLUSTER_HOOKS.register("telemetry", "packlab.telemetry.collect:CLUSTER_HOOK")
+    hooks.QUEUE_HOOKS.register("telemetry", "packlab.telemetry.collect:QUEUE_HOOK")
     from .profiles import PROFILES, Profile
 except ConfigError:
     # A dask config file that is not even YAML: dask cannot be imported. `import packlab`
@@ -28,7 +49,6 @@ _LAZY = {
     "PROFILES": ".profiles",  # imported above unless the dask config is unreadable
     "Profile": ".profiles",
     "PackCluster": ".clusters",
-    "PacklabWarning": ".clusters",
     "kernel": ".kernels",
     "mapreduce": ".kernels",
     "launch": ".clusters.launch",
@@ -45,7 +65,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from .clusters import PackCluster, PacklabWarning
+    from .clusters import PackCluster
     from .clusters.connect import connect
     from .clusters.launch import launch
     from .kernels import kernel, mapreduce

@@ -18,12 +18,13 @@ import difflib
 import math
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import yaml
 
 from .errors import ConfigError, PacklabError
+from .plugins import Registry, load
 
 try:
     import dask.config
@@ -88,47 +89,67 @@ def schema() -> dict[str, Any]:
     return _SCHEMA
 
 
+def _duration(value: object, field: str, node: Mapping[str, Any]) -> None:
+    s = checks.duration(value, field)
+    if "above" in node and s <= node["above"]:
+        raise checks.bad_value(field, value, "a positive duration", 'Use e.g. "30s".')
+
+
+def _mapping(value: object, field: str, node: Mapping[str, Any]) -> None:
+    if not isinstance(value, Mapping):
+        raise checks.bad_value(field, value, "a mapping")
+
+
+#: How a value of each ``type:`` of ``packlab-schema.yaml`` is checked: a function
+#: ``(value, field, node)`` that raises a PacklabError. Packages above the foundation add the
+#: kinds they own (``backend``, ``currency``) with :func:`register_kind`, so this module
+#: names none of them.
+KINDS: Registry[Callable[..., Any]] = Registry("setting type")
+for _name, _check in {
+    "string": lambda v, f, n: checks.text(v, f),
+    "path": lambda v, f, n: checks.path(v, f),
+    "boolean": lambda v, f, n: checks.boolean(v, f),
+    "integer": lambda v, f, n: checks.integer(v, f, minimum=n.get("minimum")),
+    "number": lambda v, f, n: checks.number(v, f, minimum=n.get("minimum"), above=n.get("above")),
+    "fraction": lambda v, f, n: checks.fraction(v, f),
+    "duration": _duration,
+    "memory": lambda v, f, n: checks.memory(v, f),
+    "walltime": lambda v, f, n: checks.walltime(v, f),
+    "choice": lambda v, f, n: checks.choice(v, f, n["choices"]),
+    "mapping": _mapping,
+}.items():
+    KINDS.register(_name, _check)
+
+
+def register_kind(name: str, check: Callable[[object, str], Any] | str) -> None:
+    """Let ``packlab-schema.yaml`` use ``type: name``: ``check(value, field)`` raises a
+    PacklabError for a bad value (a ``"module:function"`` string is imported when a value
+    of that kind is first checked).
+
+    Examples
+    --------
+    >>> def even(value, field):
+    ...     if checks.integer(value, field) % 2:
+    ...         raise checks.bad_value(field, value, "an even number")
+    >>> register_kind("even", even)
+    >>> KINDS["even"](3, "packlab.x", {})
+    Traceback (most recent call last):
+    ...
+    packlab.errors.PacklabError: packlab.x=3 is invalid: expected an even number.
+    """
+    if isinstance(check, str):
+        KINDS.register(name, lambda v, f, n: load(check)(v, f))
+    else:
+        KINDS.register(name, lambda v, f, n: check(v, f))
+
+
 def _check_leaf(node: Mapping[str, Any], value: object, field: str) -> None:
     if value is None and node.get("nullable"):
         return
     kind = node["type"]
-    if kind == "string":
-        checks.text(value, field)
-    elif kind == "path":
-        checks.path(value, field)
-    elif kind == "boolean":
-        checks.boolean(value, field)
-    elif kind == "integer":
-        checks.integer(value, field, minimum=node.get("minimum"))
-    elif kind == "number":
-        checks.number(value, field, minimum=node.get("minimum"), above=node.get("above"))
-    elif kind == "fraction":
-        checks.fraction(value, field)
-    elif kind == "duration":
-        s = checks.duration(value, field)
-        if "above" in node and s <= node["above"]:
-            raise checks.bad_value(field, value, "a positive duration", 'Use e.g. "30s".')
-    elif kind == "memory":
-        checks.memory(value, field)
-    elif kind == "walltime":
-        checks.walltime(value, field)
-    elif kind == "backend":
-        if value not in ("local", "slurm"):  # the built-in ones, without importing Dask
-            from . import clusters  # noqa: F401
-            from .clusters.base import check_backend  # a registered one (importing the built-ins)
-
-            check_backend(value, field)
-    elif kind == "choice":
-        checks.choice(value, field, node["choices"])
-    elif kind == "currency":
-        from .telemetry.pricing import check_currency  # the table of codes lives with the prices
-
-        check_currency(value, field)
-    elif kind == "mapping":
-        if not isinstance(value, Mapping):
-            raise checks.bad_value(field, value, "a mapping")
-    else:  # pragma: no cover - a schema typo is our bug
+    if kind not in KINDS:  # pragma: no cover - a schema typo, or a kind its package did not register
         raise AssertionError(f"packlab-schema.yaml: unknown type {kind!r} at {field}")
+    KINDS[kind](value, field, node)
 
 
 def _walk(node: Mapping[str, Any], value: object, path: list[str]) -> None:

@@ -29,9 +29,8 @@ import dask.array as da
 import numpy as np
 
 from .checks import integer
-from .clusters import PacklabWarning
 from .clusters.launch import launch
-from .errors import PacklabError
+from .errors import PacklabError, PacklabWarning
 from .pipeline.demo import PipelineDemo, pipeline_summary, run_pipeline_demo
 from .resources import this_machine
 from .units import format_bytes, memory_bytes

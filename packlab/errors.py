@@ -19,6 +19,15 @@ class PacklabError(ValueError):
         self.value = value
 
 
+class PacklabWarning(UserWarning):
+    """packlab changed what you asked for (e.g. clamped to the machine) and says so."""
+
+
+class PacklabSecurityWarning(UserWarning):
+    """A setting opens a cluster to other users or hosts; packlab does as told and says so.
+    Not a :class:`PacklabWarning`: silencing packlab's notes must not silence this."""
+
+
 class PacklabRuntimeError(RuntimeError):
     """A runtime state stops packlab from doing what was asked; the input was fine.
 
@@ -42,7 +51,7 @@ class LeaseError(PacklabRuntimeError):
 class StoreError(PacklabRuntimeError):
     """The queue's store failed (a write refused, the disk full or read-only).
 
-    ``kind`` says what failed when it is known (:mod:`packlab.queue.failures`): ``"full"``,
+    ``kind`` says what failed when it is known (:mod:`packlab.store.failures`): ``"full"``,
     ``"read-only"``, ``"io-error"``, ``"corrupt"``, ``"locked"`` or ``"other"``.
     """
 
@@ -72,22 +81,3 @@ def bad_value(field: str, value: object, expected: str, fix: str | None = None) 
     if fix:
         msg += f" {fix}"
     return PacklabError(msg, field=field, value=value)
-
-
-def whole_number(value: object, field: str, minimum: int = 0) -> int:
-    """``value`` if it is a whole number (not a bool) of at least ``minimum``, else a clear error.
-
-    The same check as :func:`packlab.checks.integer`, kept here for older callers.
-
-    Examples
-    --------
-    >>> whole_number(3, "workers")
-    3
-    >>> whole_number(0, "cores", minimum=1)
-    Traceback (most recent call last):
-    ...
-    packlab.errors.PacklabError: cores=0 is invalid: expected a whole number of at least 1.
-    """
-    from .checks import integer
-
-    return integer(value, field, minimum=minimum)

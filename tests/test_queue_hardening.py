@@ -20,9 +20,9 @@ from support import small_cluster
 
 from packlab.cli import main as cli
 from packlab.errors import LeaseError, PacklabError
+from packlab.files import private_directory
 from packlab.queue import Job, JobQueue, Kind, Store
 from packlab.queue.payload import run_fenced
-from packlab.queue.schema import private_dir
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -155,7 +155,7 @@ def test_the_store_and_its_side_files_are_owner_only(cluster, tmp_path):
         os.chmod(touched, 0o644)
         Store(touched).close()  # an empty file made with touch becomes a store, owner-only
         assert mode(touched) == 0o600
-        folder = private_dir(str(tmp_path / "home" / ".packlab"))
+        folder = private_directory(str(tmp_path / "home" / ".packlab"), "store")
         assert mode(folder) == 0o700
     finally:
         os.umask(old)
@@ -181,7 +181,7 @@ def test_a_planted_symlink_is_never_followed(tmp_path, where, points_at):
     else:
         assert target.read_bytes() == b"precious"
     with pytest.raises(PacklabError, match="is a symbolic link"):
-        private_dir(path + where)
+        private_directory(path + where, "store")
 
 
 # -- Python semantics ---------------------------------------------------------------------
@@ -323,14 +323,15 @@ def test_recognising_a_store_open_in_this_process_keeps_its_sqlite_locks(tmp_pat
     it: recognising a store by reading its header with open() would drop SQLite's locks of
     a live connection here, and another process closing its connection would then think it
     was the last one and checkpoint the WAL away under it."""
-    from packlab.queue import schema
+    from packlab import store
+    from packlab.queue.schema import QUEUE
 
     path = str(tmp_path / "q.db")
-    _, con, _ = schema.open_store(path)  # a live connection, as a running queue holds
+    _, con, _ = store.open_store(path, "rwc", (QUEUE,))  # a live connection, as a running queue holds
     con.execute("PRAGMA wal_autocheckpoint=0")
     con.execute("INSERT INTO events VALUES ('j', 1.0, 'submitted', '')")
     assert os.path.getsize(path + "-wal") > 0
-    assert schema.identify(path, path) == "packlab"  # recognised while con holds its lock
+    assert store.identify(path, path) == "packlab"  # recognised while con holds its lock
     subprocess.run([sys.executable, "-c", "import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute("
                     "'SELECT COUNT(*) FROM events').fetchall()", path], check=True)
     # the other process saw a connection still open here: it left the WAL alone

@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 import packlab
+from packlab import store as packlab_store
 from packlab.cli import main
-from packlab.queue import schema
 from packlab.queue.store import Store
 from packlab.telemetry import series
 from packlab.telemetry.store import Writer, downsample_store, open_for_reading
@@ -42,7 +42,7 @@ def test_the_writer_makes_an_owner_only_packlab_store_the_queue_cli_recognises(t
     path = str(tmp_path / "t.db")
     fake_cluster(path)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert schema.identify(path, path) == "packlab"
+    assert packlab_store.identify(path, path) == "packlab"
     s = Store(path, mode="ro")  # the queue's own reader opens it
     assert s.counts() == {}
     s.close()
@@ -51,7 +51,7 @@ def test_the_writer_makes_an_owner_only_packlab_store_the_queue_cli_recognises(t
 def test_a_batch_waits_while_the_queue_holds_the_write_lock_and_is_written_after(tmp_path):
     path = str(tmp_path / "t.db")
     fake_cluster(path)
-    other = schema.connect(path)
+    other = packlab_store.connect(path)
     w = Writer(path, flush_interval=0.02)
     other.execute("BEGIN IMMEDIATE")  # as the queue's writer does
     t0 = time.monotonic()
@@ -80,7 +80,7 @@ def test_downsampling_keeps_seconds_for_an_hour_minutes_for_a_week_and_is_idempo
     w.put("tel_samples", [(t, "x", "memory_peak", v) for t, v in rows])
     w.put("tel_samples", [(t, "x", "busy_seconds", t) for t, _ in rows])  # a counter: the last stays
     w.close()
-    con = schema.connect(path)
+    con = packlab_store.connect(path)
     removed = downsample_store(con, now)
     got = con.execute(CPU).fetchall()
     assert got == series.downsample(rows, now, how="mean")
@@ -203,10 +203,10 @@ def test_opening_a_store_this_process_writes_keeps_its_locks_for_other_processes
     on it: another process would then reset the WAL under the writer's feet."""
     path = str(tmp_path / "t.db")
     fake_cluster(path)
-    con = schema.connect(path)  # a writer of this process, as the queue's store is
+    con = packlab_store.connect(path)  # a writer of this process, as the queue's store is
 
     def put(n):
-        with schema.transaction(con):
+        with packlab_store.transaction(con):
             con.execute("INSERT INTO tel_meta VALUES (?, 0)", (f"k{n}",))
 
     def count_elsewhere() -> int:

@@ -1,5 +1,6 @@
 """Where capacity comes from: cluster backends behind one interface."""
 
+from ..errors import PacklabSecurityWarning, PacklabWarning  # the public names of this package too
 from . import local, slurm  # noqa: F401  (register the built-in backends)
 from .base import (
     BACKENDS,
@@ -8,10 +9,8 @@ from .base import (
     ClusterRequest,
     ClusterStartError,
     PackCluster,
-    PacklabWarning,
     register_backend,
 )
-from .security import PacklabSecurityWarning
 
 __all__ = [
     "BACKENDS",

@@ -8,12 +8,11 @@ backend never touches an if/elif chain.
 from __future__ import annotations
 
 import abc
-import difflib
 import html
 import inspect
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlparse
@@ -22,16 +21,13 @@ from distributed import Client, Security
 from distributed.deploy import Cluster
 
 from .. import checks, config
-from ..errors import PacklabError, PacklabRuntimeError
+from ..errors import PacklabError, PacklabRuntimeError, PacklabWarning
+from ..plugins import Registry
 from ..profiles import Profile
 from ..units import format_bytes
 from ._dask_compat import adaptive_of
 from .adaptive import CooldownAdaptive
 from .security import LOOPBACK_DASHBOARD, make_security  # noqa: F401  (re-exported)
-
-
-class PacklabWarning(UserWarning):
-    """packlab changed what you asked for (e.g. clamped to the machine) and says so."""
 
 
 class ClusterStartError(PacklabRuntimeError):
@@ -72,6 +68,43 @@ class ClusterRequest:
         return self.min_workers or 0
 
 
+@dataclass(frozen=True)
+class JobRecord:
+    """One batch job of a cluster's workers as its scheduler accounts for it.
+
+    ``tres`` is the job's allocation as ``key=value`` pairs (SLURM's TRES form, e.g.
+    ``"cpu=4,mem=16G,billing=6"``): its ``billing`` is the service units one hour of the
+    job costs. ``submitted`` is epoch seconds (``None``: unknown), ``elapsed`` its run
+    time so far in seconds.
+    """
+
+    job_id: str
+    state: str
+    partition: str | None
+    tres: str
+    submitted: float | None
+    elapsed: float
+
+
+class JobAccounting(abc.ABC):
+    """How a batch scheduler reports a cluster's worker jobs (a backend's
+    :meth:`Backend.accounting`): telemetry records them, prices their service units and
+    the advisor reads their states, whatever the scheduler."""
+
+    #: The scheduler's name, as a user knows it ("SLURM").
+    scheduler: ClassVar[str]
+    #: States in which a job may still change (the last read waits for them to end).
+    active_states: ClassVar[frozenset[str]] = frozenset()
+
+    def available(self) -> bool:
+        """Whether the scheduler's commands are here (else nothing is read)."""
+        return True
+
+    @abc.abstractmethod
+    def read(self, job_ids: Iterable[str]) -> list[JobRecord]:
+        """The jobs ``job_ids`` as the scheduler reports them now (forgotten ones left out)."""
+
+
 class Backend(abc.ABC):
     """Where workers come from. Subclasses set ``name`` and implement three methods.
 
@@ -82,6 +115,9 @@ class Backend(abc.ABC):
     """
 
     name: ClassVar[str]
+    #: What the backend is, completing "NAME ..." in a list of backends
+    #: (``"runs on this machine"``).
+    summary: ClassVar[str] = ""
     reserved: ClassVar[dict[str, str]] = {}
     #: The kind (a key of :data:`.keywords.KINDS`) of each cluster keyword whose value
     #: packlab checks before anything starts.
@@ -110,6 +146,10 @@ class Backend(abc.ABC):
     def check_available(self) -> None:  # noqa: B027 - optional hook
         """Raise :class:`~packlab.errors.BackendUnavailable` if this backend cannot run here."""
 
+    def accounting(self) -> JobAccounting | None:
+        """How the scheduler reports this backend's worker jobs (``None``: no batch jobs)."""
+        return None
+
     @abc.abstractmethod
     def right_size(self, request: ClusterRequest) -> tuple[Profile, list[str]]:
         """The per-worker profile this backend can really give, and notes on any clamping."""
@@ -137,24 +177,25 @@ def clamp_gpus(request: ClusterRequest, available: int, where: str, fix: str) ->
                "running on CPU."]
 
 
-BACKENDS: dict[str, type[Backend]] = {}
+#: The cluster backends, by name: the built-in ones register in code (``@register_backend``),
+#: others through the entry-point group ``packlab.backends`` (see CONTRIBUTING.md).
+BACKENDS: Registry[type[Backend]] = Registry("backend", "packlab.backends")
 
 
 def register_backend(cls: type[Backend]) -> type[Backend]:
     """Class decorator: make a backend available to ``launch(backend=cls.name)``."""
-    BACKENDS[cls.name] = cls
+    BACKENDS.register(cls.name, cls)
     return cls
 
 
 def check_backend(value: object, field: str = "backend") -> str:
-    """``value`` if it names a registered backend, else an error with a "did you mean"."""
-    return checks.choice(value, field, BACKENDS, fix=_backend_fix(value))
+    """``value`` if it names a registered backend, else an error with a "did you mean"
+    and what each backend is."""
+    return BACKENDS.check(value, field, fix=_what_each_is)
 
 
-def _backend_fix(value: object) -> str:
-    close = difflib.get_close_matches(value, sorted(BACKENDS), n=1) if isinstance(value, str) else []
-    return ((f"Did you mean {close[0]!r}? " if close else "")
-            + "local runs on this machine; slurm submits worker jobs with sbatch.")
+def _what_each_is() -> str:
+    return "; ".join(f"{name} {BACKENDS[name].summary}".strip() for name in BACKENDS.names()) + "."
 
 
 def get_backend(name: str) -> Backend:
@@ -217,9 +258,10 @@ class PackCluster:
         self.notes = notes
         self._client: Client | None = None
         self._adaptive: CooldownAdaptive | None = None
-        #: Where this cluster's telemetry goes (a packlab.telemetry.collect.ClusterTelemetry),
-        #: or ``None`` when launched with ``telemetry=False``.
+        #: Where this cluster's telemetry goes (a packlab.telemetry.collect.ClusterTelemetry,
+        #: set by telemetry's cluster hook), or ``None`` when launched with ``telemetry=False``.
         self.telemetry: Any = None
+        self._attachments: list[Any] = []
         self._registered = False
 
     # -- access ---------------------------------------------------------------
@@ -358,6 +400,11 @@ class PackCluster:
                               PacklabWarning, stacklevel=3)
                 return
 
+    def attach(self, obj: Any) -> None:
+        """Close ``obj`` with this cluster: ``obj.close()`` before the cluster shuts down,
+        ``obj.after_close()`` once it has (see :mod:`packlab.hooks`)."""
+        self._attachments.append(obj)
+
     def close(self) -> None:
         """Remove it from the registry, stop adaptive scaling, disconnect the client and
         shut the cluster down."""
@@ -367,14 +414,14 @@ class PackCluster:
             self._registered = False
             registry.unregister(self.name)
         self._stop_adaptive()
-        if self.telemetry is not None:  # first: its last samples go out while the scheduler runs
-            self.telemetry.close()
+        for a in self._attachments:  # first: telemetry's last samples go out while the scheduler runs
+            a.close()
         if self._client is not None:
             self._client.close()
             self._client = None
         self.cluster.close()
-        if self.telemetry is not None:
-            self.telemetry.after_close()
+        for a in self._attachments:
+            a.after_close()
 
     def __enter__(self) -> PackCluster:
         return self

@@ -7,7 +7,7 @@ from typing import Any
 
 from distributed import Security
 
-from .. import checks, config
+from .. import checks, config, hooks
 from ..errors import ConfigError, PacklabError
 from ..profiles import PROFILES
 from ..resources import MIN_WORKER_MEMORY
@@ -128,10 +128,8 @@ def launch(
     wait = request.wait
     telemetry = checks.boolean(config.get("telemetry.enabled") if telemetry is None else telemetry,
                                "telemetry")
-    if store is not None:
-        from ..telemetry.collect import check_store
-
-        check_store(store)
+    hook_options = {"telemetry": telemetry, "store": store, "spot": request.spot}
+    hooks.check_cluster_options(hook_options)  # e.g. telemetry's store=, before anything starts
     if name is not None:
         registry.check_free(registry.check_name(name))
     if impl.spawns_processes(request) and workers_reimport_main():
@@ -164,10 +162,7 @@ def launch(
         # Connect now: the client becomes Dask's default, so a plain .compute() right
         # after launch() runs on this cluster rather than on local threads.
         pc.client  # noqa: B018
-        if telemetry:
-            from ..telemetry.collect import install
-
-            pc.telemetry = install(pc, store, market="spot" if request.spot else "on-demand")
+        hooks.cluster_launched(pc, hook_options)  # telemetry installs its scheduler plugin here
         if request.adaptive:
             pc.adapt(request.min_workers or 0, request.max_workers)
         else:

@@ -20,6 +20,7 @@ class LocalBackend(Backend):
     """Worker processes on this machine, sized from the profile and clamped to it."""
 
     name = "local"
+    summary = "runs on this machine"
     reserved = {
         "n_workers": "pass workers= (or min_workers=/max_workers=) to launch() instead",
         "threads_per_worker": "pass cores= to launch() instead",

@@ -15,14 +15,10 @@ import warnings
 from distributed import Security
 
 from .. import config
-from ..errors import bad_value
+from ..errors import PacklabSecurityWarning, bad_value
 
 #: What ``packlab.dashboard.address`` defaults to: loopback, any free port.
 LOOPBACK_DASHBOARD = "127.0.0.1:0"
-
-
-class PacklabSecurityWarning(UserWarning):
-    """A setting opens a cluster to other users or hosts; packlab does as told and says so."""
 
 
 def _is_loopback(host: str) -> bool:

@@ -39,6 +39,7 @@ from ._dask_compat import discard_unstarted, import_slurm_cluster, keep_workers
 from .base import Backend, ClusterRequest, ClusterStartError, clamp_gpus, keywords_of, register_backend
 from .security import LOOPBACK_DASHBOARD, PURPOSE
 from .security import dashboard_address as check_dashboard_address
+from .slurm_accounting import SlurmAccounting
 
 #: First among the workers' arguments, so that a ``--dashboard-address`` of the site's or
 #: the user's (checked and warned about by :func:`worker_dashboards`) comes later and wins.
@@ -112,6 +113,7 @@ class SlurmBackend(Backend):
     """Each worker is one SLURM batch job submitted by dask-jobqueue."""
 
     name = "slurm"
+    summary = "submits worker jobs with sbatch"
     reserved = {
         "n_workers": "pass workers= (or min_workers=/max_workers=) to launch() instead",
         "queue": "pass partition= to launch() instead",
@@ -165,6 +167,9 @@ class SlurmBackend(Backend):
                 f"{sorted(known)}. Pass one of those."
             )
         return known[name]
+
+    def accounting(self) -> SlurmAccounting:
+        return SlurmAccounting()
 
     def right_size(self, request: ClusterRequest) -> tuple[Profile, list[str]]:
         part = self.choose_partition(request)

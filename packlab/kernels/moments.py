@@ -45,7 +45,7 @@ class Count(Reduction):
         if self.vtype.kind == "b":
             import warnings
 
-            from ..clusters import PacklabWarning
+            from ..errors import PacklabWarning
 
             warnings.warn(
                 "reduce='count' of a boolean kernel is the number of values (count counts valid "

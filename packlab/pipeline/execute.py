@@ -19,13 +19,14 @@ from collections import deque
 from typing import Any
 
 from ..errors import PacklabError
+from ..queue.states import ENDED_KINDS
 from .checkpoints import CheckpointRefused, CheckpointStore, OutputNotSerializable
 from .dag import Graph, StageSpec
 from .keys import code_token, stage_key, unit_key
 from .run import CACHED, DONE, FAILED, FINISHED, PENDING, RUNNING, SKIPPED, PipelineRun, StageResult
 from .worker import StageCall, load_output
 
-_FINAL_KINDS = ("done", "failed-final", "dead", "cancelled")
+_FINAL_KINDS = ENDED_KINDS
 _POLL = 0.5  # seconds: every job in flight is looked at this often, events or not
 
 
@@ -46,8 +47,8 @@ def unfinished_units(store: str, pipeline: str) -> frozenset[str]:
     """The queue keys of ``pipeline``'s jobs left unfinished in the queue store ``store``
     (none if there is no store yet): a driver died while they ran, perhaps after their
     output was checkpointed."""
-    from ..queue.schema import identify, store_path
     from ..queue.store import Store
+    from ..store import identify, store_path
 
     if identify(store, store_path(store)) == "new":  # none, or made empty by a driver killed at once
         return frozenset()

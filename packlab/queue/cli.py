@@ -17,8 +17,9 @@ import click
 
 from .. import config
 from ..errors import PacklabError
+from ..files import pid_alive
 from .job import check_cancellable, check_requeueable
-from .lease import lease_timeout, pid_alive
+from .lease import lease_timeout
 from .states import STATUSES
 from .store import Store
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import PacklabError, QueueClosed, bad_value
 from ..units import seconds
-from .states import (  # noqa: F401 - RETRYING, RUNNING, STATUSES: re-exported from their old home
+from .states import (
     CANCELLED,
     DEAD,
     DONE,
@@ -24,9 +24,6 @@ from .states import (  # noqa: F401 - RETRYING, RUNNING, STATUSES: re-exported f
     PRIORITIES,
     QUEUED,
     REQUEUEABLE,
-    RETRYING,
-    RUNNING,
-    STATUSES,
     TERMINAL,
 )
 

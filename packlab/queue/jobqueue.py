@@ -55,7 +55,7 @@ from typing import Any
 
 from distributed import Client
 
-from .. import checks, config
+from .. import checks, config, hooks
 from ..clusters import registry
 from ..errors import PacklabError, QueueClosed, QueueFailed, bad_value
 from ..units import memory_bytes
@@ -163,10 +163,9 @@ class JobQueue(Views):
         self._lock = threading.Lock()
         self._keys: weakref.WeakValueDictionary[str, Job] = weakref.WeakValueDictionary()  # as jobs
         self._closed = False
-        from ..telemetry.collect import attach_queue  # here: a queue without telemetry loads none of it
-
-        self._telemetry = attach_queue(self, cluster_or_client)  # never raises
-        self._engine.spans = self._telemetry is not None  # Dask spans only where they are read
+        self._attachments = hooks.queue_opened(self, cluster_or_client)  # telemetry's recorder; never raises
+        # Dask spans only where they are read
+        self._engine.spans = any(getattr(a, "wants_spans", False) for a in self._attachments)
 
     # -- submitting ----------------------------------------------------------------------
     @property
@@ -387,8 +386,8 @@ class JobQueue(Views):
         self._engine.stop()
         self._engine.thread.join(timeout=60)
         self._hub.close()
-        if self._telemetry is not None:
-            self._telemetry.close()
+        for a in self._attachments:
+            a.close()
         self._store.close()
         self._lease.release()
         if self._owns_client:

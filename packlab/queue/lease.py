@@ -31,9 +31,10 @@ from collections.abc import Callable
 
 from .. import config
 from ..errors import LeaseError
+from ..files import pid_alive
+from ..store import connect, transaction
+from ..store.failures import classified
 from ..units import seconds
-from .failures import classified
-from .schema import connect, transaction
 
 log = logging.getLogger("packlab.queue")
 #: Driver ids whose queue closed in this process. Their row stays when the store refused
@@ -52,28 +53,6 @@ def lease_timeout() -> float:
     return seconds(config.get("queue.lease-timeout"), "packlab.queue.lease-timeout", allow_zero=False)
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host is alive (a zombie, killed but not yet
-    reaped by its parent, is not).
-
-    Examples
-    --------
-    >>> pid_alive(os.getpid())
-    True
-    """
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: it exists
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except OSError:  # no /proc (macOS): os.kill said it exists
-        return True
-
-
 def _when(t: float) -> str:
     return _dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -81,7 +60,7 @@ def _when(t: float) -> str:
 class Lease:
     """This driver's lease on a store (see the module docs). ``Lease(path)`` takes it or
     raises a :class:`~packlab.errors.LeaseError` naming the holder; ``release()`` gives
-    it back. The lease's table is in the store's one DDL (:mod:`.schema`): open the store
+    it back. The lease's table is in the queue's DDL (:mod:`.schema`): open the store
     first.
 
     Examples

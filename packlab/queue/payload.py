@@ -110,7 +110,7 @@ def _holder(path: str) -> str | None:
     ident = (st.st_dev, st.st_ino)  # a store removed and made again is another file
     con, was = cons.get(path, (None, None))
     if con is None or was != ident:
-        from .schema import connect  # on the worker: the one way to connect, read-only
+        from ..store import connect  # on the worker: the one way to connect, read-only
 
         if con is not None:
             con.close()

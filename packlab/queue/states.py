@@ -5,6 +5,8 @@ Examples
 --------
 >>> Kind.DONE, DONE in TERMINAL, len(KINDS)
 ('done', True, 16)
+>>> Kind.DEAD in FAILED_KINDS, Kind.HELD in WAITING_KINDS
+(True, True)
 """
 
 from __future__ import annotations
@@ -48,6 +50,17 @@ class Kind:
 
 #: Every event kind.
 KINDS = tuple(v for k, v in vars(Kind).items() if k.isupper())
+
+#: After these kinds a job waits in the queue (or for its backoff, or behind a breaker).
+WAITING_KINDS = frozenset({Kind.SUBMITTED, Kind.RESUMED, Kind.REQUEUED, Kind.RETRYING, Kind.RETRY_DEFERRED,
+                           Kind.HELD, Kind.RELEASED})
+#: After these it does not: handed to Dask, or over.
+NOT_WAITING_KINDS = frozenset({Kind.RUNNING, Kind.DONE, Kind.FAILED, Kind.FAILED_FINAL, Kind.DEAD,
+                               Kind.CANCELLED, Kind.REJECTED})
+#: The kinds that end a job (a later ``requeued`` may start it again), in a stable order.
+ENDED_KINDS = (Kind.DONE, Kind.FAILED_FINAL, Kind.DEAD, Kind.CANCELLED)
+#: The ends that are failures.
+FAILED_KINDS = (Kind.FAILED_FINAL, Kind.DEAD)
 
 #: Seconds between two reads of requests from other processes (``packlab queue cancel``).
 POLL = 0.25

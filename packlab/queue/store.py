@@ -27,11 +27,11 @@ import cloudpickle
 
 from .. import config
 from ..errors import LeaseError, PacklabError
-from . import failures
+from ..store import failures, missing_columns, open_store, remove_store, transaction
 from .job import Job, Signal, check_cancellable, check_requeueable
-from .schema import missing_columns, open_store, remove_store, transaction
+from .schema import QUEUE
 from .states import CANCELLED, DEAD, FAILED, QUEUED, RETRYING, STATUSES, UNFINISHED, Kind
-from .writer import _EVENT, WriteBehind
+from .writer import EVENT_SQL, WriteBehind
 
 _CHUNK = 500  # ids bound per query: far below SQLite's limit on variables
 _COLUMNS = ("id, seq, key, fn, owner, priority, deadline, timeout, resources, retry, status, attempts,"
@@ -55,16 +55,16 @@ class Store(WriteBehind):
     """
 
     def __init__(self, store: str | os.PathLike, mode: str = "rwc") -> None:
-        self.path, self._con, self.created = open_store(store, mode)
+        self.path, self._con, self.created = open_store(store, mode, (QUEUE,))
         if mode != "ro":  # see packlab.queue.synchronous: a commit is on the disk, not in its cache
             self._con.execute(f"PRAGMA synchronous={config.get('queue.synchronous').upper()}")
-        missing = {name for name, _ in missing_columns(self._con)}  # only a read-only opener has any
+        missing = {name for _, name, _ in missing_columns(self._con, QUEUE)}  # a read-only opener's
         self._columns = ", ".join(f"NULL AS {c}" if c in missing else c for c in _COLUMNS.split(", "))
         self._ops: queue.SimpleQueue = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
         #: What stopped the store: a :class:`StoreError` (the disk full or read-only, a
-        #: broken file: see :mod:`.failures`) or the :class:`LeaseError` of a lost lease.
+        #: broken file: see :mod:`packlab.store.failures`) or the :class:`LeaseError` of a lost lease.
         #: Nothing more is written once it is set; ``submit`` and ``wait`` raise it.
         self.error: BaseException | None = None
         #: When (epoch s) a write was refused by the store itself, set at once, before
@@ -97,7 +97,7 @@ class Store(WriteBehind):
         return self.error
 
     def _fail(self, e: BaseException) -> None:
-        """The store itself refused a write (not the row: see :mod:`.failures`): record
+        """The store itself refused a write (not the row: see :mod:`packlab.store.failures`): record
         why, write nothing more, and tell the queue (once)."""
         with self._lock:
             if self.failed is not None or self.error is not None:
@@ -239,7 +239,7 @@ class Store(WriteBehind):
             check(job_id, was)
             self._con.execute("UPDATE jobs SET status=?, attempts=?, updated=? WHERE id=?",
                               (status, n if attempts is None else attempts, now, job_id))
-            self._con.execute(_EVENT, (job_id, now, kind, f"was {was} after {n} attempts"))
+            self._con.execute(EVENT_SQL, (job_id, now, kind, f"was {was} after {n} attempts"))
         return was, n
 
     def requeue(self, job_id: str) -> tuple[str, int]:

@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable
 
 from ..errors import LeaseError, PacklabError, StoreError
-from . import failures
+from ..store import failures
 
-_INSERT = ("INSERT INTO jobs (id, seq, key, fn, owner, priority, deadline, timeout, resources, retry,"
+INSERT_SQL = ("INSERT INTO jobs (id, seq, key, fn, owner, priority, deadline, timeout, resources, retry,"
            " status, attempts, submitted, updated, payload) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
-_EVENT = "INSERT INTO events VALUES (?,?,?,?)"
+EVENT_SQL = "INSERT INTO events VALUES (?,?,?,?)"
 _MAX_BATCH = 20000  # writes per commit
 _PAUSE = 3.0  # under load, wait this many times the last commit's duration before the next
 _MAX_PAUSE = 0.05  # s
@@ -140,7 +140,7 @@ class WriteBehind:
             elif kind == "S":
                 stmts.append((key, params))
         if inserts:
-            self._con.executemany(_INSERT, inserts)
+            self._con.executemany(INSERT_SQL, inserts)
         by_cols: dict[tuple, list] = {}
         for jid, cols in updates.items():
             by_cols.setdefault(tuple(cols), []).append((*cols.values(), jid))
@@ -149,7 +149,7 @@ class WriteBehind:
         for sql, params in stmts:
             self._con.execute(sql, params)
         if events:
-            self._con.executemany(_EVENT, events)
+            self._con.executemany(EVENT_SQL, events)
 
     def _commit_one(self, op: tuple) -> tuple[Callable | None, BaseException | None]:
         if not op[0]:
@@ -166,7 +166,7 @@ class WriteBehind:
             if not failures.row_error(e):  # not the row's fault: the store itself fails
                 self._fail(e)
                 return None, None
-            sql = {"I": _INSERT, "E": _EVENT, "U": "UPDATE jobs"}.get(op[0], op[1])
+            sql = {"I": INSERT_SQL, "E": EVENT_SQL, "U": "UPDATE jobs"}.get(op[0], op[1])
             first = op[2][0] if isinstance(op[2], tuple) else op[1]
             with self._lock:
                 self._rejected.append(f"{sql.split('(')[0].strip()} {first!r}: {e}")

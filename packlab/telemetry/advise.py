@@ -32,8 +32,8 @@ def run_summary(m: Monitor) -> RunSummary:
     now = time.time()
     live = m.live
     tel = m._telemetry
-    if tel is not None and tel.slurm is not None:
-        tel.slurm.poll(tel.store)  # the worker jobs' states now, not as of the last poll
+    if tel is not None and tel.jobs is not None:
+        tel.jobs.poll(tel.store)  # the worker jobs' states now, not as of the last poll
     with m._read() as con:
         scope = m._scope()
         where, wp = scope.where("w")

@@ -22,7 +22,9 @@ import uuid
 from typing import Any
 
 from .. import checks, config
-from ..queue import schema
+from ..clusters.base import get_backend
+from ..queue.states import NOT_WAITING_KINDS, WAITING_KINDS
+from ..store import identify, store_path
 from . import plugin as _plugin
 from . import prometheus
 from .pricing import Pricing
@@ -30,19 +32,13 @@ from .store import Writer
 
 log = logging.getLogger("packlab.telemetry")
 
-#: After these kinds a job waits in the queue (or for its backoff, or behind a breaker).
-WAITING = frozenset({"submitted", "resumed", "requeued", "retrying", "retry-deferred", "held", "released"})
-#: After these it does not.
-NOT_WAITING = frozenset({"running", "done", "failed", "failed-final", "dead", "cancelled", "rejected"})
 
 
 def check_store(store: object, field: str = "store") -> str:
     """A store path for telemetry, checked before anything starts: a packlab store or a new
     file in an existing folder (the file itself is not made yet)."""
-    from .store import _identify
-
-    path = schema.store_path(checks.path(store, field))
-    _identify(store, path)  # refuses another application's file, a symlink, garbage (read through SQLite)
+    path = store_path(checks.path(store, field))
+    identify(store, path)  # refuses another application's file, a symlink, garbage (read through SQLite)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         from ..errors import PacklabError
@@ -63,7 +59,7 @@ class ClusterTelemetry:
         self.client, self.cluster_id, self.store, self.temporary = client, cluster_id, store, temporary
         self.queues: list[QueueRecorder] = []
         self.sinks: list[Any] = []
-        self.slurm: Any = None  # a .slurm.SlurmRecorder on a SLURM cluster
+        self.jobs: Any = None  # an .accounting.JobsRecorder where workers are batch jobs
         self.closed = False
 
     def flush(self) -> str:
@@ -79,18 +75,18 @@ class ClusterTelemetry:
     def close(self) -> None:
         """Write everything the scheduler holds (before the cluster closes)."""
         self.closed = True
-        if self.slurm is not None:
-            self.slurm.remember()
+        if self.jobs is not None:
+            self.jobs.remember()
         for q in self.queues:
             q.close()
         with contextlib.suppress(Exception):
             self.client.run_on_scheduler(_stop)
 
     def after_close(self) -> None:
-        """Once the cluster closed: the worker jobs' final SLURM billing; remove a
+        """Once the cluster closed: the worker jobs' final billing; remove a
         temporary store."""
-        if self.slurm is not None:
-            self.slurm.close(store=self.store)
+        if self.jobs is not None:
+            self.jobs.close(store=self.store)
         if self.temporary:
             shutil.rmtree(os.path.dirname(self.store), ignore_errors=True)
 
@@ -123,10 +119,11 @@ def install(pc: Any, store: str | None = None, *, market: str = "on-demand") -> 
         path, cid, interval=interval, flush_interval=every, backend=pc.backend, profile=pc.profile.name,
         market=market, gpus=pc.profile.gpus, pricing=Pricing.from_config()))
     tel = ClusterTelemetry(pc.client, cid, path, temporary)
-    if pc.backend == "slurm":
-        from .slurm import SlurmRecorder
+    accounting = get_backend(pc.backend).accounting()  # the batch scheduler's view of worker jobs
+    if accounting is not None:
+        from .accounting import JobsRecorder
 
-        tel.slurm = SlurmRecorder(pc.cluster, cid, path, every=max(5.0, 10 * interval))
+        tel.jobs = JobsRecorder(pc.cluster, accounting, cid, path, every=max(5.0, 10 * interval))
     return tel
 
 
@@ -150,6 +147,10 @@ class QueueRecorder:
     empties is sampled once at 0, then left out until it has jobs again.
     """
 
+    #: The queue tags its hand-overs with Dask spans while a recorder is attached (they are
+    #: what the per-function CPU figures are read from).
+    wants_spans = True
+
     def __init__(self, queue: Any, *, interval: float = 1.0, flush_interval: float = 2.0) -> None:
         self.writer = Writer(queue.store, flush_interval=flush_interval)
         self.interval = interval
@@ -159,7 +160,7 @@ class QueueRecorder:
         self._sampled: set[str] = set()  # the classes of the last sample
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._sub = queue.subscribe(self._on_event, kinds=WAITING | NOT_WAITING)
+        self._sub = queue.subscribe(self._on_event, kinds=WAITING_KINDS | NOT_WAITING_KINDS)
         self._metrics = prometheus.register(self.metric_families)
         self._thread = threading.Thread(target=self._loop, name="packlab-telemetry-queue", daemon=True)
         self._thread.start()
@@ -176,7 +177,7 @@ class QueueRecorder:
 
     def _on_event(self, ev: Any) -> None:
         with self._lock:
-            if ev.kind in WAITING:
+            if ev.kind in WAITING_KINDS:
                 if ev.job_id not in self._waiting:
                     classes = (f"priority:{ev.priority}", f"owner:{ev.owner}" if ev.owner else "")
                     self._waiting[ev.job_id] = classes
@@ -230,6 +231,32 @@ class QueueRecorder:
             _plugin.flush(self._client)
 
 
+class ClusterHook:
+    """Telemetry's part in ``launch()`` (see :mod:`packlab.hooks`): ``store=`` checked before
+    anything starts, the scheduler plugin installed once the client is connected."""
+
+    def check(self, options: dict[str, Any]) -> None:
+        if options.get("store") is not None:
+            check_store(options["store"])
+
+    def launched(self, pc: Any, options: dict[str, Any]) -> None:
+        if options.get("telemetry"):
+            market = "spot" if options.get("spot") else "on-demand"
+            pc.telemetry = install(pc, options.get("store"), market=market)
+            pc.attach(pc.telemetry)
+
+
+class QueueHook:
+    """Telemetry's part in a queue's opening: :func:`attach_queue`."""
+
+    def opened(self, queue: Any, cluster_or_client: Any) -> QueueRecorder | None:
+        return attach_queue(queue, cluster_or_client)
+
+
+#: Registered as ``telemetry`` in :data:`packlab.hooks.CLUSTER_HOOKS` and ``QUEUE_HOOKS``.
+CLUSTER_HOOK, QUEUE_HOOK = ClusterHook(), QueueHook()
+
+
 def attach_queue(queue: Any, cluster_or_client: Any) -> QueueRecorder | None:
     """Record ``queue``'s telemetry in its store when it runs on a cluster with the
     telemetry plugin (the cluster's telemetry follows it there). Never raises: telemetry
@@ -249,8 +276,8 @@ def attach_queue(queue: Any, cluster_or_client: Any) -> QueueRecorder | None:
         path = _plugin.retarget(queue.client, queue.store)
         if path:
             tel.store = path
-            if tel.slurm is not None:
-                tel.slurm.store = path
+            if tel.jobs is not None:
+                tel.jobs.store = path
             if tel.temporary and os.path.abspath(old) != os.path.abspath(path):
                 tel.temporary = False
                 shutil.rmtree(os.path.dirname(old), ignore_errors=True)
@@ -261,4 +288,5 @@ def attach_queue(queue: Any, cluster_or_client: Any) -> QueueRecorder | None:
         return None
 
 
-__all__ = ["ClusterTelemetry", "QueueRecorder", "attach_queue", "check_store", "install", "telemetry_of"]
+__all__ = ["CLUSTER_HOOK", "QUEUE_HOOK", "ClusterTelemetry", "QueueRecorder",
+           "attach_queue", "check_store", "install", "telemetry_of"]

@@ -20,11 +20,12 @@ import threading
 import time
 from dataclasses import dataclass
 
+from ..queue.states import ENDED_KINDS, FAILED_KINDS
 from .pricing import GIB, Pricing
 
 #: Job events after which a job is finished, and those of them that mean it failed.
-ENDS = ("done", "failed-final", "dead", "cancelled")
-FAILED_ENDS = ("failed-final", "dead")
+ENDS = ENDED_KINDS
+FAILED_ENDS = FAILED_KINDS
 RECENT = 2000  # jobs behind the percentiles and trends
 
 

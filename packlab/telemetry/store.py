@@ -3,8 +3,8 @@
 Telemetry lives in the same SQLite file as a :class:`packlab.JobQueue`'s jobs when a
 queue runs on the cluster (one file holds the jobs and their telemetry), else in the
 file named by ``launch(store=)`` or ``packlab.telemetry.store``. The file is created
-owner-only and recognised exactly as the queue's store is (:mod:`packlab.queue.schema`);
-telemetry's tables are its own DDL (:data:`DDL`), added beside the queue's.
+owner-only and recognised exactly as the queue's store is (:mod:`packlab.store`);
+telemetry's tables are its own :data:`TELEMETRY` schema, added beside the queue's.
 
 Writing never blocks or slows the queue: a :class:`Writer` has its own connection and
 thread, commits a batch every ``flush_interval`` in one short transaction, and waits at
@@ -22,14 +22,14 @@ import logging
 import math
 import os
 import sqlite3
-import stat
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
 from ..errors import PacklabError, StoreError
-from ..queue import failures, schema
+from ..queue.schema import QUEUE
+from ..store import Schema, failures, migrate, open_store, register, transaction
 from .series import history_tiers
 
 log = logging.getLogger("packlab.telemetry")
@@ -85,78 +85,20 @@ METRICS: dict[str, tuple[str, str, str]] = {
 """The sampled series in ``tel_samples``, their kind (:data:`~.series.METRIC_KINDS`) and unit."""
 
 
+#: Telemetry's part of a store (its tables beside the queue's).
+TELEMETRY = register(Schema(name="telemetry", ddl=DDL, objects=frozenset(TABLES)))
+
+
 def create_tables(con: sqlite3.Connection) -> None:
-    """Add telemetry's tables to a packlab store (and the queue's, for a new file: one DDL
-    for each, so ``packlab queue`` and ``packlab report`` both recognise the file)."""
-    have = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
-    if set(TABLES) <= have and "jobs_fn" in have:  # the queue's index came later: an older store gets it
-        return
-    schema.migrate(con)
-    with schema.transaction(con):
-        for stmt in DDL.split(";"):
-            if stmt.strip():
-                con.execute(stmt)
+    """Add telemetry's tables to a packlab store (and the queue's, for a new file: both
+    parts in each, so ``packlab queue`` and ``packlab report`` both recognise the file)."""
+    migrate(con, QUEUE, TELEMETRY)
 
 
-def _identify(store: object, path: str) -> str:
-    """As :func:`packlab.queue.schema.identify` (``"new"`` or ``"packlab"``, any other file
-    refused unchanged), but reading an existing file only through SQLite.
-
-    Why: this process may already have the store open (the queue's own connections), and
-    closing any other descriptor of that file drops every POSIX lock the process holds on
-    it; another process would then take the queue's WAL for unused, checkpoint and reset
-    it under the queue's feet. SQLite's own connections share their locks per file, so
-    opening and closing one of them is safe.
-    """
-    for p in (path, path + "-wal", path + "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            if stat.S_ISLNK(os.lstat(p).st_mode):
-                raise schema._refuse(store, path, f"has a symbolic link at {p}",
-                                     "packlab never follows one; remove it or pass store= a real file.")
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return "new"
-    if not stat.S_ISREG(st.st_mode):
-        raise schema._refuse(store, path, "is not a regular file", schema._OTHER)
-    if st.st_size == 0:
-        return "new"
-    try:
-        con = schema.connect(path, mode="ro")
-        try:
-            app = con.execute("PRAGMA application_id").fetchone()[0]
-            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            cols = {r[1] for r in con.execute("PRAGMA table_info(jobs)")}
-        finally:
-            con.close()
-    except sqlite3.DatabaseError as e:
-        raise schema._refuse(store, path, f"is not a readable SQLite database ({e})", schema._OTHER) from None
-    if app == schema.APPLICATION_ID or (app == 0 and "jobs" in tables and schema._CORE <= cols):
-        return "packlab"
-    names = ", ".join(sorted(tables)[:5]) or "none"
-    what = (f"is the SQLite database of another application (application_id {app:#x})" if app else
-            f"is an SQLite database that is not a packlab store (tables: {names})")
-    raise schema._refuse(store, path, what, schema._OTHER)
-
-
-def _open(store: str | os.PathLike, mode: str) -> tuple[str, sqlite3.Connection]:
-    """A connection to a store (see :func:`_identify` for why not ``schema.open_store``)."""
-    path = schema.store_path(store)
-    if _identify(store, path) == "new":
-        if mode == "ro":
-            schema.open_store(store, "ro")  # raises: no store there
-        path, con, _ = schema.open_store(store, "rwc")  # nothing of ours is open on a new file
-        return path, con
-    if mode != "ro" and not os.access(path, os.W_OK):
-        raise PacklabError(f"store={os.fspath(store)!r} ({os.path.abspath(path)}) is not writable; packlab "
-                           "left it unchanged. Pass store= a path you can write.", field="store", value=store)
-    try:
-        con = schema.connect(path, mode)
-        if mode != "ro":
-            schema.migrate(con)
-    except sqlite3.DatabaseError as e:
-        raise PacklabError(f"store={os.fspath(store)!r} cannot be used ({e}).", field="store",
-                           value=store) from None
+def _open(where: str | os.PathLike, mode: str) -> tuple[str, sqlite3.Connection]:
+    """A connection to a store, created with the queue's and telemetry's tables when new."""
+    path, con, _ = open_store(where, mode, (QUEUE, TELEMETRY) if mode != "ro" else (),
+                                    writer="telemetry")
     return path, con
 
 
@@ -221,7 +163,7 @@ class Writer:
     telemetry must not stop the workload. ``refused`` counts such batches, ``dropped`` the
     rows that did not fit in ``capacity``; ``error`` holds the last failure (``None``
     once a batch went in again). A failure of the store itself (full, read-only: see
-    :mod:`packlab.queue.failures`) is logged once, as a warning, until writes succeed.
+    :mod:`packlab.store.failures`) is logged once, as a warning, until writes succeed.
 
     Examples
     --------
@@ -305,7 +247,7 @@ class Writer:
         if not batch:
             return
         try:
-            with schema.transaction(self._con):
+            with transaction(self._con):
                 for table, rows in batch.items():
                     self._con.executemany(_INSERT[table], rows)
         except sqlite3.Error as e:  # the lock stayed with the queue, or the disk is full: later
@@ -363,7 +305,7 @@ def downsample_store(con: sqlite3.Connection, now: float) -> int:
     kinds = _kinds()
     others = ",".join("?" * (len(kinds["peak"]) + len(kinds["counter"])))
     peaks, counters = ",".join("?" * len(kinds["peak"])), ",".join("?" * len(kinds["counter"]))
-    with schema.transaction(con):
+    with transaction(con):
         con.execute("CREATE TEMP TABLE IF NOT EXISTS tel_ds (t REAL, source TEXT, metric TEXT, value REAL)")
         for (age, _), (_, res) in itertools.pairwise(tiers):
             cutoff = math.floor((now - age) / res) * res

@@ -17,10 +17,10 @@ from typing import Any
 import ipywidgets as w
 
 from .. import checks, config
-from ..clusters import BACKENDS, PackCluster, PacklabWarning
+from ..clusters import BACKENDS, PackCluster
 from ..clusters.base import check_backend
 from ..clusters.launch import launch, prepare
-from ..errors import PacklabError, PacklabRuntimeError
+from ..errors import PacklabError, PacklabRuntimeError, PacklabWarning
 from ..profiles import PROFILES
 from ..units import format_walltime
 from .forms import launch_arguments, scale_action

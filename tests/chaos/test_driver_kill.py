@@ -181,13 +181,13 @@ def test_driver_sigkilled_mid_pipeline_rerun_completes_with_whole_checkpoints(
 
 KILLED_CREATING = r"""
 import os, sys
-from packlab.queue import schema
 from packlab.queue.store import Store
+from packlab.store import opening
 
 def killed(con):  # SIGKILL's effect, at the worst moment: SQLite's header written, no schema
     os._exit(9)
 
-schema.migrate = killed
+opening.migrate = killed
 Store(sys.argv[1])
 """
 
