@@ -32,6 +32,7 @@ from typing import Any
 
 from .. import checks
 from ..errors import bad_value
+from ..units import format_money
 from . import fine
 from . import queries as q
 from .alerts import Alert, default_rules, evaluate
@@ -354,7 +355,7 @@ def cost_so_far(cluster: Any) -> str | None:
     if getattr(cluster, "telemetry", None) is None:
         return None
     m = monitor(cluster)
-    return f"{m.cost():,.2f} {m.pricing.currency}"
+    return format_money(m.cost(), m.pricing.currency, cents=True)
 
 
 __all__ = ["JOB_METRICS", "Monitor", "Snapshot", "cost_so_far", "monitor"]
