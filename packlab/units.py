@@ -1,4 +1,5 @@
-"""Parsing of the human units users type: memory sizes, durations, SLURM walltimes.
+"""Parsing of the human units users type: memory sizes, durations, SLURM walltimes; and
+the one way packlab writes an amount of money (:func:`format_money`).
 
 The unit names are Dask's (``dask.utils.byte_sizes``/``timedelta_sizes``), so a value
 that works in a Dask setting works here, but the grammar is packlab's own and strict:
@@ -181,10 +182,48 @@ def format_walltime(total: int) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}"
 
 
+CURRENCY_SIGNS = {"USD": "$", "EUR": "\u20ac", "GBP": "\u00a3"}
+"""The signs :func:`format_money` writes before an amount (``sign=True``); a currency not
+here is written as its code after the amount."""
+
+
+def format_money(amount: float | None, currency: str, *, cents: bool = False, sign: bool = False) -> str:
+    """An amount of money in ``currency`` (an ISO 4217 code: the ``packlab.pricing``
+    currency) as text: the one money format of the panel, the report, the monitor and the
+    launcher.
+
+    Four decimals under 1, two from 1 up, two significant digits for an amount under a
+    thousandth; ``"n/a"`` for ``None``. ``cents``: always two decimals (a running total).
+    ``sign``: the currency's sign before the amount (:data:`CURRENCY_SIGNS`), else its
+    code after it.
+
+    Examples
+    --------
+    >>> format_money(0.0123, "USD"), format_money(6.3e-7, "EUR"), format_money(1234.5, "GBP")
+    ('0.0123 USD', '6.3e-07 EUR', '1,234.50 GBP')
+    >>> format_money(0.125, "USD", cents=True), format_money(0.125, "USD", cents=True, sign=True)
+    ('0.12 USD', '$0.12')
+    >>> format_money(2, "CHF", cents=True, sign=True), format_money(None, "USD")
+    ('2.00 CHF', 'n/a')
+    """
+    if amount is None:
+        return "n/a"
+    if cents:
+        number = f"{amount:,.2f}"
+    elif amount and abs(amount) < 0.001:
+        number = f"{amount:.2g}"
+    else:
+        number = f"{amount:,.4f}" if abs(amount) < 1 else f"{amount:,.2f}"
+    mark = CURRENCY_SIGNS.get(currency) if sign else None
+    return f"{mark}{number}" if mark else f"{number} {currency}"
+
+
 __all__ = [
+    "CURRENCY_SIGNS",
     "MAX_BYTES",
     "MAX_SECONDS",
     "format_bytes",
+    "format_money",
     "format_walltime",
     "memory_bytes",
     "seconds",

@@ -10,6 +10,10 @@ without enough data to judge keeps its state: missing data neither fires nor res
 The seed's rules, with their defaults in ``packlab.telemetry.alerts``, come from
 :func:`default_rules`. The alerts go to the sinks of :mod:`packlab.telemetry.sinks`.
 
+An :class:`AlertEvaluator` holds the state between calls: the one place alerts are judged
+for a cluster or a store, shared by its monitors and its panel (:class:`packlab.Monitor`'s
+``evaluator``), so they never disagree about what fires.
+
 Examples
 --------
 >>> rule = Rule("busy", "utilisation", "above_for", 0.9, window=60, cooldown=0, min_samples=2)
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -251,6 +256,67 @@ def evaluate(rules: Sequence[Rule], series: Mapping[str, Iterable[Row]], now: fl
             st = replace(st, announced=False)
         new[rule.name] = st
     return alerts, new
+
+
+class AlertEvaluator:
+    """The firing state of the alert rules of one cluster or store, judged by :func:`evaluate`
+    at each :meth:`check`, and the sinks its alerts go to.
+
+    Whoever checks (a monitor's alert thread, :meth:`packlab.Monitor.check_alerts`, the
+    panel's reads) updates this one state and sends what fires or resolves to ``sinks``,
+    so an alert fires once however many read it. A rule not judged in a check (another
+    caller's rules) keeps its state.
+
+    Examples
+    --------
+    >>> ev = AlertEvaluator()
+    >>> rule = Rule("busy", "utilisation", "above_for", 0.9, window=60, cooldown=0, min_samples=2)
+    >>> busy = {"utilisation": [(0, 0.95), (30, 0.97), (60, 0.99)]}
+    >>> [(a.rule, a.status) for a in ev.check([rule], lambda window: busy, now=60)]
+    [('busy', 'firing')]
+    >>> ev.check([rule], lambda window: busy, now=61), list(ev.firing)  # still busy: no repeat
+    ([], ['busy'])
+    >>> ev.firing["busy"].message
+    'busy: utilisation lowest value over the whole window 0.95 is above 0.9 (window 60 s)'
+    """
+
+    def __init__(self) -> None:
+        self.sinks: list[Any] = []
+        self._lock = threading.Lock()
+        self._state: dict[str, RuleState] = {}
+        self._firing: dict[str, Alert] = {}  # the firing alert of each announced rule
+
+    @property
+    def state(self) -> dict[str, RuleState]:
+        """Each rule's :class:`RuleState` (a copy)."""
+        with self._lock:
+            return dict(self._state)
+
+    @property
+    def firing(self) -> dict[str, Alert]:
+        """The rules firing now (announced, not resolved), by name: the alert each fired with."""
+        with self._lock:
+            return {n: self._firing[n] for n in sorted(self._firing)}
+
+    def check(self, rules: Sequence[Rule], series: Callable[[float], Mapping[str, Iterable[Row]]],
+              now: float) -> list[Alert]:
+        """Judge ``rules`` at ``now`` over ``series(window)`` (the rows of the last
+        ``window`` seconds: twice the longest rule window), send the alerts to the sinks;
+        the alerts."""
+        rules = _rules(rules)
+        window = max((r.window for r in rules), default=300.0) * 2
+        data = series(window)
+        with self._lock:
+            alerts, new = evaluate(rules, data, now, self._state)
+            self._state = {**self._state, **new}
+            self._firing = {a.rule: a for a in alerts if a.status == "firing"} | {
+                k: v for k, v in self._firing.items() if self._state[k].announced}
+            sinks = list(self.sinks)
+        if alerts and sinks:
+            from .sinks import deliver  # the sinks module builds on this one
+
+            deliver(alerts, sinks)
+        return alerts
 
 
 def _alert(rule: Rule, status: str, value: float, now: float, what: str, above: bool) -> Alert:

@@ -27,16 +27,18 @@ import math
 import os
 import threading
 import time
+import weakref
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from .. import checks
 from ..errors import bad_value
+from ..units import format_money
 from . import fine
 from . import queries as q
-from .alerts import Alert, default_rules, evaluate
+from .alerts import Alert, AlertEvaluator, default_rules
 from .pricing import Pricing, check_pricing, su_cost
-from .sinks import AlertSink, deliver
+from .sinks import AlertSink
 from .store import METRICS, open_for_reading
 from .trends import change, describe_change, describe_trend, percentile
 
@@ -107,21 +109,42 @@ def _time(value: object, field: str, now: float) -> float | None:
     return checks.number(value, field, fix="Epoch seconds, a datetime, or a duration ago such as '10m'.")
 
 
+_LIVE_EVALUATORS: weakref.WeakKeyDictionary[Any, AlertEvaluator] = weakref.WeakKeyDictionary()
+_STORE_EVALUATORS: weakref.WeakValueDictionary[tuple, AlertEvaluator] = weakref.WeakValueDictionary()
+_EVALUATORS_LOCK = threading.Lock()
+
+
+def _evaluator_of(telemetry: Any, store: str, cluster: str | None) -> AlertEvaluator:
+    """The alert evaluator of a cluster's telemetry, or of a store file and cluster: one
+    each, shared by every monitor of it (and the panel) while any holds it."""
+    with _EVALUATORS_LOCK:
+        if telemetry is not None:
+            table, key = _LIVE_EVALUATORS, telemetry
+        else:
+            table, key = _STORE_EVALUATORS, (os.path.realpath(store), cluster)
+        ev = table.get(key)
+        if ev is None:
+            ev = table[key] = AlertEvaluator()
+        return ev
+
+
 class Monitor:
     """The telemetry of one cluster (live) or of a store (any time, any process).
 
     Make it with :func:`monitor`. ``pricing`` (default :meth:`Pricing.from_config`) prices
-    the workers held.
+    the workers held. ``evaluator`` judges the alerts (:class:`~.alerts.AlertEvaluator`):
+    by default the one every monitor of the same cluster (live) or of the same store file
+    and cluster shares, the panel's included, with its ``sinks``.
     """
 
     def __init__(self, store: str, *, telemetry: Any = None, cluster: str | None = None,
-                 pricing: Pricing | None = None) -> None:
+                 pricing: Pricing | None = None, evaluator: AlertEvaluator | None = None) -> None:
         self.store = store
         self._telemetry = telemetry
         self.cluster = cluster
         self.pricing = Pricing.from_config() if pricing is None else check_pricing(pricing)
-        self.sinks: list[AlertSink] = []
-        self._alert_state: dict = {}
+        self.evaluator = _evaluator_of(telemetry, store, cluster) if evaluator is None else evaluator
+        self.sinks: list[AlertSink] = self.evaluator.sinks
         self._watch: threading.Thread | None = None
         self._stop = threading.Event()
         self._ends: tuple[str, q.EndCounts] | None = None  # counted incrementally, per store file
@@ -302,13 +325,10 @@ class Monitor:
                 "cost_per_job": [(r[0], r[3]) for r in recent]}
 
     def check_alerts(self, rules: list | None = None, now: float | None = None) -> list[Alert]:
-        """Judge the rules now, send what fires or resolves to the sinks; the alerts."""
+        """Judge the rules now (default :func:`~.alerts.default_rules`) with this monitor's
+        :attr:`evaluator`, send what fires or resolves to the sinks; the alerts."""
         rules = default_rules() if rules is None else rules
-        window = max((r.window for r in rules), default=300.0) * 2
-        alerts, self._alert_state = evaluate(rules, self.series(window), time.time() if now is None else now,
-                                             self._alert_state)
-        deliver(alerts, self.sinks)
-        return alerts
+        return self.evaluator.check(rules, self.series, time.time() if now is None else now)
 
     def close(self) -> None:
         """Stop the alert thread."""
@@ -354,7 +374,7 @@ def cost_so_far(cluster: Any) -> str | None:
     if getattr(cluster, "telemetry", None) is None:
         return None
     m = monitor(cluster)
-    return f"{m.cost():,.2f} {m.pricing.currency}"
+    return format_money(m.cost(), m.pricing.currency, cents=True)
 
 
 __all__ = ["JOB_METRICS", "Monitor", "Snapshot", "cost_so_far", "monitor"]

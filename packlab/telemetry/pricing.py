@@ -44,6 +44,31 @@ CURRENCIES = {
 MARKETS = ("on-demand", "spot", "reserved")
 """How a worker's capacity was bought: at the list price, preemptible, or reserved."""
 
+
+@dataclass(frozen=True)
+class Term:
+    """One resource in the price of a worker: ``resource`` (the :meth:`Pricing.hourly`
+    keyword; in the store, the ``tel_workers`` column ``column``) in units of ``per``,
+    times the :class:`Pricing` field ``price`` per hour."""
+
+    price: str
+    resource: str
+    column: str
+    per: int = 1
+
+
+TERMS = (
+    Term("core_hour", "cores", "threads"),  # a worker's threads are the cores it holds
+    Term("gb_hour", "memory", "memory", per=GIB),  # bytes, priced per GiB
+    Term("gpu_hour", "gpus", "gpus"),
+)
+"""What a worker costs per hour held, before its market's discount: the sum of these
+terms. The one definition behind :meth:`Pricing.hourly` and :func:`rate_sql`: a new
+priced resource is a field of :class:`Pricing` and a term here."""
+
+MARKET_DISCOUNTS = {"spot": "spot_discount", "reserved": "reserved_discount"}
+"""The :class:`Pricing` field that discounts each market; a market not here pays the list price."""
+
 PRESETS: dict[str, dict[str, Any]] = {
     # EXAMPLE rates only, roughly public list prices in 2024 (one region, Linux), to show the
     # shape of a price list: they are not a quote. Put your own in packlab.pricing.
@@ -56,8 +81,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 """Example price lists for :meth:`Pricing.preset`: illustrative rates, not quotes."""
 
-_PRICES = ("core_hour", "gb_hour", "gpu_hour", "su_price")
-_DISCOUNTS = ("spot_discount", "reserved_discount")
+_PRICES = (*(t.price for t in TERMS), "su_price")
+_DISCOUNTS = tuple(MARKET_DISCOUNTS.values())
 
 
 def check_currency(value: object, field: str = "currency") -> str:
@@ -164,16 +189,47 @@ class Pricing:
         (0.7, 0.0)
         """
         market = checks.choice(market, "market", MARKETS)
-        return {"on-demand": 0.0, "spot": self.spot_discount, "reserved": self.reserved_discount}[market]
+        return getattr(self, MARKET_DISCOUNTS[market]) if market in MARKET_DISCOUNTS else 0.0
 
     def hourly(self, *, cores: int, memory: int | str, gpus: int = 0, market: str = "on-demand") -> float:
         """The price of one worker of this size for an hour held (``memory`` in bytes or
         ``"4GiB"``; 0 for none)."""
         cores = checks.integer(cores, "cores", minimum=0)
         mem = 0 if memory == 0 and not isinstance(memory, bool) else checks.memory(memory, "memory")
-        gpus = checks.integer(gpus, "gpus", minimum=0)
-        base = cores * self.core_hour + mem / GIB * self.gb_hour + gpus * self.gpu_hour
+        held = {"cores": cores, "memory": mem, "gpus": checks.integer(gpus, "gpus", minimum=0)}
+        base = 0.0
+        for t in TERMS:
+            amount = held[t.resource]
+            base += (amount if t.per == 1 else amount / t.per) * getattr(self, t.price)
         return round(base * (1 - self.discount(market)), 12)
+
+
+def rate_sql(pricing: Pricing, alias: str = "w") -> tuple[str, tuple]:
+    """SQL for a worker's price per **second** held (:meth:`Pricing.hourly` over 3600) over
+    the columns of a ``tel_workers`` row named ``alias``, and its parameters: the same
+    :data:`TERMS` and :data:`MARKET_DISCOUNTS`, unrounded.
+
+    Examples
+    --------
+    >>> import sqlite3
+    >>> sql, params = rate_sql(Pricing(core_hour=0.1, spot_discount=0.7))
+    >>> con = sqlite3.connect(":memory:")
+    >>> row = "(SELECT 4 AS threads, 0 AS memory, 0 AS gpus, 'spot' AS market)"
+    >>> round(con.execute(f"SELECT {sql} * 3600 FROM {row} w", params).fetchone()[0], 12)
+    0.12
+    """
+    p = check_pricing(pricing)
+    parts, params = [], []
+    for t in TERMS:
+        if t.per == 1:
+            parts.append(f"{alias}.{t.column} * ?")
+            params.append(getattr(p, t.price))
+        else:
+            parts.append(f"{alias}.{t.column} * 1.0 / ? * ?")
+            params += [t.per, getattr(p, t.price)]
+    cases = " ".join(f"WHEN '{market}' THEN ?" for market in MARKET_DISCOUNTS)
+    params += [getattr(p, field) for field in MARKET_DISCOUNTS.values()]
+    return (f"(({' + '.join(parts)}) * (1 - CASE {alias}.market {cases} ELSE 0 END) / 3600.0)", tuple(params))
 
 
 def worker_cost(pricing: Pricing, *, cores: int, memory: int | str, seconds: float, gpus: int = 0,

@@ -7,7 +7,8 @@ come back to Python.
 
 A *job* is a :class:`packlab.JobQueue` job when the store holds queue events (the queue's
 own ``events`` table, with its ``jobs`` for their function: telemetry keeps no copy), else a
-Dask task. A worker's cost per second is its :meth:`~.pricing.Pricing.hourly` rate over 3600,
+Dask task. A worker's cost per second is its :meth:`~.pricing.Pricing.hourly` rate over 3600
+(in SQL: :func:`~.pricing.rate_sql`, made from the same terms),
 shared by its threads: a task pays its compute time times that rate over the worker's
 threads, which is what :func:`~.cost.attribute` charges when no more tasks run at once
 than the worker has threads (Dask never runs more).
@@ -21,7 +22,7 @@ import time
 from dataclasses import dataclass
 
 from ..queue.states import ENDED_KINDS, FAILED_KINDS
-from .pricing import GIB, Pricing
+from .pricing import Pricing, rate_sql
 
 #: Job events after which a job is finished, and those of them that mean it failed.
 ENDS = ENDED_KINDS
@@ -42,13 +43,6 @@ class Scope:
         return ("1=1", ()) if self.cluster is None else (f"{col}=?", (self.cluster,))
 
 
-def _rate_sql(p: Pricing) -> tuple[str, tuple]:
-    """SQL for a worker's price per second (``w.`` columns), and its parameters."""
-    return ("((w.threads * ? + w.memory * 1.0 / ? * ? + w.gpus * ?) * (1 - CASE w.market WHEN 'spot' THEN ? "
-            "WHEN 'reserved' THEN ? ELSE 0 END) / 3600.0)",
-            (p.core_hour, GIB, p.gb_hour, p.gpu_hour, p.spot_discount, p.reserved_discount))
-
-
 def _end(scope: Scope) -> str:
     return "COALESCE(w.stop, w.seen)" if scope.now is None else "COALESCE(w.stop, ?)"
 
@@ -63,7 +57,7 @@ def has_queue(con: sqlite3.Connection) -> bool:
 
 def held(con: sqlite3.Connection, scope: Scope, pricing: Pricing) -> tuple[float, float, float]:
     """``(cost of every worker held, thread-seconds held, workers held now)``."""
-    rate, rp = _rate_sql(pricing)
+    rate, rp = rate_sql(pricing)
     where, wp = scope.where("w")
     now = () if scope.now is None else (scope.now,)
     end = _end(scope)
@@ -76,7 +70,7 @@ def held(con: sqlite3.Connection, scope: Scope, pricing: Pricing) -> tuple[float
 def busy(con: sqlite3.Connection, scope: Scope, pricing: Pricing) -> tuple[float, float, int, int]:
     """``(cost of task time, task thread-seconds, tasks, tasks erred)``, from the per-worker
     totals the plugin keeps (``tel_workers.busy/tasks/erred``): no scan of the tasks."""
-    rate, rp = _rate_sql(pricing)
+    rate, rp = rate_sql(pricing)
     where, wp = scope.where("w")
     row = con.execute(f"SELECT SUM(w.busy * {rate} / w.threads), SUM(w.busy), SUM(w.tasks), SUM(w.erred) "
                       f"FROM tel_workers w WHERE {where}", (*rp, *wp)).fetchone()
@@ -175,7 +169,7 @@ def jobs(con: sqlite3.Connection, scope: Scope, pricing: Pricing, counts: EndCou
     each count reads only new rows), ``True`` for a fresh count, ``False`` for none (the
     counts are 0 and only ``recent`` is read).
     """
-    rate, rp = _rate_sql(pricing)
+    rate, rp = rate_sql(pricing)
     today = _midnight()
     if not has_queue(con):
         _, _, n, failed = busy(con, scope, pricing)

@@ -22,14 +22,11 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
+from ..units import format_money
 from .advisor import Finding
 from .monitor import Snapshot
 
 TOP = 5  # findings shown
-
-
-def _money(x: float | None, cur: str) -> str:
-    return "n/a" if x is None else f"{x:,.4f} {cur}" if abs(x) < 1 else f"{x:,.2f} {cur}"
 
 
 def _secs(x: float | None) -> str:
@@ -38,15 +35,19 @@ def _secs(x: float | None) -> str:
 
 def rows(s: Snapshot) -> list[tuple[str, str]]:
     """The summary as ``(metric, value)`` rows."""
+
+    def money(x: float | None) -> str:
+        return format_money(x, s.currency)
+
     return [
         ("queue depth", f"{s.queue_depth} jobs"),
         ("worker utilisation", f"{s.utilisation * 100:.1f} %"),
         ("job duration p50 / p95", f"{_secs(s.duration_p50)} / {_secs(s.duration_p95)}"),
         ("failure rate", f"{s.failure_rate * 100:.1f} % ({s.jobs_failed} of {s.jobs} jobs)"),
-        ("cost per job", _money(s.cost_per_job, s.currency)),
-        ("cost in all", f"{_money(s.cost_total, s.currency)}, idle {_money(s.cost_idle, s.currency)} "
+        ("cost per job", money(s.cost_per_job)),
+        ("cost in all", f"{money(s.cost_total)}, idle {money(s.cost_idle)} "
                         f"({s.idle_share * 100:.0f} %)"),
-        *([("SLURM service units", f"{s.service_units:,.4g} SU ({_money(s.service_units_cost, s.currency)})")]
+        *([("SLURM service units", f"{s.service_units:,.4g} SU ({money(s.service_units_cost)})")]
           if s.service_units is not None else []),
         ("jobs completed today", str(s.jobs_completed_today)),
         ("duration trend", s.duration_trend),

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..units import format_money
+
 OK, WARN, BAD, NONE = "#2e9e44", "#e0a100", "#d1344b", "#9aa0a6"
 """Status colours: fine, needs a look, needs action, no data."""
 SEVERITY = {"info": "#3b7dd8", "warning": WARN, "critical": BAD}
@@ -22,18 +24,15 @@ SEVERITY = {"info": "#3b7dd8", "warning": WARN, "critical": BAD}
 
 # -- cards and lists ----------------------------------------------------------------------
 def money(x: float | None, currency: str) -> str:
-    """``"0.0123 USD"``, ``"6.3e-07 USD"``; ``"n/a"`` for ``None``.
+    """``"0.0123 USD"``, ``"6.3e-07 USD"``; ``"n/a"`` for ``None``
+    (:func:`packlab.units.format_money`).
 
     Examples
     --------
     >>> money(0.0123, "USD"), money(6.3e-7, "EUR"), money(12.5, "USD")
     ('0.0123 USD', '6.3e-07 EUR', '12.50 USD')
     """
-    if x is None:
-        return "n/a"
-    if x and abs(x) < 0.001:
-        return f"{x:.2g} {currency}"
-    return f"{x:,.4f} {currency}" if abs(x) < 1 else f"{x:,.2f} {currency}"
+    return format_money(x, currency)
 
 
 def seconds(x: float | None) -> str:

@@ -34,7 +34,7 @@ import numpy as np
 from .. import checks, config
 from ..errors import bad_value
 from ..telemetry.advise import advise
-from ..telemetry.alerts import default_rules, evaluate
+from ..telemetry.alerts import default_rules
 from ..telemetry.monitor import Monitor, Snapshot, monitor
 from ..telemetry.workers import workers as held_workers
 from . import viewmodel as vm
@@ -73,12 +73,14 @@ class Frame:
 
 
 def _source(obj: Any) -> tuple[Monitor, Any]:
-    """A store-only monitor to read, and the cluster (or live monitor) it follows."""
+    """A store-only monitor to read, and the cluster (or live monitor) it follows; it
+    judges alerts with the evaluator of the monitor it copies (one state, one set of sinks)."""
     if isinstance(obj, Monitor):
-        return Monitor(obj.store, cluster=obj.cluster, pricing=obj.pricing), obj if obj.live else None
+        copy = Monitor(obj.store, cluster=obj.cluster, pricing=obj.pricing, evaluator=obj.evaluator)
+        return copy, obj if obj.live else None
     if getattr(obj, "telemetry", None) is not None:
         m = monitor(obj)
-        return Monitor(m.store, cluster=m.cluster, pricing=m.pricing), obj
+        return Monitor(m.store, cluster=m.cluster, pricing=m.pricing, evaluator=m.evaluator), obj
     if isinstance(obj, (str, os.PathLike)):
         return monitor(obj), None
     raise bad_value(
@@ -126,7 +128,6 @@ class Feed:
         self._findings: list | None = None
         self._findings_at = 0.0
         self._advising = threading.Event()
-        self._alert_state: dict = {}
         self._reset()
 
     def _reset(self) -> None:
@@ -140,7 +141,8 @@ class Feed:
         tel = getattr(self.follows, "telemetry", None)
         store = tel.store if tel is not None else getattr(self.follows, "store", None)
         if store and os.path.abspath(store) != os.path.abspath(self.monitor.store):
-            self.monitor = Monitor(store, cluster=self.monitor.cluster, pricing=self.monitor.pricing)
+            m = self.monitor
+            self.monitor = Monitor(store, cluster=m.cluster, pricing=m.pricing, evaluator=m.evaluator)
             self._reset()
 
     def _since(self, metric: str, now: float) -> float | None:
@@ -274,14 +276,11 @@ class Feed:
         recent = [(t, c) for t, c in self._costs if t >= snap.at - 60]
         rate = vm.rate_per_hour(recent) if self.live else None
 
-        window = max((r.window for r in self.rules), default=300.0) * 2
-        alerts, self._alert_state = evaluate(self.rules, m.series(window), now, self._alert_state)
-        active_names = {n for n, st in self._alert_state.items() if st.announced}
-        # the firing alert of each active rule (an alert fires once; keep its message)
-        self._firing = {a.rule: a for a in alerts if a.status == "firing"} | {
-            k: v for k, v in getattr(self, "_firing", {}).items() if k in active_names
-        }
-        active = [self._firing[n] for n in sorted(active_names) if n in self._firing]
+        # judged by the monitor's evaluator, which its alert thread and sinks share
+        m.check_alerts(self.rules, now)
+        firing = m.evaluator.firing  # the firing alert of each active rule (it fired once)
+        active_names = set(firing)
+        active = list(firing.values())
 
         sla = vm.rule_threshold(self.rules, "job-duration-sla")
         limit = vm.rule_threshold(self.rules, "failure-rate")

@@ -22,7 +22,7 @@ from ..clusters.base import check_backend
 from ..clusters.launch import launch, prepare
 from ..errors import PacklabError, PacklabRuntimeError, PacklabWarning
 from ..profiles import PROFILES
-from ..units import format_walltime
+from ..units import format_money, format_walltime
 from .forms import launch_arguments, scale_action
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,8 @@ class ClusterLauncher(w.VBox):
         Initial worker bounds (equal: a fixed size).
     cost_source : callable, optional
         ``cost_source(cluster) -> float | str | None``: the cost so far, shown in the
-        status line (a float is shown as dollars). Default: the cluster's telemetry
+        status line (a float is in the ``packlab.pricing`` currency:
+        ``$0.12`` for USD). Default: the cluster's telemetry
         (:func:`packlab.telemetry.monitor.cost_so_far`, priced with ``packlab.pricing``);
         for a cluster launched with ``telemetry=False`` the line says
         ``cost: n/a (telemetry not enabled)``.
@@ -267,13 +268,15 @@ class ClusterLauncher(w.VBox):
             from ..telemetry.monitor import cost_so_far as source
         try:
             cost = source(pc)
+            if isinstance(cost, (int, float)):  # in the currency of packlab.pricing
+                from ..telemetry.pricing import Pricing
+
+                cost = format_money(cost, Pricing.from_config().currency, cents=True, sign=True)
         except Exception:
             logger.warning("packlab launcher: cost_source failed", exc_info=True)
             return "cost: unavailable"
         if cost is None:
             return "cost: n/a"
-        if isinstance(cost, (int, float)):
-            return f"cost so far: ${cost:,.2f}"
         return f"cost so far: {cost}"
 
     def _sync_buttons(self) -> None:
