@@ -277,7 +277,8 @@ class Driver:
         call = StageCall(self.name, spec.name, spec.fn, self.store.root, s.key, inputs, spec.params,
                          spec.takes_ctx, element, reuse=self.resume)
         opts = dict(priority=spec.priority, owner=self.owner, retry=_stage_retry(spec, self.retry),
-                    timeout=spec.timeout, resources=spec.resources)
+                    timeout=spec.timeout, resources=spec.resources,
+                    tags={"pipeline": self.name, "stage": spec.name})  # how telemetry groups its jobs
         qkey = self._qkey(spec.name, call.unit)
         t0 = time.time()
         job = self.q.submit(call, key=qkey, **opts)

@@ -9,6 +9,7 @@ Users read it and block on :meth:`Job.result`.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import threading
 import time
 from concurrent.futures import CancelledError
@@ -118,14 +119,17 @@ class Job:
         "__weakref__", "_charge", "_cv", "_exc", "_future", "_has_result", "_payload", "_pq", "_result",
         "_started", "_token", "attempts", "deadline", "error", "events", "fn_name", "id", "key",
         "late", "next_attempt", "owner", "rank", "resources", "retry", "seq", "status", "submitted",
-        "timeout", "traceback",
+        "tags", "timeout", "traceback",
     )
 
     def __init__(self, id: str, seq: int, fn_name: str, payload: bytes | None, *, owner: str | None = None,
                  rank: int = 1, deadline: float | None = None, timeout: float | None = None,
                  key: str | None = None, resources: dict | None = None, retry: Any = None,
-                 submitted: float | None = None, cv: Signal | None = None):
+                 submitted: float | None = None, cv: Signal | None = None, tags: dict | None = None):
         self.id = id
+        #: What the submitter said the job belongs to (``{"pipeline": ..., "stage": ...}`` for a
+        #: pipeline's jobs), stored with it so readers group jobs without parsing names.
+        self.tags = tags
         self.seq = seq
         self.fn_name = fn_name
         self._payload = payload
@@ -315,3 +319,27 @@ def deadline_epoch(deadline: Any, now: float | None = None) -> float | None:
         raise bad_value("deadline", deadline, "a time in the future",
                         f"It is {t - now:.1f} s from now; give a later datetime or a delay such as '10m'.")
     return t
+
+def check_tags(tags: object) -> dict[str, str] | None:
+    """``tags`` if it is ``None`` or a mapping of short strings to strings, else a clear error.
+
+    Examples
+    --------
+    >>> check_tags({"pipeline": "etl", "stage": "clean"})
+    {'pipeline': 'etl', 'stage': 'clean'}
+    >>> check_tags({"stage": 3})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    packlab.errors.PacklabError: tags={'stage': 3} is invalid: expected a dict of strings to strings...
+    """
+    if tags is None:
+        return None
+    if not isinstance(tags, dict) or not all(isinstance(k, str) and k and isinstance(v, str)
+                                             for k, v in tags.items()):
+        raise bad_value("tags", tags, 'a dict of strings to strings, e.g. {"pipeline": "etl", "stage": "a"}')
+    return dict(tags)
+
+
+def encode_tags(tags: dict[str, str] | None) -> str | None:
+    """How tags are stored: canonical JSON (sorted keys), so equal tags group together in SQL."""
+    return None if not tags else json.dumps(tags, sort_keys=True, separators=(",", ":"))

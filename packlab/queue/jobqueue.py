@@ -63,7 +63,7 @@ from . import core
 from . import payload as _payload
 from .engine import Engine
 from .events import Hub
-from .job import Job, check_requeueable, deadline_epoch, priority_rank, timeout_seconds
+from .job import Job, check_requeueable, check_tags, deadline_epoch, priority_rank, timeout_seconds
 from .lease import Lease
 from .policies import Policy, get_policy
 from .retry import CircuitBreaker, Retry, RetryBudget, as_retry
@@ -183,7 +183,8 @@ class JobQueue(Views):
 
     def submit(self, fn, *args, priority: str = "normal", owner: str | None = None, deadline: Any = None,
                retry: Retry | int | bool | None = None, timeout: Any = None, key: str | None = None,
-               resources: dict[str, float] | None = None, **kwargs) -> Job:
+               resources: dict[str, float] | None = None, tags: dict[str, str] | None = None,
+               **kwargs) -> Job:
         """Queue ``fn(*args, **kwargs)`` and return its :class:`Job` at once.
 
         Parameters
@@ -203,6 +204,9 @@ class JobQueue(Views):
             Idempotency key: submitting an existing key returns the existing job.
         resources : dict, optional
             Dask worker resources, e.g. ``{"GPU": 1}``.
+        tags : dict of str to str, optional
+            What the job belongs to, stored with it (``Job.tags``), e.g. ``{"pipeline": "etl",
+            "stage": "clean"}`` for a pipeline's jobs: telemetry groups jobs by their tags.
 
         Examples
         --------
@@ -227,6 +231,7 @@ class JobQueue(Views):
         if resources is not None and (not isinstance(resources, dict) or not all(
                 isinstance(k, str) and isinstance(v, (int, float)) and v > 0 for k, v in resources.items())):
             raise bad_value("resources", resources, 'a dict of positive amounts such as {"GPU": 1}')
+        tags = check_tags(tags)
         self._check_healthy()
         with self._lock:
             if key is not None:
@@ -236,7 +241,7 @@ class JobQueue(Views):
             blob = _payload.dumps(fn, args, kwargs)
             job = Job(uuid.uuid4().hex[:12], next(self._seq), _payload.fn_name(fn), blob, owner=owner,
                       rank=rank, deadline=d, timeout=t, key=key, resources=resources, retry=r,
-                      cv=self._engine.signal)
+                      cv=self._engine.signal, tags=tags)
             self._engine.jobs.add(job)
             if key is not None:
                 self._keys[key] = job

@@ -10,9 +10,10 @@ CREATE TABLE IF NOT EXISTS jobs (
   id TEXT PRIMARY KEY, seq INTEGER, key TEXT UNIQUE, fn TEXT, owner TEXT, priority INTEGER,
   deadline REAL, timeout REAL, resources TEXT, retry BLOB, status TEXT, attempts INTEGER,
   submitted REAL, updated REAL, late INTEGER DEFAULT 0, error TEXT, traceback TEXT,
-  payload BLOB, result BLOB, has_result INTEGER DEFAULT 0, next_attempt REAL);
+  payload BLOB, result BLOB, has_result INTEGER DEFAULT 0, next_attempt REAL, tags TEXT);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 CREATE INDEX IF NOT EXISTS jobs_fn ON jobs(fn);
+CREATE INDEX IF NOT EXISTS jobs_tags ON jobs(tags) WHERE tags IS NOT NULL;
 CREATE TABLE IF NOT EXISTS events (job_id TEXT, t REAL, kind TEXT, detail TEXT);
 CREATE INDEX IF NOT EXISTS events_job ON events(job_id);
 CREATE TABLE IF NOT EXISTS lease (
@@ -27,8 +28,8 @@ CREATE TABLE IF NOT EXISTS requests (job_id TEXT, action TEXT, t REAL);
 #: first release, by which a store made before packlab set its application id is known.
 QUEUE = store.register(store.Schema(
     name="queue", ddl=DDL, probe="jobs",
-    objects=frozenset({"jobs", "events", "lease", "requests", "jobs_fn"}),
-    added=(("jobs", "next_attempt", "REAL"),),
+    objects=frozenset({"jobs", "events", "lease", "requests", "jobs_fn", "jobs_tags"}),
+    added=(("jobs", "next_attempt", "REAL"), ("jobs", "tags", "TEXT")),
     legacy={"jobs": frozenset({"id", "seq", "key", "fn", "owner", "priority", "status", "attempts", "payload",
                                "result"}),
             "events": frozenset({"job_id", "t", "kind", "detail"})},

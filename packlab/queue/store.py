@@ -28,14 +28,14 @@ import cloudpickle
 from .. import config
 from ..errors import LeaseError, PacklabError
 from ..store import failures, missing_columns, open_store, remove_store, transaction
-from .job import Job, Signal, check_cancellable, check_requeueable
+from .job import Job, Signal, check_cancellable, check_requeueable, encode_tags
 from .schema import QUEUE
 from .states import CANCELLED, DEAD, FAILED, QUEUED, RETRYING, STATUSES, UNFINISHED, Kind
 from .writer import EVENT_SQL, WriteBehind
 
 _CHUNK = 500  # ids bound per query: far below SQLite's limit on variables
 _COLUMNS = ("id, seq, key, fn, owner, priority, deadline, timeout, resources, retry, status, attempts,"
-            " submitted, late, error, traceback, payload, result, has_result, next_attempt")
+            " submitted, late, error, traceback, payload, result, has_result, next_attempt, tags")
 #: Run inside a store's write transaction: a row means this driver still holds the lease.
 HELD = "SELECT 1 FROM lease WHERE driver=?"
 log = logging.getLogger("packlab.queue")
@@ -130,7 +130,7 @@ class Store(WriteBehind):
         res = None if job.resources is None else json.dumps(job.resources)
         self._put(("I", None, (job.id, job.seq, job.key, job.fn_name, job.owner, job.rank, job.deadline,
                                job.timeout, res, retry, job.status, job.attempts, job.submitted,
-                               time.time(), job._payload), then, failed))
+                               time.time(), job._payload, encode_tags(job.tags)), then, failed))
 
     def update(self, job: Job, **extra: Any) -> None:
         """Write the job's status, attempts and flags (and any extra columns)."""
@@ -204,10 +204,11 @@ class Store(WriteBehind):
     @staticmethod
     def _job(row: tuple, cv) -> Job:
         (jid, seq, key, fn, owner, rank, deadline, timeout, res, retry, status, attempts, submitted,
-         late, error, tb, payload, result, has_result, next_attempt) = row
+         late, error, tb, payload, result, has_result, next_attempt, tags) = row
         j = Job(jid, seq, fn, payload, owner=owner, rank=rank, deadline=deadline, timeout=timeout,
                 key=key, resources=None if res is None else json.loads(res),
-                retry=None if retry is None else cloudpickle.loads(retry), submitted=submitted, cv=cv)
+                retry=None if retry is None else cloudpickle.loads(retry), submitted=submitted, cv=cv,
+                tags=None if tags is None else json.loads(tags))
         j.status, j.attempts, j.late, j.error, j.traceback = status, attempts, bool(late), error, tb
         j.next_attempt = next_attempt if status == RETRYING else None
         if has_result:

@@ -21,7 +21,8 @@ from ..errors import LeaseError, PacklabError, StoreError
 from ..store import failures
 
 INSERT_SQL = ("INSERT INTO jobs (id, seq, key, fn, owner, priority, deadline, timeout, resources, retry,"
-           " status, attempts, submitted, updated, payload) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+              " status, attempts, submitted, updated, payload, tags)"
+              " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 EVENT_SQL = "INSERT INTO events VALUES (?,?,?,?)"
 _MAX_BATCH = 20000  # writes per commit
 _PAUSE = 3.0  # under load, wait this many times the last commit's duration before the next

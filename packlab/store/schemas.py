@@ -100,11 +100,15 @@ def migrate(con: sqlite3.Connection, *schemas: Schema) -> None:
         return  # the common case: no write lock taken
     with transaction(con):
         for s in schemas:
-            for stmt in s.ddl.split(";"):
-                if stmt.strip():
-                    con.execute(stmt)
+            stmts = [st.strip() for st in s.ddl.split(";") if st.strip()]
+            tables = [st for st in stmts if st.upper().startswith("CREATE TABLE")]
+            for stmt in tables:  # tables, then the columns an old store lacks, then indexes (on them)
+                con.execute(stmt)
             for table, name, kind in missing_columns(con, s):
                 con.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+            for stmt in stmts:
+                if stmt not in tables:
+                    con.execute(stmt)
         con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from ..errors import bad_value
 from ..queue import spans as _spans
+from .queries import stage_of_fn
 
 BY = ("owner", "fn", "stage", "prefix")
 
@@ -77,16 +78,15 @@ def rows(cluster: str, now: float, raw: list[tuple]) -> list[tuple]:
     return out
 
 
-def _group(by: str, owner: str | None, fn: str | None, prefix: str) -> str | None:
+def _group(by: str, owner: str | None, fn: str | None, prefix: str,
+           stages: dict[str, tuple[str, str]]) -> str | None:
     if by == "owner":
         return owner or ""
     if by == "fn":
         return fn
     if by == "prefix":
         return prefix
-    from ..pipeline.worker import stage_of_job  # the one place of the naming
-
-    ps = stage_of_job(fn or "")
+    ps = stages.get(fn or "")  # from the jobs' tags (see queries.stage_of_fn)
     return None if ps is None else f"{ps[0]}.{ps[1]}"
 
 
@@ -105,8 +105,9 @@ def efficiency(con: sqlite3.Connection, where: str, params: tuple, by: str = "fn
     sql = (f"SELECT owner, fn, prefix, activity, unit, SUM(value) FROM tel_fine WHERE {where} AND {span} "
            "GROUP BY owner, fn, prefix, activity, unit")
     acc: dict[str, dict[str, float]] = {}
+    stages = stage_of_fn(con) if by == "stage" else {}
     for owner, fn, prefix, activity, unit, v in con.execute(sql, params):
-        g = _group(by, owner, fn, prefix)
+        g = _group(by, owner, fn, prefix, stages)
         if g is None:
             continue
         a = acc.setdefault(g, {})

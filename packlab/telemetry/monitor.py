@@ -200,18 +200,15 @@ class Monitor:
             service_units_cost=None if su is None else su_cost(self.pricing, su))
 
     def pipelines(self) -> list[dict[str, Any]]:
-        """The pipelines' stages that ran jobs here (:class:`packlab.Pipeline` names its
-        stage jobs ``packlab.pipeline.<pipeline>.<stage>``), oldest first: ``pipeline``,
+        """The pipelines' stages that ran jobs here (:class:`packlab.Pipeline` tags its
+        stage jobs with their pipeline and stage), oldest first: ``pipeline``,
         ``stage``, ``done`` and ``failed`` units (a fan-out's elements), ``retries``,
         ``busy_s`` (worker-seconds of its attempts), ``first``/``last`` event times.
         """
-        from ..pipeline.worker import JOB_PREFIX, stage_of_job  # the one place of the naming
-
         with self._read() as con:
-            rows = q.pipeline_stages(con, JOB_PREFIX)
+            rows = q.pipeline_stages(con)
         out = []
-        for fn, done, failed, retries, busy, first, last in rows:
-            pipeline, stage = stage_of_job(fn) or (fn[len(JOB_PREFIX):], "")
+        for (pipeline, stage), done, failed, retries, busy, first, last in rows:
             out.append({"pipeline": pipeline, "stage": stage, "done": done, "failed": failed,
                         "retries": int(retries or 0), "busy_s": round(busy or 0.0, 6), "first": first,
                         "last": last})

@@ -16,6 +16,7 @@ than the worker has threads (Dask never runs more).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -239,21 +240,42 @@ __all__ = ["ENDS", "FAILED_ENDS", "EndCounts", "Jobs", "Scope", "busy", "has_que
            "maxima", "recent", "service_units"]
 
 
-def pipeline_stages(con: sqlite3.Connection, prefix: str) -> list[tuple]:
-    """Per pipeline stage (its jobs' function name, which starts with ``prefix``: see
-    :data:`packlab.pipeline.worker.JOB_PREFIX`): units done, failed for good, retries,
+def pipeline_stages(con: sqlite3.Connection) -> list[tuple]:
+    """Per pipeline stage (its jobs carry the tags ``{"pipeline": ..., "stage": ...}``: see
+    :class:`packlab.Pipeline`): ``(pipeline, stage)``, units done, failed for good, retries,
     worker-seconds its attempts took, first and last event time; oldest stage first.
 
     A fan-out stage's elements are its units (one queue job each); a stage reused from its
-    checkpoint runs no job, so it is not here.
+    checkpoint runs no job, so it is not here. A store written before jobs carried tags has
+    none.
     """
-    return con.execute(
-        "SELECT j.fn, COUNT(DISTINCT CASE WHEN e.kind='done' THEN e.job_id END), "
+    if "tags" not in {r[1] for r in con.execute("PRAGMA table_info(jobs)")}:
+        return []  # a store from before tags, opened read-only (never migrated)
+    rows = con.execute(
+        "SELECT j.tags, COUNT(DISTINCT CASE WHEN e.kind='done' THEN e.job_id END), "
         f"COUNT(DISTINCT CASE WHEN e.kind IN {FAILED_ENDS!r} THEN e.job_id END), "
         "SUM(e.kind='retrying'), "
         "(SELECT COALESCE(SUM(t.stop - t.start), 0) FROM tel_tasks t WHERE t.job IN "
-        "   (SELECT id FROM jobs WHERE fn = j.fn)), MIN(e.t), MAX(e.t) "
+        "   (SELECT id FROM jobs WHERE tags = j.tags)), MIN(e.t), MAX(e.t) "
         "FROM jobs j JOIN events e ON e.job_id = j.id "
-        "WHERE j.fn >= ? AND j.fn < ? AND substr(j.fn, 1, ?) = ? "  # the range: by jobs_fn
-        "GROUP BY j.fn ORDER BY MIN(e.t)",
-        (prefix, prefix + "\U0010ffff", len(prefix), prefix)).fetchall()
+        "WHERE j.tags IS NOT NULL "  # by the partial index jobs_tags
+        "GROUP BY j.tags ORDER BY MIN(e.t)").fetchall()
+    out = []
+    for tags, *counts in rows:
+        t = json.loads(tags)
+        if "pipeline" in t:
+            out.append(((t["pipeline"], t.get("stage", "")), *counts))
+    return out
+
+
+def stage_of_fn(con: sqlite3.Connection) -> dict[str, tuple[str, str]]:
+    """``(pipeline, stage)`` by job function name, from the jobs' tags (for Dask's metrics,
+    which know a job's function, not its tags)."""
+    if "tags" not in {r[1] for r in con.execute("PRAGMA table_info(jobs)")}:
+        return {}
+    out = {}
+    for fn, tags in con.execute("SELECT DISTINCT fn, tags FROM jobs WHERE tags IS NOT NULL"):
+        t = json.loads(tags)
+        if "pipeline" in t:
+            out[fn] = (t["pipeline"], t.get("stage", ""))
+    return out
