@@ -92,16 +92,40 @@ def _require_slurm(request):
 
 
 @pytest.fixture
-def figure(capsys, record_property):
+def figure(request, capsys, record_property):
     """Print a measured figure past pytest's capture and record it in the report."""
 
     def report(name: str, value: object, text: str) -> None:
         record_property(name, value)
-        if text:
+        if not text:
+            return
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            # What an xdist worker prints goes nowhere: the line goes with the test's
+            # report to the main process, which prints it (pytest_runtest_logreport).
+            request.node.user_properties.append((FIGURE_LINE, text))
+        else:
             with capsys.disabled():
                 print(f"\n    [figure] {text}", end="")
 
     return report
+
+
+FIGURE_LINE = "figure-line"
+_config: list[pytest.Config] = []
+
+
+def pytest_configure(config):
+    _config[:] = [config]
+
+
+def pytest_runtest_logreport(report):
+    """In the main process of an xdist run: the [figure] lines of a test, once it is done."""
+    if report.when != "teardown" or os.environ.get("PYTEST_XDIST_WORKER") or not _config:
+        return
+    terminal = _config[0].pluginmanager.get_plugin("terminalreporter")
+    for name, text in report.user_properties:
+        if name == FIGURE_LINE and terminal is not None:
+            terminal.write(f"\n    [figure] {text}", flush=True)  # as a worker-less run prints it
 
 
 @pytest.fixture
