@@ -1,6 +1,6 @@
 """Histogram inputs built to break bin arithmetic, run against np.histogram.
 
-Run as a script by tests/test_kernels.py with NUMBA_BOUNDSCHECK=1, so that any bin
+Run as a script by tests/kernels/test_kernels.py with NUMBA_BOUNDSCHECK=1, so that any bin
 index outside the state array raises IndexError instead of writing past it.
 """
 

@@ -1,6 +1,6 @@
 """SLURM's own view of packlab's worker jobs, for the tests that run on the test SLURM
 (scripts/slurm-up): job states from ``squeue`` and ``scontrol``, and real preemption by a
-``batch`` job. A plain module (like support.py), shared by tests/test_slurm*.py and
+``batch`` job. A plain module (like support.py), shared by tests/clusters/test_slurm*.py and
 tests/chaos/."""
 
 from __future__ import annotations

@@ -20,6 +20,10 @@ import psutil
 
 import packlab
 
+# Paths for tests in any folder under tests/: helper scripts run by path live here.
+TESTS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(TESTS)
+
 
 def skip_or_fail_in_ci(reason: str | None, ci_message: str, skip_message: str) -> None:
     """Tests that need a real part (SLURM, mounts) skip loudly without it, and fail instead

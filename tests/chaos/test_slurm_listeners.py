@@ -2,7 +2,7 @@
 (this process), the nannies and the workers (the SLURM jobs' processes): Dask's own ports
 refuse plain TCP and foreign certificates, and no HTTP server (dashboards, /metrics)
 listens beyond 127.0.0.1. The same check as the local clusters' in
-tests/test_cluster_security.py (support.assert_no_open_listener)."""
+tests/clusters/test_cluster_security.py (support.assert_no_open_listener)."""
 
 from __future__ import annotations
 

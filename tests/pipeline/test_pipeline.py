@@ -11,7 +11,7 @@ import stat
 import warnings
 
 import pytest
-from support import small_cluster
+from support import TESTS, small_cluster
 
 import packlab
 from packlab.pipeline import PipelineWarning
@@ -392,7 +392,7 @@ def test_driver_sigkilled_mid_pipeline_resumes_without_redoing_finished_work(tmp
 
     from packlab.pipeline import CheckpointStore
 
-    driver = os.path.join(os.path.dirname(__file__), "pipeline_driver.py")
+    driver = os.path.join(TESTS, "pipeline_driver.py")
     ckpt, log = str(tmp_path / "ckpt"), str(tmp_path / "log")
     p = subprocess.Popen([sys.executable, driver, ckpt, log], stdout=subprocess.PIPE,
                          stderr=subprocess.DEVNULL, text=True, start_new_session=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dask
 import pytest
+from support import REPO
 
 import packlab
 from packlab.errors import ConfigError, PacklabError
@@ -199,7 +200,7 @@ def test_settings_set_by_environment_variables_are_read(monkeypatch):
 def test_the_readme_example_runs_and_says_what_it_prints():
     import pathlib
 
-    text = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    text = (pathlib.Path(REPO) / "README.md").read_text()
     section = text.split("## Telemetry", 1)[1].split("The pure logic underneath", 1)[1]
     block = section.split("```python\n", 1)[1].split("```", 1)[0]
     scope: dict = {}

@@ -12,6 +12,7 @@ import cloudpickle
 import numba
 import numpy as np
 import pytest
+from support import TESTS
 
 import packlab
 from packlab.errors import PacklabError
@@ -330,7 +331,7 @@ def test_histogram_never_indexes_outside_its_state_under_numba_boundscheck():
     import pathlib
     import subprocess
 
-    script = pathlib.Path(__file__).with_name("histogram_fuzz.py")
+    script = pathlib.Path(TESTS, "histogram_fuzz.py")
     env = {**os.environ, "NUMBA_BOUNDSCHECK": "1",
            "PYTHONPATH": os.pathsep.join([str(script.parent.parent), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, str(script), "200"], env=env, capture_output=True, text=True,

@@ -15,7 +15,7 @@ import time
 import cloudpickle
 import pytest
 from click.testing import CliRunner
-from support import race, small_cluster
+from support import TESTS, race, small_cluster
 
 import packlab
 from packlab.cli import main as cli
@@ -353,7 +353,7 @@ def test_resume_after_killing_the_driver_runs_every_job_exactly_once(cluster, tm
     con.execute("CREATE TABLE effects (key TEXT PRIMARY KEY)")
     con.commit()
     con.close()
-    driver = os.path.join(os.path.dirname(__file__), "queue_driver.py")
+    driver = os.path.join(TESTS, "queue_driver.py")
     p = subprocess.Popen([sys.executable, driver, store, log, db, str(n)], stdout=subprocess.PIPE,
                          stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     try:
@@ -407,7 +407,7 @@ def test_a_job_retrying_when_the_driver_died_waits_out_its_backoff_after_resume(
     import subprocess
 
     store, log, base = str(tmp_path / "q.db"), str(tmp_path / "log"), 4.0
-    driver = os.path.join(os.path.dirname(__file__), "queue_driver.py")
+    driver = os.path.join(TESTS, "queue_driver.py")
     p = subprocess.Popen([sys.executable, driver, "retry", store, log, f"{base}s"], stdout=subprocess.PIPE,
                          stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     try:

@@ -12,10 +12,10 @@ import subprocess
 import sys
 
 import pytest
+from support import REPO
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PORT = "6917"  # the main test SLURM is on 6817/6818
 
 

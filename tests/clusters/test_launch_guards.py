@@ -14,11 +14,11 @@ import warnings
 
 import pytest
 from distributed.deploy.spec import SpecCluster
+from support import REPO
 
 import packlab
 from packlab.clusters import ClusterStartError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GUARD_MESSAGE = "without 'if __name__ == \"__main__\":'"
 
 
