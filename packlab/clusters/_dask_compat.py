@@ -1,7 +1,7 @@
 """Every place packlab depends on a Dask or dask-jobqueue detail that is not public API.
 
 One module, so that a Dask release that changes one of them breaks here and in
-``tests/test_dask_compat.py`` (which checks each assumption directly and says what to
+``tests/clusters/test_dask_compat.py`` (which checks each assumption directly and says what to
 change), not somewhere deep in a cluster's lifecycle.
 
 - :func:`import_slurm_cluster`: ``dask_jobqueue.runner`` calls ``signal.signal(SIGINT, ...)``
