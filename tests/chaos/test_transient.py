@@ -79,9 +79,23 @@ def exactly_once(store: str, keys: set[str]) -> tuple[int, int]:
     return len(keys - set(rec)), sum(n - 1 for _, n in rec.values())
 
 
+def planned_failures(seed: int) -> int:
+    """The failed attempts ``flaky`` will inject for ``seed`` (its draws are deterministic)."""
+    total = 0
+    for i in range(JOBS):
+        n = 1
+        while random.Random(f"{seed}:k{i}:{n}").random() < RATE:
+            total, n = total + 1, n + 1
+    return total
+
+
 def test_30_percent_transient_failures_complete_every_job_within_the_retry_budget(cluster, tmp_path,
                                                                                   chaos_rng, figure):
+    # A seed whose failures ask for more retries than the budget's ratio x submissions (the
+    # premise of the "some waited" check below; about 7 % of seeds inject fewer).
     seed = chaos_rng.randrange(2**32)
+    while planned_failures(seed) <= 1.2 * BUDGET["ratio"] * JOBS:
+        seed = chaos_rng.randrange(2**32)
     store, log, db = str(tmp_path / "q.db"), str(tmp_path / "attempts"), effects_db(str(tmp_path / "fx.db"))
     budget = RetryBudget(**BUDGET)
     with JobQueue(cluster, store=store, max_in_flight=JOBS, retry=FAST, retry_budget=budget,
