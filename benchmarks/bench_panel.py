@@ -30,7 +30,7 @@ import warnings
 
 import packlab
 from packlab.telemetry.plugin import _WORKER_METRICS
-from packlab.telemetry.store import Writer
+from packlab.telemetry.tables import Writer
 
 from .bench_telemetry import _snapshot_store
 from .table import Row

@@ -48,7 +48,7 @@ _ASKER = r"""
 import sqlite3, sys, time, json
 from click.testing import CliRunner
 from packlab.cli import main
-import packlab.queue.cli  # imported once, before the clock runs (the CLI imports it lazily)
+import packlab.cli.queue  # imported once, before the clock runs (the CLI imports it lazily)
 store, stop = sys.argv[1], sys.argv[2]
 import os
 worst, n, errors = {}, {}, []

@@ -33,7 +33,7 @@ import packlab
 from packlab.queue import JobQueue
 from packlab.store import connect
 from packlab.telemetry.plugin import _WORKER_METRICS
-from packlab.telemetry.store import Writer, downsample_store
+from packlab.telemetry.tables import Writer, downsample_store
 
 from .table import Row
 

@@ -61,7 +61,7 @@ _LAZY = {
     "Finding": ".telemetry.advisor",
     "Monitor": ".telemetry.monitor",
     "monitor": ".telemetry.monitor",
-    "advise": ".telemetry.advise",
+    "advise": ".telemetry.summary",
 }
 
 if TYPE_CHECKING:
@@ -71,10 +71,10 @@ if TYPE_CHECKING:
     from .kernels import kernel, mapreduce
     from .pipeline import Pipeline
     from .queue import Job, JobQueue, Retry
-    from .telemetry.advise import advise
     from .telemetry.advisor import Finding
     from .telemetry.monitor import Monitor, monitor
     from .telemetry.pricing import Pricing
+    from .telemetry.summary import advise
 
 
 def __getattr__(name: str):

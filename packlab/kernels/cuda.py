@@ -49,7 +49,7 @@ def local_gpu() -> bool:
 
 def cluster_has_gpus() -> bool | None:
     """Whether the active Dask client's workers offer the ``GPU`` resource (None: no client)."""
-    from .placement import active_client
+    from .locality import active_client
 
     client = active_client()
     if client is None:

@@ -5,7 +5,7 @@ returning a small structured *partial*), then Dask's own tree reduction
 (:func:`dask.array.reduction`, ``split_every``) over the partials, then a finalize.
 Inputs stay where they live: on a cluster each chunk's task runs on the worker that
 holds the chunk and only partials travel. When the inputs are persisted on the
-workers, :mod:`.placement` replaces the per-chunk tasks with one task per worker
+workers, :mod:`.locality` replaces the per-chunk tasks with one task per worker
 thread and, for a small fan-in, the tree with one final task per kept block.
 """
 
@@ -24,7 +24,7 @@ import xarray as xr
 from .. import checks
 from ..errors import PacklabError, bad_value
 from . import cuda as _cuda
-from . import placement
+from . import locality
 from .kernel import Kernel, compute_dtype, kernel
 from .loops import chunk_state
 from .reductions import SKIPNA_FIX, Reduction, make_reduction
@@ -147,21 +147,21 @@ def _graph(kern, red, data, shape, axes, gpu, split_every):
     task = functools.partial(_partial_block, kern=kern, red=red, kept=kept, gpu=gpu)
     many = functools.partial(partial_of_chunks, kern=kern, red=red, kept=kept, gpu=gpu)
     annotations = {"resources": {"GPU": 1}} if gpu and _cuda.cluster_has_gpus() else {}
-    client = placement.active_client()
+    client = locality.active_client()
     partials = None
     with dask.annotate(**annotations):
         if client is not None:
-            partials = placement.grouped_partials(client, many, red, data, shape, axes)
+            partials = locality.grouped_partials(client, many, red, data, shape, axes)
         if partials is not None:
             if partials.numblocks[-1] <= _fan_in(split_every, axes):
                 final = functools.partial(_final_of_groups, red=red)
-                return placement.combine_groups(partials, final, red.result_dtype(), red.extra_shape())
+                return locality.combine_groups(partials, final, red.result_dtype(), red.extra_shape())
             raxes = (partials.ndim - 1,)  # kept dims, then one axis of groups
             if isinstance(split_every, dict):  # the groups stand for the reduced axes
                 split_every = {raxes[0]: _fan_in(split_every, axes)}
         else:
             partials = da.blockwise(
-                task, tuple(range(nd)), *placement.blockwise_pairs(data, nd),
+                task, tuple(range(nd)), *locality.blockwise_pairs(data, nd),
                 dtype=pdt, meta=np.empty((0,) * nd, pdt), align_arrays=True,
                 adjust_chunks={i: 1 for i in axes},
                 name=f"{kern.name}-{red.name}-partial-"

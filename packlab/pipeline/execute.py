@@ -47,7 +47,7 @@ def unfinished_units(store: str, pipeline: str) -> frozenset[str]:
     """The queue keys of ``pipeline``'s jobs left unfinished in the queue store ``store``
     (none if there is no store yet): a driver died while they ran, perhaps after their
     output was checkpointed."""
-    from ..queue.store import Store
+    from ..queue.jobstore import Store
     from ..store import identify, store_path
 
     if identify(store, store_path(store)) == "new":  # none, or made empty by a driver killed at once

@@ -7,10 +7,10 @@
 from .events import Event, Subscription
 from .job import Job, JobFailed, JobTimeout
 from .jobqueue import JobQueue
+from .jobstore import Store
 from .policies import FIFO, POLICIES, Deadline, FairShare, Policy, Priority, get_policy, register_policy
 from .retry import CircuitBreaker, Retry, RetryBudget
 from .states import KINDS, PRIORITIES, STATUSES, Kind
-from .store import Store
 
 __all__ = [
     "FIFO",

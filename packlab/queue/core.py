@@ -4,7 +4,7 @@ no threads (in the manner of ``cooldown_decision`` in ``clusters/adaptive.py``).
 The driver thread (:mod:`.engine`) feeds it and carries its decisions out: how many
 jobs to hand to Dask now (:func:`refill`), how deep the pipeline is (:func:`capacity`),
 and what a failed attempt becomes (:func:`after_failure`). The state machine that
-uses them is :class:`.machine.Core`; the messages the driver thread receives, the
+uses them is :class:`.machine.StateMachine`; the messages the driver thread receives, the
 events the state machine takes, the decisions it returns and its timer kinds are typed
 here.
 
@@ -51,7 +51,7 @@ def capacity(threads: int, factor: int, mean_runtime: float | None = None, sampl
 def short_jobs(mean_runtime: float | None, samples: int) -> bool:
     """Whether recent jobs are tiny (``SAMPLES`` attempts seen, shorter than ``SHORT_JOB``
     on average): then the pipeline deepens (:func:`capacity`) and the engine spreads each
-    hand-over over the workers itself (:mod:`.placement`).
+    hand-over over the workers itself (:mod:`.spread`).
 
     >>> short_jobs(0.0001, 500), short_jobs(0.0001, 5), short_jobs(1.0, 500), short_jobs(None, 0)
     (True, False, False, False)
@@ -188,11 +188,11 @@ class Stop:
 
 # -- timers ----------------------------------------------------------------------------------
 READY, TIMEOUT, DEADLINE, BREAKER = "ready", "timeout", "deadline", "breaker"
-#: The timer kinds of :class:`.machine.Core` (the fetch wait is the driver's own).
+#: The timer kinds of :class:`.machine.StateMachine` (the fetch wait is the driver's own).
 TIMERS = (READY, TIMEOUT, DEADLINE, BREAKER)
 
 
-# -- events the pure core (:class:`.machine.Core`) takes ----------------------------------
+# -- events the pure core (:class:`.machine.StateMachine`) takes ----------------------------------
 @dataclass(slots=True)
 class Ended:
     """An attempt's Dask future finished: ``ok`` (its result is to be fetched) or not

@@ -1,4 +1,4 @@
-"""The queue's driver thread: it feeds the pure core (:class:`.machine.Core`, which
+"""The queue's driver thread: it feeds the pure core (:class:`.machine.StateMachine`, which
 holds the running set, the timers and the admission decisions) and carries out its
 decisions: hand-overs to Dask, cancels, records, subscriber events, fetches.
 
@@ -45,13 +45,13 @@ from .events import Hub
 from .fetch import Completions, Fetcher, Graveyard, ended
 from .index import JobIndex
 from .job import Job, Signal
-from .machine import Core
+from .jobstore import Store
+from .machine import StateMachine
 from .payload import Payload, run_fenced
-from .placement import Spread
 from .policies import Policy
 from .retry import CircuitBreaker, Retry, RetryBudget
+from .spread import Spread
 from .states import POLL
-from .store import Store
 
 log = logging.getLogger("packlab.queue")
 THREADS_EVERY = 1.0  # s: how often max_in_flight follows the cluster's threads
@@ -73,7 +73,8 @@ class Engine:
                  hub: Hub):
         self.client, self.store, self.lease, self.hub = client, store, lease, hub
         self.result_max = result_max
-        self.core = Core(policy, retry, budget, breaker, max_in_flight, factor, fenced=lease is not None)
+        self.core = StateMachine(policy, retry, budget, breaker, max_in_flight, factor,
+                                 fenced=lease is not None)
         self.fence = None if lease is None else (lease.abspath, lease.driver)
         self._tag = uuid.uuid4().hex[:8] if lease is None else lease.driver[:8]
         self.signal = Signal()
@@ -82,7 +83,7 @@ class Engine:
         self.jobs = JobIndex()  # this session's jobs; finished ones held weakly
         self._dispatched = 0
         self.spans = False  # tag each hand-over with its Dask spans (when telemetry records them)
-        self.spread = Spread() if config.get("queue.place-tiny-jobs") else None  # see .placement
+        self.spread = Spread() if config.get("queue.place-tiny-jobs") else None  # see .spread
         self._threads_at = -THREADS_EVERY
         self._fetch_at: float | None = None
         self._polled = 0.0
@@ -281,7 +282,7 @@ class Engine:
 
     def _threads(self, now: float) -> None:
         """``max_in_flight`` follows the cluster as it scales (unless fixed), and so do
-        the slots tiny jobs are spread over (:mod:`.placement`)."""
+        the slots tiny jobs are spread over (:mod:`.spread`)."""
         if (self.core.fixed_cap and self.spread is None) or now - self._threads_at < THREADS_EVERY:
             return  # nothing follows the cluster, or it looked less than a second ago
         self._threads_at = now
@@ -340,7 +341,7 @@ class Engine:
             # Dask keeps submission order within a batch. dask.annotate is this thread's
             # own (a context variable): it tags nothing the user submits meanwhile. One
             # graph update carries every span of the hand-over (see spans.by_key); tiny
-            # jobs go straight to a worker each (see .placement).
+            # jobs go straight to a worker each (see .spread).
             ann = {"span": spans.by_key(keys, names)} if self.spans else {}
             if self.spread is not None and self.core.short and not jobs[0].resources:
                 ann.update(self.spread.annotations([(j.id, k) for j, k in zip(jobs, keys, strict=True)],

@@ -64,11 +64,11 @@ from . import payload as _payload
 from .engine import Engine
 from .events import Hub
 from .job import Job, check_requeueable, check_tags, deadline_epoch, priority_rank, timeout_seconds
+from .jobstore import Store
 from .lease import Lease
 from .policies import Policy, get_policy
 from .retry import CircuitBreaker, Retry, RetryBudget, as_retry
 from .states import TERMINAL, Kind
-from .store import Store
 from .views import Views
 
 

@@ -1,4 +1,4 @@
-"""The engine's scheduling as a pure state machine: :class:`Core` takes an event (a
+"""The engine's scheduling as a pure state machine: :class:`StateMachine` takes an event (a
 typed message of :mod:`.core`) and the time, and returns decisions (typed too).
 
 It holds the running set, the timers (retry backoff, timeouts, deadlines, breaker
@@ -12,7 +12,7 @@ Examples
 >>> from packlab.queue import Retry, CircuitBreaker, RetryBudget
 >>> from packlab.queue.job import Job
 >>> from packlab.queue.policies import get_policy
->>> c = Core(get_policy("fifo"), Retry(attempts=1), RetryBudget(), CircuitBreaker(), max_in_flight=2)
+>>> c = StateMachine(get_policy("fifo"), Retry(attempts=1), RetryBudget(), CircuitBreaker(), max_in_flight=2)
 >>> for i in range(3):
 ...     _ = c.handle(core.Push(Job(f"j{i}", i, "m.f", b"")), now=0.0)
 >>> [[j.id for j in d.jobs] for d in c.handle(core.Admit(), now=0.0)]
@@ -37,7 +37,7 @@ from .states import CANCELLED, DONE, FAILED, QUEUED, RETRYING, RUNNING, Kind
 RETRY_WAIT = 1.0  # s: a retry deferred by a spent budget asks again after this
 
 
-class Core:
+class StateMachine:
     """The queue's scheduling state and its decisions (see the module docstring).
 
     Parameters
@@ -363,4 +363,4 @@ class Core:
             self._out.append(core.CancelFutures(futs))
 
 
-__all__ = ["Core"]
+__all__ = ["StateMachine"]

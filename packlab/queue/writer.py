@@ -1,5 +1,5 @@
 """The store's write-behind: one writer thread commits whatever has piled up in a single
-transaction that checks the driver lease (see :mod:`.store`).
+transaction that checks the driver lease (see :mod:`.jobstore`).
 
 Under load that batches thousands of rows per commit, and the updates of one job within
 a batch become one row update. Between two commits under load the writer pauses a few
@@ -34,7 +34,7 @@ _MAX_PAUSE = 0.05  # s
 
 
 class WriteBehind:
-    """The writing half of :class:`~.store.Store`. It uses the store's connection
+    """The writing half of :class:`~.jobstore.Store`. It uses the store's connection
     ``_con`` and ``_lock``, its ``_write()`` transaction (which checks the lease),
     ``_fail`` and the state ``Store.__init__`` sets: ``_ops`` (the queued writes),
     ``_writer`` (the thread), ``error``, ``failed``, ``fence``, ``_rejected`` and

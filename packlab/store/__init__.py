@@ -4,7 +4,7 @@ failures and one batch-writer thread.
 
 Each package that keeps tables in a store describes them as a :class:`Schema` and
 registers it (the queue in :mod:`packlab.queue.schema`, telemetry in
-:mod:`packlab.telemetry.store`); this layer knows no table of theirs. It sits just above
+:mod:`packlab.telemetry.tables`); this layer knows no table of theirs. It sits just above
 the foundation (:mod:`packlab.errors`, :mod:`packlab.files`) and imports nothing else of
 packlab.
 """

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..clusters.base import JobAccounting, JobRecord
 from .pricing import billing as billing_of
-from .store import Writer
+from .tables import Writer
 
 log = logging.getLogger("packlab.telemetry")
 

@@ -28,7 +28,7 @@ from ..store import identify, store_path
 from . import plugin as _plugin
 from . import prometheus
 from .pricing import Pricing
-from .store import Writer
+from .tables import Writer
 
 log = logging.getLogger("packlab.telemetry")
 
@@ -139,7 +139,7 @@ class QueueRecorder:
     The events themselves are in the store already (the queue's ``events`` table, which
     the monitor reads): this only follows them through the ``subscribe`` hook. The
     callback keeps counts up to date (O(1) an event); a thread samples them every
-    ``interval`` and the :class:`~.store.Writer` writes in batches. The depth is the jobs
+    ``interval`` and the :class:`~.tables.Writer` writes in batches. The depth is the jobs
     whose last event left them waiting (submitted, retrying, held, ... and not yet handed
     to Dask), counted per job: not the ``queued`` an event carries, which is the depth as
     the emitting thread saw it and may be overtaken (a job entering the queue emits

@@ -39,7 +39,7 @@ from . import queries as q
 from .alerts import Alert, AlertEvaluator, default_rules
 from .pricing import Pricing, check_pricing, su_cost
 from .sinks import AlertSink
-from .store import METRICS, open_for_reading
+from .tables import METRICS, open_for_reading
 from .trends import change, describe_change, describe_trend, percentile
 
 JOB_METRICS = {

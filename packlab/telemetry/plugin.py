@@ -16,7 +16,7 @@ What it records, reusing what Dask already measures:
 
 The hooks on the scheduler's event loop only append to bounded buffers
 (:class:`~.series.RingBuffer` and a ``deque``); turning them into rows and writing them
-is the :class:`~.store.Writer`'s thread's job. Sampling runs every
+is the :class:`~.tables.Writer`'s thread's job. Sampling runs every
 ``packlab.telemetry.interval`` (1 s).
 """
 
@@ -35,7 +35,7 @@ from tornado.ioloop import PeriodicCallback
 
 from . import fine, prometheus
 from .series import RingBuffer
-from .store import Writer
+from .tables import Writer
 
 log = logging.getLogger("packlab.telemetry")
 
@@ -80,7 +80,7 @@ class TelemetryPlugin(SchedulerPlugin):
     Parameters
     ----------
     store : str
-        The SQLite file (made owner-only if missing; see :mod:`packlab.telemetry.store`).
+        The SQLite file (made owner-only if missing; see :mod:`packlab.telemetry.tables`).
     cluster : str
         This cluster's id in the store (``tel_clusters.cluster``).
     interval, flush_interval : float

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .store import open_for_reading
+from .tables import open_for_reading
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ def has_telemetry(path: str) -> bool:
     >>> has_telemetry("no-such.db")
     False
     """
-    from ..telemetry.store import open_for_reading
+    from ..telemetry.tables import open_for_reading
 
     if not os.path.exists(path):
         return False
@@ -81,7 +81,7 @@ def has_telemetry(path: str) -> bool:
 def read_counts(path: str) -> dict[str, int] | None:
     """Jobs per status of the store at ``path`` (opened read-only), or ``None`` if there
     is no readable store there (yet)."""
-    from ..queue.store import Store
+    from ..queue.jobstore import Store
 
     try:
         s = Store(path, mode="ro")

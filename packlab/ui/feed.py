@@ -33,9 +33,9 @@ import numpy as np
 
 from .. import checks, config
 from ..errors import bad_value
-from ..telemetry.advise import advise
 from ..telemetry.alerts import default_rules
 from ..telemetry.monitor import Monitor, Snapshot, monitor
+from ..telemetry.summary import advise
 from ..telemetry.workers import workers as held_workers
 from . import viewmodel as vm
 

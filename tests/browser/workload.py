@@ -6,7 +6,7 @@ import time
 import warnings
 
 import packlab
-from packlab import demo_batch
+from packlab.demo import batch as demo_batch
 from packlab.queue import JobQueue
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import queue_driver
 
 from packlab.pipeline import CheckpointStore
 from packlab.queue import JobQueue
-from packlab.queue.store import Store
+from packlab.queue.jobstore import Store
 
 from .drivers import Tally, Zygote, effects_db, kill_at, kill_plan, query, record, runs
 
@@ -181,7 +181,7 @@ def test_driver_sigkilled_mid_pipeline_rerun_completes_with_whole_checkpoints(
 
 KILLED_CREATING = r"""
 import os, sys
-from packlab.queue.store import Store
+from packlab.queue.jobstore import Store
 from packlab.store import opening
 
 def killed(con):  # SIGKILL's effect, at the worst moment: SQLite's header written, no schema

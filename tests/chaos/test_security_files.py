@@ -215,7 +215,7 @@ def dir_target(request, tmp_path):
 def test_a_telemetry_store_never_follows_a_planted_link(tmp_path, target, side):
     store = tmp_path / "tel.db"
     if side:
-        from packlab.telemetry.store import Writer
+        from packlab.telemetry.tables import Writer
 
         Writer(str(store), flush_interval=0.01).close()  # a real store, then the link beside it
         for s in ("-wal", "-shm"):

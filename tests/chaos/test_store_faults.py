@@ -33,8 +33,8 @@ import packlab
 from packlab import JobQueue
 from packlab.errors import StoreError
 from packlab.pipeline.checkpoints import CheckpointStore
+from packlab.queue.jobstore import Store
 from packlab.queue.lease import Lease
-from packlab.queue.store import Store
 
 from . import mounts
 

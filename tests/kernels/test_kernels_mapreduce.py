@@ -508,7 +508,7 @@ def _runs_on_a_worker() -> bool:
 def test_active_client_is_the_client_that_compute_uses():
     """placement.active_client (public Dask API only) agrees with where .compute() runs, for
     every way of choosing a scheduler; with another scheduler set the client is ignored."""
-    from packlab.kernels.placement import active_client
+    from packlab.kernels.locality import active_client
 
     task = dask.delayed(_runs_on_a_worker)()
     assert active_client() is None and not task.compute()

@@ -1,4 +1,4 @@
-"""The engine's pure core (``core`` functions and the ``machine.Core`` state machine), driven
+"""The engine's pure core (``core`` functions and the ``machine.StateMachine`` state machine), driven
 directly: no Dask, no SQLite, no threads."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from packlab.errors import LeaseError, PacklabError
 from packlab.queue import KINDS, STATUSES, CircuitBreaker, Event, Kind, Retry, RetryBudget, core
 from packlab.queue.events import Hub
 from packlab.queue.job import Job, JobTimeout
-from packlab.queue.machine import Core
+from packlab.queue.machine import StateMachine
 from packlab.queue.policies import get_policy
 from packlab.queue.states import TERMINAL, UNFINISHED
 
@@ -112,13 +112,15 @@ def test_hub_refuses_a_callback_that_is_not_callable():
         Hub().subscribe("print")
 
 
-# -- the state machine (machine.Core): events in, decisions out ----------------------------
+# -- the state machine (machine.StateMachine): events in, decisions out ----------------------------
 T0 = 1000.0
 
 
 def machine(policy="fifo", cap=2, retry=None, budget=None, breaker=None, fenced=False):
-    return Core(get_policy(policy), retry or Retry(attempts=1), budget or RetryBudget(ratio=1.0, minimum=100),
-                breaker or CircuitBreaker(threshold=100, cooldown=10), max_in_flight=cap, fenced=fenced)
+    return StateMachine(get_policy(policy), retry or Retry(attempts=1),
+                        budget or RetryBudget(ratio=1.0, minimum=100),
+                        breaker or CircuitBreaker(threshold=100, cooldown=10), max_in_flight=cap,
+                        fenced=fenced)
 
 
 def job(name, fn="m.f", **kw):
@@ -170,7 +172,7 @@ def test_core_admits_in_the_policys_order_up_to_capacity_and_refills_freed_slots
 
 
 def test_core_capacity_follows_the_clusters_threads_unless_fixed():
-    c = Core(get_policy("fifo"), Retry(attempts=1), RetryBudget(), CircuitBreaker(), factor=4)
+    c = StateMachine(get_policy("fifo"), Retry(attempts=1), RetryBudget(), CircuitBreaker(), factor=4)
     assert c.capacity() == 4  # no threads yet: still some demand
     c.handle(core.Threads(3), T0)
     assert c.capacity() == 12 and machine(cap=5).capacity() == 5

@@ -1,4 +1,4 @@
-"""Tiny jobs go straight to a worker each (packlab/queue/placement.py), not through the
+"""Tiny jobs go straight to a worker each (packlab/queue/spread.py), not through the
 scheduler's queue: on a real LocalCluster, the scheduler's own state shows it; a slow
 worker is given less; a worker killed while its jobs wait there loses none of them."""
 
@@ -16,7 +16,7 @@ import pytest
 from support import small_cluster
 
 from packlab.queue import JobQueue
-from packlab.queue.placement import Spread
+from packlab.queue.spread import Spread
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

@@ -15,7 +15,7 @@ import time
 
 from packlab.telemetry import monitor as monitor_module
 from packlab.telemetry.queries import EndCounts
-from packlab.telemetry.store import Writer
+from packlab.telemetry.tables import Writer
 from packlab.ui.feed import Feed
 
 PATHS = (["done"], ["dead", "requeued", "done"], ["cancelled"], ["failed-final"],

@@ -14,8 +14,8 @@ import pytest
 from slurm_jobs import job_info
 
 import packlab
-from packlab.telemetry.advise import run_summary
 from packlab.telemetry.pricing import Pricing
+from packlab.telemetry.summary import run_summary
 
 pytestmark = pytest.mark.slurm
 WEIGHTS = {"batch": (1.0, 0.5), "spot": (0.5, 0.25)}  # (per CPU, per GB): scripts/slurm-up

@@ -18,9 +18,9 @@ from click.testing import CliRunner
 import packlab
 from packlab import store as packlab_store
 from packlab.cli import main
-from packlab.queue.store import Store
+from packlab.queue.jobstore import Store
 from packlab.telemetry import series
-from packlab.telemetry.store import Writer, downsample_store, open_for_reading
+from packlab.telemetry.tables import Writer, downsample_store, open_for_reading
 
 
 def fake_cluster(path: str, workers: int = 2, seconds: float = 60.0, now: float | None = None) -> None:

@@ -18,9 +18,9 @@ from bokeh.document import Document
 from click.testing import CliRunner
 
 import packlab
-from packlab import demo_batch
 from packlab.cli import main
-from packlab.telemetry.advise import advise
+from packlab.demo import batch as demo_batch
+from packlab.telemetry.summary import advise
 from packlab.ui import viewmodel as vm
 from packlab.ui.feed import Feed
 from packlab.ui.panel import make_document, panel

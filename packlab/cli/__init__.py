@@ -10,8 +10,8 @@ import threading
 
 import click
 
-from . import __version__
-from .errors import ConfigError, PacklabError, PacklabRuntimeError
+from .. import __version__
+from ..errors import ConfigError, PacklabError, PacklabRuntimeError
 
 
 class _Text(click.ParamType):
@@ -40,7 +40,7 @@ class _Group(click.Group):
     """Turn packlab's input errors into one readable line and exit code 2; load the
     subcommand groups that need heavy imports only when they are used."""
 
-    _lazy = {"queue": ("packlab.queue.cli", "queue")}
+    _lazy = {"queue": ("packlab.cli.queue", "queue")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self._lazy])
@@ -60,7 +60,7 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            from . import config  # noqa: F401  (first: an unreadable dask config file is one line)
+            from .. import config  # noqa: F401  (first: an unreadable dask config file is one line)
 
             return super().invoke(ctx)
         except ConfigError as e:
@@ -123,7 +123,7 @@ def main() -> None:
 @main.command()
 def profiles() -> None:
     """List the workload profiles (per-worker resources)."""
-    from .profiles import PROFILES  # here: an unreadable dask config is then one line
+    from ..profiles import PROFILES  # here: an unreadable dask config is then one line
 
     for p in PROFILES.values():
         click.echo(f"{p.summary():<62}  {p.description}")
@@ -153,7 +153,7 @@ def cluster() -> None:
               help="its name for packlab.connect(NAME) (default: generated, e.g. brisk-otter)")
 def cluster_up(insecure: bool, **kwargs) -> None:
     """Start a cluster in the foreground; Ctrl-C or SIGTERM stops it cleanly."""
-    from .clusters.launch import launch
+    from ..clusters.launch import launch
 
     stop = threading.Event()
 
@@ -196,7 +196,7 @@ def demo(size: str, profile: str, workers: int | None, out: str) -> None:
     """The whole pack: a local cluster from a profile, a JobQueue batch (fair share, retry,
     dead letters), a kernel map-reduce checked against NumPy, then the five metrics, the
     cost, the advisor's findings and an offline report.html."""
-    from . import demo as _demo
+    from .. import demo as _demo
 
     r = _demo.run(size=size, profile=profile, workers=workers, out=out)
     click.echo(_demo.summary(r))
@@ -208,7 +208,7 @@ def _output(path: str | None) -> str | None:
     """``-o``'s file, checked before anything is read: a path in an existing folder."""
     import os
 
-    from . import checks
+    from .. import checks
 
     if path is None:
         return None
@@ -226,16 +226,16 @@ def _output(path: str | None) -> str | None:
 def report(store: str, output: str | None) -> None:
     """The five metrics, cost with its idle share, and the top findings of a store; with
     -o, also the panel's plots as one self-contained HTML file (viewable offline)."""
-    from .telemetry import report as _report
-    from .telemetry.advise import advise
-    from .telemetry.monitor import monitor
+    from ..telemetry import textreport as _report
+    from ..telemetry.monitor import monitor
+    from ..telemetry.summary import advise
 
     output = _output(output)
     m = monitor(store)
     snap, findings = m.snapshot(), advise(m)
     click.echo(_report.text(snap, findings))
     if output is not None:
-        from .ui import report as _page
+        from ..ui import report as _page
 
         _page.write(m, output, title=f"packlab report: {store}")
         click.echo(f"\nwrote {output}")
@@ -249,7 +249,7 @@ def report(store: str, output: str | None) -> None:
 @click.option("--token", type=TEXT, default=None, help="token to require (default: generated when needed)")
 def dashboard(store: str, port: int, address: str, token: str | None) -> None:
     """Serve the live panel of a store at http://ADDRESS:PORT/ until Ctrl-C."""
-    from .ui.dashboard import serve
+    from ..ui.dashboard import serve
 
     d = serve(store, port=port, address=address, token=token)
     click.echo(f"packlab dashboard: {d.url}", err=False)
@@ -268,8 +268,8 @@ def dashboard(store: str, port: int, address: str, token: str | None) -> None:
 @click.option("--store", type=TEXT, required=True, help="SQLite store with telemetry, e.g. packlab.db")
 def advise(store: str) -> None:
     """Every finding of the advisor for a store: the evidence and a line to paste."""
-    from .telemetry import report as _report
-    from .telemetry.advise import advise as _advise
+    from ..telemetry import textreport as _report
+    from ..telemetry.summary import advise as _advise
 
     findings = _advise(store)
     click.echo(_report.findings_text(findings, top=None))

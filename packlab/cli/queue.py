@@ -18,10 +18,10 @@ import click
 from .. import config
 from ..errors import PacklabError
 from ..files import pid_alive
-from .job import check_cancellable, check_requeueable
-from .lease import lease_timeout
-from .states import STATUSES
-from .store import Store
+from ..queue.job import check_cancellable, check_requeueable
+from ..queue.jobstore import Store
+from ..queue.lease import lease_timeout
+from ..queue.states import STATUSES
 
 _STORE = click.option("--store", default=None, help="the queue's SQLite store (default packlab.queue.store)")
 

@@ -23,8 +23,8 @@ class PipelineDemo:
 def run_pipeline_demo(cluster) -> PipelineDemo:
     """Run ``numbers -> square (fan-out) -> flaky -> total`` twice (the second reuses
     every checkpoint); the flaky stage fails its first attempt and succeeds on retry."""
+    from ..pipeline import Pipeline
     from ..queue import Retry
-    from .pipeline import Pipeline
 
     with tempfile.TemporaryDirectory(prefix="packlab-demo-") as d:
         marker = os.path.join(d, "flaked")

@@ -1,7 +1,7 @@
 """``packlab demo``: the whole pack in one command, on a right-sized local cluster.
 
 It launches a local cluster from a profile with telemetry into ``OUT/packlab.db``, runs
-a :class:`packlab.JobQueue` batch (:mod:`packlab.demo_batch`: two owners under fair
+a :class:`packlab.JobQueue` batch (:mod:`packlab.demo.batch`: two owners under fair
 share, a flaky job that succeeds on retry with backoff, one that ends in the dead-letter
 queue), then the kernel map-reduce below, and ends with the five metrics, the cost, the
 advisor's findings and ``OUT/report.html`` (the panel, offline).
@@ -28,12 +28,12 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from .checks import integer
-from .clusters.launch import launch
-from .errors import PacklabError, PacklabWarning
-from .pipeline.demo import PipelineDemo, pipeline_summary, run_pipeline_demo
-from .resources import this_machine
-from .units import format_bytes, memory_bytes
+from ..checks import integer
+from ..clusters.launch import launch
+from ..errors import PacklabError, PacklabWarning
+from ..resources import this_machine
+from ..units import format_bytes, memory_bytes
+from .pipeline import PipelineDemo, pipeline_summary, run_pipeline_demo
 
 #: The demo's data is at most this many times the machine's memory: beyond what fits, it is
 #: generated again for every pass, and a few passes over that are already minutes.
@@ -153,7 +153,7 @@ def _variance_reference(nt: int, cells: int = 4) -> np.ndarray:
 def _pricing():
     """The site's prices, or the example ``aws-on-demand`` rates when none is set (so the
     demo shows what cost looks like), and a note saying which."""
-    from .telemetry.pricing import Pricing
+    from ..telemetry.pricing import Pricing
 
     p = Pricing.from_config()
     if p.core_hour or p.gb_hour or p.gpu_hour or p.su_price:
@@ -166,12 +166,12 @@ def run(size: str | int = "2GB", profile: str = "analytics", workers: int | None
         out: str | os.PathLike = "packlab-demo") -> DemoResult:
     """Run the demo and return its figures (the CLI prints them); the store and the report
     go to the folder ``out`` (made when missing)."""
-    from . import demo_batch
-    from .kernels import kernel, mapreduce
-    from .telemetry import report as text_report
-    from .telemetry.advise import advise
-    from .telemetry.monitor import monitor
-    from .ui import report as html_report
+    from ..kernels import kernel, mapreduce
+    from ..telemetry import textreport as text_report
+    from ..telemetry.monitor import monitor
+    from ..telemetry.summary import advise
+    from ..ui import report as html_report
+    from . import batch as demo_batch
 
     nbytes = memory_bytes(size, "size")
     machine = this_machine().memory

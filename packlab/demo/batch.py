@@ -49,7 +49,7 @@ class BatchResult:
 def run(pc: Any, store: str, scratch: str, jobs: int = 60, nap: float = 0.02) -> BatchResult:
     """Run the batch on cluster ``pc`` with the queue's store ``store`` (the cluster's
     telemetry follows it there); ``scratch`` is a folder for the flaky job's marker."""
-    from .queue import JobQueue, Retry
+    from ..queue import JobQueue, Retry
 
     t0 = time.perf_counter()
     with JobQueue(pc, policy="fair-share", store=store, max_in_flight=4) as q:
