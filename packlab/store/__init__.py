@@ -1,6 +1,6 @@
 """The SQLite file that the queue and telemetry share: one connection policy, one
-transaction block, one way to recognise, create and open a store, one classifier of store
-failures and one batch-writer thread.
+transaction block, one way to recognise, create and open a store, and one classifier of
+store failures.
 
 Each package that keeps tables in a store describes them as a :class:`Schema` and
 registers it (the queue in :mod:`packlab.queue.schema`, telemetry in
