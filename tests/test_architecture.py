@@ -14,7 +14,7 @@ import pytest
 from support import REPO
 
 sys.path.insert(0, os.path.join(REPO, "scripts"))
-import architecture  # noqa: E402  (scripts/architecture.py: the page's generator)
+import architecture
 
 PACKLAB = os.path.join(REPO, "packlab")
 
