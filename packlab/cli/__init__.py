@@ -12,6 +12,7 @@ import click
 
 from .. import __version__
 from ..errors import ConfigError, PacklabError, PacklabRuntimeError
+from ..plugins import entry_point_names
 
 
 class _Text(click.ParamType):
@@ -135,7 +136,10 @@ def cluster() -> None:
 
 
 @cluster.command("up")
-@click.option("--backend", type=TEXT, default=None, help="local (default) or slurm")
+@click.option("--backend", type=TEXT, default=None,
+              help="where workers run: " + (", ".join(sorted(entry_point_names("packlab.backends")))
+                                            or "a registered backend")
+              + " (default: the packlab.backend setting)")
 @click.option("--profile", type=TEXT, default=None, help="workload profile (see `packlab profiles`)")
 @click.option("--workers", type=int, default=None, help="fixed number of workers")
 @click.option("--min-workers", type=int, default=None, help="adaptive minimum (0: scale to zero)")
