@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 
 from ..queue.states import ENDED_KINDS, FAILED_KINDS
+from ..queue.states import Kind as K
 from .pricing import Pricing, rate_sql
 
 #: Job events after which a job is finished, and those of them that mean it failed.
@@ -126,12 +127,12 @@ class EndCounts:
             f"  AND r.kind IN ({_ENDS_SQL}))), "
             f"SUM(e.kind IN ({_FAILS_SQL}) AND NOT EXISTS (SELECT 1 FROM events r WHERE r.job_id = e.job_id "
             f"  AND r.rowid < e.rowid AND r.kind IN ({_FAILS_SQL}))), "
-            "SUM(e.kind = 'done' AND e.t >= ? AND NOT EXISTS (SELECT 1 FROM events r "
-            "  WHERE r.job_id = e.job_id AND r.rowid < e.rowid AND r.kind = 'done' AND r.t >= ?)) "
+            f"SUM(e.kind = '{K.DONE}' AND e.t >= ? AND NOT EXISTS (SELECT 1 FROM events r "
+            f"  WHERE r.job_id = e.job_id AND r.rowid < e.rowid AND r.kind = '{K.DONE}' AND r.t >= ?)) "
             f"FROM events e WHERE e.rowid > ? AND e.rowid <= ? AND e.kind IN ({_ENDS_SQL})")
     _ALL = ("SELECT COUNT(DISTINCT job_id), "
             f"COUNT(DISTINCT CASE WHEN kind IN ({_FAILS_SQL}) THEN job_id END), "
-            "COUNT(DISTINCT CASE WHEN kind='done' AND t >= ? THEN job_id END) FROM events "
+            f"COUNT(DISTINCT CASE WHEN kind='{K.DONE}' AND t >= ? THEN job_id END) FROM events "
             f"WHERE kind IN ({_ENDS_SQL}) AND rowid <= ?")
 
     def __init__(self) -> None:
@@ -197,7 +198,7 @@ def jobs(con: sqlite3.Connection, scope: Scope, pricing: Pricing, counts: EndCou
     # the latest ends in the order the queue wrote them (the table is append-only)
     rows = con.execute(
         "SELECT e.job_id, e.t, e.kind, (SELECT MAX(r.t) FROM events r WHERE r.job_id = e.job_id AND "
-        f"r.kind = 'running' AND r.t <= e.t) FROM events e WHERE e.kind IN ({_ENDS_SQL}) "
+        f"r.kind = '{K.RUNNING}' AND r.t <= e.t) FROM events e WHERE e.kind IN ({_ENDS_SQL}) "
         f"ORDER BY e.rowid DESC LIMIT {RECENT}").fetchall()
     where, wp = scope.where("t")
     ids = sorted({r[0] for r in rows})
@@ -252,9 +253,9 @@ def pipeline_stages(con: sqlite3.Connection) -> list[tuple]:
     if "tags" not in {r[1] for r in con.execute("PRAGMA table_info(jobs)")}:
         return []  # a store from before tags, opened read-only (never migrated)
     rows = con.execute(
-        "SELECT j.tags, COUNT(DISTINCT CASE WHEN e.kind='done' THEN e.job_id END), "
+        f"SELECT j.tags, COUNT(DISTINCT CASE WHEN e.kind='{K.DONE}' THEN e.job_id END), "
         f"COUNT(DISTINCT CASE WHEN e.kind IN {FAILED_ENDS!r} THEN e.job_id END), "
-        "SUM(e.kind='retrying'), "
+        f"SUM(e.kind='{K.RETRYING}'), "
         "(SELECT COALESCE(SUM(t.stop - t.start), 0) FROM tel_tasks t WHERE t.job IN "
         "   (SELECT id FROM jobs WHERE tags = j.tags)), MIN(e.t), MAX(e.t) "
         "FROM jobs j JOIN events e ON e.job_id = j.id "

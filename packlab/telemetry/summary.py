@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..queue.states import Kind as K
 from . import fine
 from .advisor import Finding, findings
 from .monitor import Monitor, monitor
@@ -55,11 +56,12 @@ def run_summary(m: Monitor) -> RunSummary:
         submissions = retries = 0
         delays: list[float] = []
         if has_queue(con):
-            submissions = con.execute("SELECT COUNT(*) FROM events WHERE kind='submitted'").fetchone()[0]
+            submissions = con.execute(
+                f"SELECT COUNT(*) FROM events WHERE kind='{K.SUBMITTED}'").fetchone()[0]
             rows = con.execute(  # each retry: from the failed attempt to the next start
                 "SELECT e.t - (SELECT MAX(f.t) FROM events f WHERE f.job_id = e.job_id AND "
-                "f.kind = 'failed' AND f.t <= e.t) FROM events e WHERE e.kind = 'running' AND "
-                "EXISTS (SELECT 1 FROM events f WHERE f.job_id = e.job_id AND f.kind = 'failed' "
+                f"f.kind = '{K.FAILED}' AND f.t <= e.t) FROM events e WHERE e.kind = '{K.RUNNING}' AND "
+                f"EXISTS (SELECT 1 FROM events f WHERE f.job_id = e.job_id AND f.kind = '{K.FAILED}' "
                 "AND f.t <= e.t)").fetchall()
             delays = [max(0.0, r[0]) for r in rows if r[0] is not None]
             retries = len(delays)
