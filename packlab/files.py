@@ -16,11 +16,8 @@ keys, without a caller parsing another's message apart.
 Examples
 --------
 >>> import tempfile
->>> d = private_directory(os.path.join(tempfile.mkdtemp(), "a", "b"), "dir")
->>> oct(os.stat(d).st_mode & 0o777)
-'0o700'
->>> atomic_write(os.path.join(d, "f.json"), b"{}")
->>> oct(os.stat(os.path.join(d, "f.json")).st_mode & 0o777)
+>>> p = os.path.join(tempfile.mkdtemp(), "f.json")
+>>> atomic_write(p, b"{}"); oct(os.stat(p).st_mode & 0o777)
 '0o600'
 """
 
