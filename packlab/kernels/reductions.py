@@ -25,9 +25,13 @@ import numpy as np
 
 from .. import checks
 from ..errors import PacklabError, bad_value
+from ..plugins import Registry
 from .codegen import locals_to_state
 
-REDUCTIONS: dict[str, type[Reduction]] = {}
+#: The ``reduce=`` names: the built-in ones register in code (``@register_reduction``),
+#: others also through the entry-point group ``packlab.reductions``.
+REDUCTIONS: Registry[type[Reduction]] = Registry(
+    "reduction", "packlab.reductions", fix="Or pass an associative combine function f(a, b) with identity=.")
 
 SKIPNA_FIX = "Pass skipna=True or skipna=False."
 
@@ -62,7 +66,7 @@ def register_reduction(cls: type[Reduction]) -> type[Reduction]:
     if not (isinstance(name, str) and name.isidentifier()):
         raise bad_value(f"{cls.__name__}.name", name, "an identifier such as 'sumabs'",
                         "Set the class attribute name = '...': it is what reduce= takes.")
-    old = REDUCTIONS.get(name)
+    old = REDUCTIONS[name] if name in REDUCTIONS else None
     same = old is not None and (old.__module__, old.__qualname__) == (cls.__module__, cls.__qualname__)
     if old is not None and not same and old.__module__.startswith("packlab.kernels."):
         raise bad_value(f"{cls.__name__}.name", name,
@@ -78,7 +82,7 @@ def register_reduction(cls: type[Reduction]) -> type[Reduction]:
             raise bad_value(f"{cls.__name__}.{attr}", names,
                             "a tuple of distinct identifiers, e.g. ('s', 's2')",
                             f"Set the class attribute {attr} = (...).")
-    REDUCTIONS[name] = cls
+    REDUCTIONS.register(name, cls)
     return cls
 
 
@@ -229,11 +233,7 @@ def make_reduction(reduce: Any, vtype: np.dtype, skipna: bool, options: dict[str
     from . import combine, extrema, histogram, moments  # noqa: F401  (they register themselves)
 
     if isinstance(reduce, str):
-        if reduce not in REDUCTIONS:
-            raise PacklabError(
-                f"reduce={reduce!r} is unknown: choose one of {sorted(REDUCTIONS)}, or pass an "
-                "associative combine function f(a, b) with identity=.", field="reduce", value=reduce)
-        return REDUCTIONS[reduce](vtype, skipna, **options)
+        return REDUCTIONS.get(reduce, "reduce")(vtype, skipna, **options)
     if callable(reduce):
         if "combine" in options:
             raise PacklabError(

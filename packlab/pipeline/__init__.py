@@ -10,12 +10,13 @@ long stage save its own state (:mod:`.context`) and runs the stages through a
 from .checkpoints import CheckpointInvalid, CheckpointRefused, CheckpointStore, OutputNotSerializable
 from .context import Context
 from .execute import PipelineWarning
-from .formats import Format, register_format, unregister_format
+from .formats import FORMATS, Format, register_format, unregister_format
 from .pipeline import Pipeline
 from .run import PipelineRun, StageResult
 from .worker import stage_of_job
 
 __all__ = [
+    "FORMATS",
     "CheckpointInvalid",
     "CheckpointRefused",
     "CheckpointStore",

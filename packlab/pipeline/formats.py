@@ -14,7 +14,10 @@ parquet    pandas DataFrame/Series with string column  ``data.parquet`` (needs p
 pickle     anything cloudpickle can pickle             ``data.pkl``
 =========  ==========================================  ==============================
 
-Register another with :func:`register_format` (it is asked before the built-in ones).
+Register another with :func:`register_format` (it is asked before the built-in ones), or,
+from a package installed beside packlab, through an entry point in the group
+``packlab.checkpoint_formats`` (asked after those registered in code, before the built-in
+ones).
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ import importlib.util
 import os
 import sys
 from typing import Any, ClassVar
+
+from ..errors import bad_value
+from ..plugins import Registry
 
 
 class Format:
@@ -170,7 +176,18 @@ class Parquet(Format):
             return df.iloc[:, 0] if f.read() == "Series" else df
 
 
-_REGISTRY: list[Format] = [Zarr(), Parquet(), Pickle()]
+#: The checkpoint formats, by name (each an instance of a :class:`Format` subclass): the
+#: built-in ones register in code, others also through the entry-point group
+#: ``packlab.checkpoint_formats`` (an entry point may name a Format subclass, which is
+#: instantiated without arguments, or an instance).
+FORMATS: Registry[Format] = Registry("checkpoint format", "packlab.checkpoint_formats")
+#: The built-in formats, asked last and in this order (``pickle``, which accepts anything, last).
+_BUILTIN = (Zarr(), Parquet(), Pickle())
+#: The names given to :func:`register_format`, newest (asked first) first.
+_ADDED: list[str] = []
+for _fmt in _BUILTIN:
+    FORMATS.register(_fmt.name, _fmt)
+del _fmt
 
 
 def register_format(fmt: Format) -> None:
@@ -187,24 +204,43 @@ def register_format(fmt: Format) -> None:
     'pickle'
     """
     if not isinstance(fmt, Format) or not fmt.name:
-        from ..errors import bad_value
-
         raise bad_value("format", fmt, "an instance of a packlab.pipeline.formats.Format subclass "
                         "with a name")
     unregister_format(fmt.name)
-    _REGISTRY.insert(0, fmt)
+    FORMATS.register(fmt.name, fmt)
+    _ADDED.insert(0, fmt.name)
 
 
 def unregister_format(name: str) -> None:
     """Remove the format called ``name`` (nothing if there is none)."""
-    _REGISTRY[:] = [f for f in _REGISTRY if f.name != name]
+    FORMATS.unregister(name)
+    _ADDED[:] = [n for n in _ADDED if n != name]
+
+
+def _in_order() -> list[str]:
+    """The names in the order formats are asked: those given to :func:`register_format`
+    (newest first), then those from entry points, then the built-in ones."""
+    builtin = [f.name for f in _BUILTIN]
+    found = [n for n in FORMATS if n not in _ADDED and n not in builtin]
+    return [*_ADDED, *found, *(n for n in builtin if n not in _ADDED and n in FORMATS)]
+
+
+def _format(name: str) -> Format:
+    fmt = FORMATS[name]
+    if isinstance(fmt, type) and issubclass(fmt, Format):  # an entry point naming the class
+        fmt = fmt()
+        FORMATS.register(name, fmt)
+    if not isinstance(fmt, Format):
+        raise bad_value(f"{FORMATS.group}:{name}", fmt, "a packlab.pipeline.formats.Format "
+                        "subclass or an instance of one", "Fix or uninstall the package that provides it.")
+    return fmt
 
 
 def format_for(obj: Any) -> Format:
     """The first registered format that accepts ``obj``."""
-    return next(f for f in _REGISTRY if f.accepts(obj))
+    return next(f for f in map(_format, _in_order()) if f.accepts(obj))
 
 
 def get_format(name: str) -> Format | None:
     """The format called ``name``, or ``None`` (a checkpoint of an unknown format is foreign)."""
-    return next((f for f in _REGISTRY if f.name == name), None)
+    return _format(name) if isinstance(name, str) and name in FORMATS else None

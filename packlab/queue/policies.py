@@ -20,15 +20,19 @@ from typing import Any, ClassVar
 
 from .. import config
 from ..errors import PacklabError, bad_value
+from ..plugins import Registry
 from ..units import seconds
 
-POLICIES: dict[str, type[Policy]] = {}
+#: The queue policies, by name: the built-in ones register in code (``@register_policy``),
+#: others also through the entry-point group ``packlab.policies``.
+POLICIES: Registry[type[Policy]] = Registry(
+    "policy", "packlab.policies", fix="Or pass a Policy instance, e.g. FairShare(weights={...}).")
 _tokens = itertools.count(1)
 
 
 def register_policy(cls: type[Policy]) -> type[Policy]:
     """Class decorator: make a policy available as ``JobQueue(policy=cls.name)``."""
-    POLICIES[cls.name] = cls
+    POLICIES.register(cls.name, cls)
     return cls
 
 
@@ -43,12 +47,7 @@ def get_policy(policy: str | Policy) -> Policy:
     """
     if isinstance(policy, Policy):
         return policy
-    if policy not in POLICIES:
-        raise PacklabError(
-            f"policy={policy!r} is unknown: choose one of {sorted(POLICIES)} "
-            "(or pass a Policy instance, e.g. FairShare(weights={...}))."
-        )
-    return POLICIES[policy]()
+    return POLICIES.get(policy, "policy")()
 
 
 class Policy(abc.ABC):

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import checks
+from ..plugins import Registry
 from .records import record
 from .sizing import RightSize, right_size
 from .usage import FunctionUsage, RunSummary, SlurmJobUsage, Thresholds, WorkerUsage
@@ -61,13 +62,14 @@ class Finding:
 
 # -- the rules ---------------------------------------------------------------------------
 AdvisorRule = Callable[[RunSummary, Thresholds], list[Finding]]
-RULES: dict[str, AdvisorRule] = {}
-"""The advisor's rules by name; :func:`findings` runs them all. Register more with :func:`rule`."""
+RULES: Registry[AdvisorRule] = Registry("advisor rule", "packlab.advisor_rules")
+"""The advisor's rules by name; :func:`findings` runs them all. Register more with :func:`rule`
+(or, from a package installed beside packlab, an entry point in ``packlab.advisor_rules``)."""
 
 
 def rule(fn: AdvisorRule) -> AdvisorRule:
     """Register ``fn`` in :data:`RULES` under its name (``_`` as ``-``)."""
-    RULES[fn.__name__.replace("_", "-")] = fn
+    RULES.register(fn.__name__.replace("_", "-"), fn)
     return fn
 
 
