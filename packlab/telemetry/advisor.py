@@ -153,7 +153,7 @@ def unmonitored_pipeline(s: RunSummary, th: Thresholds) -> list[Finding]:
     if not s.queue_running or s.alert_sinks:
         return []
     return [Finding("unmonitored-pipeline", "warning", {"alert_sinks": 0, "queue_depth": s.queue_depth},
-                    "from packlab.telemetry.alerts import LogSink; monitor.add_sink(LogSink())",
+                    "from packlab.telemetry.sinks import LogSink; monitor.add_sink(LogSink())",
                     "A queue is running and no alert sink listens: failures will be noticed by users first.")]
 
 
