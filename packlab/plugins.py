@@ -75,7 +75,8 @@ def entry_point_names(group: str) -> set[str]:
         return set()
 
 
-def unknown(kind: str, value: object, field: str, names: list[str], fix: str | None = None) -> PacklabError:
+def unknown(kind: str, value: object, field: str, names: list[str], fix: str | None = None, *,
+            invalid: bool = False) -> PacklabError:
     """The one "unknown X" error: what was given, every choice, a "did you mean" for a near
     miss, and how to fix it.
 
@@ -88,8 +89,10 @@ def unknown(kind: str, value: object, field: str, names: list[str], fix: str | N
     """
     options = sorted(names)
     choices = ", ".join(map(repr, options)) or "(none registered)"
-    if isinstance(value, str):
+    if isinstance(value, str) and not invalid:
         msg = f"{field}={value!r} is unknown: choose one of {choices}."
+    elif isinstance(value, str):  # the wording of settings checked as a choice (backend=)
+        msg = f"{field}={value!r} is invalid: expected one of {choices}."
     else:
         msg = f"{field}={value!r} is invalid: expected the name of a {kind}: choose one of {choices}."
     if isinstance(value, str) and value.strip():
@@ -104,13 +107,16 @@ def unknown(kind: str, value: object, field: str, names: list[str], fix: str | N
 
 class Registry(Mapping[str, T], Generic[T]):
     """Named plug-ins of one ``kind``, registered in code or found through the entry-point
-    ``group``. A read-only mapping of name to plug-in (``"module:attr"`` references are
+    ``group``. ``invalid`` words an unknown name as "is invalid: expected one of" (for a
+    setting that has always been checked as a choice) rather than "is unknown: choose one
+    of". A read-only mapping of name to plug-in (``"module:attr"`` references are
     loaded on access); :meth:`register` adds one, :meth:`get` looks one up with the one
     error for an unknown name.
     """
 
-    def __init__(self, kind: str, group: str | None = None, *, fix: str | Fix = None) -> None:
-        self.kind, self.group, self.fix = kind, group, fix
+    def __init__(self, kind: str, group: str | None = None, *, fix: str | Fix = None,
+                 invalid: bool = False) -> None:
+        self.kind, self.group, self.fix, self.invalid = kind, group, fix, invalid
         self._items: dict[str, Any] = {}
         self._from_entry_points: set[str] = set()
         self._scanned = group is None
@@ -176,13 +182,13 @@ class Registry(Mapping[str, T], Generic[T]):
         ``field`` (default: the kind), every choice and ``fix``."""
         if isinstance(value, str) and value in self:
             return self._resolve(value)
-        raise unknown(self.kind, value, field or self.kind, list(self), self._fix(fix))
+        raise unknown(self.kind, value, field or self.kind, list(self), self._fix(fix), invalid=self.invalid)
 
     def check(self, value: object, field: str | None = None, fix: str | Fix = None) -> str:
         """``value`` if it names a registered plug-in (nothing is loaded), else the error."""
         if isinstance(value, str) and value in self:
             return value
-        raise unknown(self.kind, value, field or self.kind, list(self), self._fix(fix))
+        raise unknown(self.kind, value, field or self.kind, list(self), self._fix(fix), invalid=self.invalid)
 
     def names(self) -> list[str]:
         """Every registered name, sorted."""

@@ -280,7 +280,3 @@ def advise(store: str) -> None:
     for f in findings:
         evidence = ", ".join(f"{k}={v:g}" for k, v in f.evidence.items())
         click.echo(f"    evidence ({f.name}): {evidence}")
-
-
-if __name__ == "__main__":
-    main()

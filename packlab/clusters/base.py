@@ -179,7 +179,7 @@ def clamp_gpus(request: ClusterRequest, available: int, where: str, fix: str) ->
 
 #: The cluster backends, by name: the built-in ones register in code (``@register_backend``),
 #: others through the entry-point group ``packlab.backends`` (see CONTRIBUTING.md).
-BACKENDS: Registry[type[Backend]] = Registry("backend", "packlab.backends")
+BACKENDS: Registry[type[Backend]] = Registry("backend", "packlab.backends", invalid=True)
 
 
 def register_backend(cls: type[Backend]) -> type[Backend]:

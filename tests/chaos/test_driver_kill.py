@@ -184,7 +184,7 @@ import os, sys
 from packlab.queue.jobstore import Store
 from packlab.store import opening
 
-def killed(con):  # SIGKILL's effect, at the worst moment: SQLite's header written, no schema
+def killed(con, *schemas):  # SIGKILL's effect, at the worst moment: SQLite's header written, no schema
     os._exit(9)
 
 opening.migrate = killed

@@ -352,7 +352,8 @@ def telemetry_refused(pc, q) -> int:
     from packlab.telemetry.plugin import NAME
 
     theirs = pc.client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.plugins[NAME].writer.refused)
-    return q._telemetry.writer.refused + theirs
+    [recorder] = pc.telemetry.queues  # the queue's telemetry (packlab.telemetry.collect.QueueRecorder)
+    return recorder.writer.refused + theirs
 
 
 def test_telemetry_under_faults_never_stops_the_workload_and_still_opens(tmp_path, figure):
