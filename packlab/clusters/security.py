@@ -21,7 +21,15 @@ from ..errors import PacklabSecurityWarning, bad_value
 LOOPBACK_DASHBOARD = "127.0.0.1:0"
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, IPv6 in brackets or not) is this machine's
+    loopback: the one check of it in packlab.
+
+    Examples
+    --------
+    >>> is_loopback("127.0.0.1"), is_loopback("[::1]"), is_loopback("localhost"), is_loopback("0.0.0.0")
+    (True, True, True, False)
+    """
     host = host.strip("[]")
     if host == "localhost":
         return True
@@ -78,7 +86,7 @@ def dashboard_address(value: object = None, field: str = "dashboard_address") ->
     if value is None:
         value, field = config.get("dashboard.address"), "packlab.dashboard.address"
     host, _ = parse_dashboard_address(value, field)
-    if not _is_loopback(host):
+    if not is_loopback(host):
         where = host or "every interface"
         warnings.warn(
             f"{field}={value!r}: the Dask dashboard will listen on {where}, without authentication; "

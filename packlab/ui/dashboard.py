@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import checks
+from ..clusters.security import is_loopback
 from ..errors import bad_value
 
 COOKIE = "packlab_dashboard_token"
@@ -54,12 +55,7 @@ def _is_ip(text: str) -> bool:
 
 def needs_token(address: str) -> bool:
     """Whether binding to ``address`` needs a token (anything but loopback does)."""
-    if address in LOOPBACK:
-        return False
-    try:
-        return not ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return True
+    return not is_loopback(address)
 
 
 def origins(address: str, port: int) -> list[str]:
