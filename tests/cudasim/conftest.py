@@ -10,5 +10,6 @@ import sys
 if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
     collect_ignore_glob = ["test_*.py"]
 else:
-    # the NumPy references are shared with the CPU tests
-    sys.path.insert(0, str(pathlib.Path(__file__).parent.parent))
+    # the NumPy references are shared with the CPU tests (tests/kernels), helpers in tests/
+    tests = pathlib.Path(__file__).parent.parent
+    sys.path[:0] = [str(tests / "kernels"), str(tests)]
