@@ -5,6 +5,7 @@ still see it (found by ``python -m benchmarks load``: 1.7 KB per job, for ever).
 from __future__ import annotations
 
 import gc
+import time
 
 import pytest
 
@@ -28,6 +29,10 @@ def test_finished_jobs_nobody_holds_are_freed_and_read_back_from_the_store(local
         for i in range(1000):
             q.submit(abs, -i, owner=f"u{i % 3}")  # not kept: the user holds none of them
         q.wait(timeout=120)
+        # The queue's threads let go of the last ones shortly after (later on a busy machine).
+        deadline = time.monotonic() + 30
+        while _jobs_in_memory() - before >= 50 and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert _jobs_in_memory() - before < 50  # not 1,501: only the kept one and a few in flux
         assert q.stats()["counts"] == {"done": 1001}
         everything = q.jobs()
