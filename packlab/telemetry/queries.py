@@ -241,6 +241,11 @@ __all__ = ["ENDS", "FAILED_ENDS", "EndCounts", "Jobs", "Scope", "busy", "has_que
            "maxima", "recent", "service_units"]
 
 
+def _has_tags(con: sqlite3.Connection) -> bool:
+    """False for a store from before jobs carried tags, opened read-only (never migrated)."""
+    return "tags" in {r[1] for r in con.execute("PRAGMA table_info(jobs)")}
+
+
 def pipeline_stages(con: sqlite3.Connection) -> list[tuple]:
     """Per pipeline stage (its jobs carry the tags ``{"pipeline": ..., "stage": ...}``: see
     :class:`packlab.Pipeline`): ``(pipeline, stage)``, units done, failed for good, retries,
@@ -250,8 +255,8 @@ def pipeline_stages(con: sqlite3.Connection) -> list[tuple]:
     checkpoint runs no job, so it is not here. A store written before jobs carried tags has
     none.
     """
-    if "tags" not in {r[1] for r in con.execute("PRAGMA table_info(jobs)")}:
-        return []  # a store from before tags, opened read-only (never migrated)
+    if not _has_tags(con):
+        return []
     rows = con.execute(
         f"SELECT j.tags, COUNT(DISTINCT CASE WHEN e.kind='{K.DONE}' THEN e.job_id END), "
         f"COUNT(DISTINCT CASE WHEN e.kind IN {FAILED_ENDS!r} THEN e.job_id END), "
@@ -272,7 +277,7 @@ def pipeline_stages(con: sqlite3.Connection) -> list[tuple]:
 def stage_of_fn(con: sqlite3.Connection) -> dict[str, tuple[str, str]]:
     """``(pipeline, stage)`` by job function name, from the jobs' tags (for Dask's metrics,
     which know a job's function, not its tags)."""
-    if "tags" not in {r[1] for r in con.execute("PRAGMA table_info(jobs)")}:
+    if not _has_tags(con):
         return {}
     out = {}
     for fn, tags in con.execute("SELECT DISTINCT fn, tags FROM jobs WHERE tags IS NOT NULL"):
